@@ -1,0 +1,1 @@
+"""The ``geartrain`` command line."""

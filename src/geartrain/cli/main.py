@@ -1,0 +1,29 @@
+"""``geartrain``: one click group; each sub-command lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from geartrain import __version__
+
+
+@click.group(context_settings={"help_option_names": ["--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="geartrain")
+def cli() -> None:
+    """Gearman job server, client, worker and admin tools."""
+
+
+def _register() -> None:
+    # Imported here so that `geartrain --help` does not pay for every sub-command's
+    # dependencies at import time of this module, and to keep the import arrow
+    # cli -> server/client one-way.
+    from .serve import serve
+
+    cli.add_command(serve)
+
+
+_register()
+
+
+def main() -> None:
+    cli(auto_envvar_prefix="GEARTRAIN")

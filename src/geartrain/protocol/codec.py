@@ -1,0 +1,281 @@
+"""Bytes to packets and back, without any I/O.
+
+Theory of operation
+-------------------
+A Gearman stream mixes two kinds of message. A message whose first byte is NUL is
+a binary packet: a 12-byte header (magic, type, body size, big-endian) and a body
+of exactly that size. Any other first byte starts an admin text line that ends at
+``\\n``. :class:`Decoder` takes whatever bytes the socket delivered and returns the
+complete messages in them, keeping the unfinished tail for the next call.
+
+Three rules keep this fast and safe:
+
+* Parsing is always bounded by the header's size. A body that lacks the NULs its
+  type needs is reported as :class:`BadPacket` and skipped; the stream never
+  desynchronises (gearmand scans past the body and does).
+* Small messages are sliced straight out of the bytes the socket gave us. Only an
+  incomplete tail is kept, and once a header announces a body larger than
+  ``_ACCUMULATE_AT`` the body is collected in one preallocated buffer, so a
+  256 MiB payload is copied once on the way in, however it is chunked.
+* Large trailing data is handed out as a ``memoryview`` of that buffer, so it can
+  be forwarded to a worker without another copy.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, NamedTuple
+
+from .constants import (
+    ARGUMENTS,
+    DEFAULT_MAX_PACKET_SIZE,
+    HEADER_SIZE,
+    MAX_ADMIN_LINE,
+    MAX_PACKET_TYPE,
+    REQ,
+    RES,
+    ErrorCode,
+)
+
+Data = bytes | memoryview
+
+_HEADER: Final = struct.Struct(">4sII")
+_unpack_header = _HEADER.unpack_from
+_pack_header = _HEADER.pack
+
+#: Incomplete bodies above this size are collected in a preallocated buffer
+#: instead of re-joining the tail on every read.
+_ACCUMULATE_AT: Final = 4096
+#: Trailing data above this size is returned as a memoryview (no copy).
+_VIEW_AT: Final = 65536
+
+
+class Packet(NamedTuple):
+    """One binary packet: its type, its NUL-separated arguments and trailing data."""
+
+    type: int
+    args: tuple[bytes, ...]
+    data: Data = b""
+
+
+class AdminLine(NamedTuple):
+    """One admin text line, without its ``\\r\\n`` or ``\\n``."""
+
+    line: bytes
+
+
+class BadPacket(NamedTuple):
+    """Input the peer got wrong.
+
+    ``fatal`` means the stream can no longer be framed and the connection must be
+    closed after the ERROR is sent; otherwise the offending message was skipped.
+    """
+
+    code: bytes
+    text: bytes
+    fatal: bool
+    type: int = 0
+
+
+Event = Packet | AdminLine | BadPacket
+
+
+def _slice(buf: bytes | bytearray, start: int, end: int) -> Data:
+    if end - start >= _VIEW_AT and isinstance(buf, bytearray):
+        return memoryview(buf)[start:end]
+    return bytes(buf[start:end])
+
+
+class Decoder:
+    """Incremental parser for one direction of a Gearman connection.
+
+    Args:
+        expect: the magic this side should receive: ``REQ`` on a server, ``RES`` on a
+            client or worker.
+        max_size: the largest body accepted; bigger ones end the stream.
+        text: whether admin text lines may appear (only towards a server).
+    """
+
+    __slots__ = ("_acc", "_acc_fill", "_acc_head", "_dead", "_rest", "expect", "max_size", "text")
+
+    def __init__(
+        self,
+        expect: bytes = REQ,
+        max_size: int = DEFAULT_MAX_PACKET_SIZE,
+        text: bool = True,
+    ) -> None:
+        self.expect = expect
+        self.max_size = max_size
+        self.text = text
+        self._rest = b""
+        self._acc: bytearray | None = None
+        self._acc_fill = 0
+        self._acc_head: tuple[bytes, int] = (b"", 0)
+        self._dead = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a message."""
+        return len(self._rest) + self._acc_fill
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Add received bytes; return every message they complete, in order.
+
+        After a fatal :class:`BadPacket` the decoder ignores all further input.
+        """
+        if self._dead:
+            return []
+        events: list[Event] = []
+        if self._acc is not None:
+            data = self._fill_accumulator(data, events)
+            if self._acc is not None or not data:
+                return events
+        buf = self._rest + data if self._rest else data
+        self._rest = b""
+        pos = self._parse(buf, events)
+        if pos < len(buf) and not self._dead:
+            self._rest = buf[pos:]
+        return events
+
+    # -- internals ---------------------------------------------------------------
+
+    def _parse(self, buf: bytes, events: list[Event]) -> int:  # noqa: C901 - one hot loop
+        pos = 0
+        end = len(buf)
+        expect = self.expect
+        while pos < end:
+            if buf[pos] != 0:
+                if not self.text:
+                    return self._die(events, ErrorCode.INVALID_MAGIC, b"Binary packet expected")
+                newline = buf.find(b"\n", pos)
+                if newline < 0:
+                    if end - pos > MAX_ADMIN_LINE:
+                        return self._die(events, ErrorCode.ARGUMENT_TOO_LARGE,
+                                         b"Admin line too long")
+                    return pos
+                stop = newline - 1 if newline > pos and buf[newline - 1] == 13 else newline
+                events.append(AdminLine(buf[pos:stop]))
+                pos = newline + 1
+                continue
+            if end - pos < HEADER_SIZE:
+                return pos
+            magic, ptype, size = _unpack_header(buf, pos)
+            if magic != expect and magic not in (REQ, RES):
+                return self._die(events, ErrorCode.INVALID_MAGIC, b"Invalid magic")
+            if ptype == 0 or ptype > MAX_PACKET_TYPE:
+                return self._die(events, ErrorCode.INVALID_COMMAND,
+                                 b"Unknown packet type " + str(ptype).encode())
+            if size > self.max_size:
+                return self._die(events, ErrorCode.ARGUMENT_TOO_LARGE,
+                                 b"Packet body of %d bytes exceeds the limit of %d"
+                                 % (size, self.max_size))
+            body_start = pos + HEADER_SIZE
+            body_end = body_start + size
+            if body_end > end:
+                if size > _ACCUMULATE_AT:
+                    self._start_accumulator(magic, ptype, size, buf, body_start, events)
+                    return end
+                return pos
+            pos = body_end
+            if magic != expect:
+                events.append(_wrong_magic(expect, ptype))
+                continue
+            events.append(_make_packet(ptype, buf, body_start, body_end))
+        return pos
+
+    def _start_accumulator(
+        self, magic: bytes, ptype: int, size: int, buf: bytes, start: int, events: list[Event]
+    ) -> None:
+        self._acc = bytearray(size)
+        self._acc_head = (magic, ptype)
+        chunk = memoryview(buf)[start:]
+        self._acc[: len(chunk)] = chunk
+        self._acc_fill = len(chunk)
+
+    def _fill_accumulator(self, data: bytes, events: list[Event]) -> bytes:
+        acc = self._acc
+        assert acc is not None
+        need = len(acc) - self._acc_fill
+        take = min(need, len(data))
+        acc[self._acc_fill : self._acc_fill + take] = memoryview(data)[:take]
+        self._acc_fill += take
+        if self._acc_fill < len(acc):
+            return b""
+        magic, ptype = self._acc_head
+        self._acc = None
+        self._acc_fill = 0
+        if magic != self.expect:
+            events.append(_wrong_magic(self.expect, ptype))
+        else:
+            events.append(_make_packet(ptype, acc, 0, len(acc)))
+        return data[take:] if take < len(data) else b""
+
+    def _die(self, events: list[Event], code: bytes, text: bytes) -> int:
+        self._dead = True
+        self._rest = b""
+        self._acc = None
+        events.append(BadPacket(code, text, fatal=True))
+        return 0
+
+
+def _wrong_magic(expect: bytes, ptype: int) -> BadPacket:
+    text = b"Request magic expected" if expect == REQ else b"Response magic expected"
+    return BadPacket(ErrorCode.INVALID_MAGIC, text, fatal=False, type=ptype)
+
+
+def _make_packet(ptype: int, buf: bytes | bytearray, start: int, end: int) -> Event:
+    count, has_data = ARGUMENTS[ptype]
+    if count == 0:
+        return Packet(ptype, (), _slice(buf, start, end) if has_data else b"")
+    wanted = count if has_data else count - 1
+    args: list[bytes] = []
+    for _ in range(wanted):
+        nul = buf.find(b"\0", start, end)
+        if nul < 0:
+            return BadPacket(
+                ErrorCode.INVALID_PACKET,
+                b"Packet type %d needs %d NUL-separated arguments" % (ptype, count),
+                fatal=False,
+                type=ptype,
+            )
+        args.append(bytes(buf[start:nul]))
+        start = nul + 1
+    if has_data:
+        return Packet(ptype, tuple(args), _slice(buf, start, end))
+    args.append(bytes(buf[start:end]))
+    return Packet(ptype, tuple(args), b"")
+
+
+# -- encoding ----------------------------------------------------------------------
+
+
+def encode(ptype: int, *args: bytes, data: Data = b"", magic: bytes = RES) -> bytes:
+    """Serialise one packet.
+
+    ``args`` are the packet's NUL-separated arguments in order; ``data`` is the
+    trailing data of types that have it. The body layout follows ``ARGUMENTS``.
+    """
+    count, has_data = ARGUMENTS[ptype]
+    if has_data:
+        if count:
+            body = b"\0".join(args) + b"\0" + data
+        else:
+            body = bytes(data)
+    else:
+        body = b"\0".join(args)
+    return _pack_header(magic, ptype, len(body)) + body
+
+
+def encode_head(ptype: int, args: tuple[bytes, ...], data_size: int, magic: bytes = RES) -> bytes:
+    """Header and arguments of a data-carrying packet whose data is written separately.
+
+    Lets a large payload go from one socket to another without being copied into
+    a new packet.
+    """
+    prefix = b"\0".join(args) + b"\0" if args else b""
+    return _pack_header(magic, ptype, len(prefix) + data_size) + prefix
+
+
+def encode_request(ptype: int, *args: bytes, data: Data = b"") -> bytes:
+    """Serialise a request packet (what clients and workers send)."""
+    return encode(ptype, *args, data=data, magic=REQ)

@@ -1,0 +1,69 @@
+"""The one narrow interface between the job server and a persistent queue.
+
+Contract (what every backend guarantees, and what the contract tests check):
+
+* ``add`` returns an awaitable that resolves once the record is durable. The server
+  sends JOB_CREATED only after it resolves; if it raises :class:`QueueError` the
+  submitter gets ``ERROR QUEUE_ERROR <reason>`` and no job exists. Backends batch
+  concurrent adds into one transaction (group commit), so ``add`` must not do one
+  round trip per call when many are outstanding.
+* ``remove`` and ``update_retries`` are fire-and-forget from the server's point of
+  view: they are queued in order behind earlier adds and applied in later batches.
+  A failure there never loses a job (at worst a finished job is replayed and runs
+  again: delivery is at least once).
+* ``load`` returns every stored record, in original priority-then-FIFO order
+  (``priority`` ascending, then ``id`` ascending); it is called once, before the
+  server accepts connections.
+* Records are keyed by ``id``, an integer the server assigns (monotonic across
+  restarts: the server continues from the largest id it loaded). Never by unique:
+  empty and ``-`` uniques must not collide.
+* A backend that loses its connection reconnects by itself with backoff; while it
+  is down, ``add`` fails fast with :class:`QueueError`, and queued removes are kept
+  and retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class QueueError(Exception):
+    """The persistent queue could not store a job; ``str(err)`` is the reason."""
+
+
+@dataclass(slots=True)
+class StoredJob:
+    """A background job as the persistent queue keeps it."""
+
+    id: int
+    function: bytes
+    unique: bytes
+    data: bytes
+    priority: int  # 0 high, 1 normal, 2 low (geartrain.protocol.Priority)
+    when: int = 0  # Unix seconds for SUBMIT_JOB_EPOCH jobs, 0 = run now
+    reducer: bytes = b""
+    retries: int = 0
+
+
+class QueueStore(Protocol):
+    """What the server needs from a persistent queue backend."""
+
+    async def open(self) -> None:
+        """Connect and create tables/keys if needed. Raises QueueError if unusable."""
+
+    async def load(self) -> list[StoredJob]:
+        """Every stored job, in (priority, id) order."""
+
+    def add(self, job: StoredJob) -> Awaitable[None]:
+        """Store ``job``; the awaitable resolves when it is durable (raises QueueError)."""
+
+    def remove(self, job_id: int) -> None:
+        """Forget a finished job (applied asynchronously, in order)."""
+
+    def update_retries(self, job_id: int, retries: int) -> None:
+        """Record that a job was requeued ``retries`` times (asynchronous)."""
+
+    async def close(self) -> None:
+        """Flush pending writes and disconnect."""
