@@ -1,0 +1,5 @@
+"""``python -m geartrain`` runs the command line."""
+
+from geartrain.cli.main import main
+
+main()
