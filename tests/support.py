@@ -98,3 +98,48 @@ def start_gearmand(args: Sequence[str] = (), port: int | None = None, log_path: 
         server.kill()
         raise
     return server
+
+
+# gearmand deletes its pid file when it exits, so the "--pid-file=/dev/null" used by
+# start_gearmand above removes the machine's /dev/null (every later redirection to it then
+# creates a plain file). This replacement gives each gearmand a pid file of its own in a
+# private temporary directory, removed when the server is stopped.
+def _start_gearmand_with_own_pid_file(
+    args: Sequence[str] = (), port: int | None = None, log_path: str | None = None
+) -> ServerProcess:
+    import tempfile
+    import weakref
+
+    if GEARMAND is None:
+        raise RuntimeError("gearmand is not installed (apt-get install gearman-job-server)")
+    port = port or free_port()
+    piddir = tempfile.mkdtemp(prefix="gearmand-pid-")
+    cmd = [
+        GEARMAND,
+        "-L",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--threads=0",
+        "-l",
+        log_path or "none",
+        f"--pid-file={piddir}/gearmand.pid",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
+    server = ServerProcess(
+        "gearmand", port, proc, log_path=log_path or "", extra={"piddir": piddir}
+    )
+    try:
+        wait_for_port("127.0.0.1", port, proc=proc)
+    except BaseException:
+        server.kill()
+        raise
+    finally:
+        weakref.finalize(server, shutil.rmtree, piddir, ignore_errors=True)
+    return server
+
+
+start_gearmand = _start_gearmand_with_own_pid_file  # noqa: F811
