@@ -1,0 +1,496 @@
+"""The client side of the Gearman protocol, without I/O.
+
+Theory of operation
+-------------------
+:class:`ClientProtocol` is one connection to one job server. Callers hand it
+:class:`Task` objects and requests (status, option, echo); it queues the bytes
+to send (:meth:`ClientProtocol.data_to_send`) and turns received bytes into
+:class:`Update` and :class:`Reply` objects (:meth:`ClientProtocol.receive_data`).
+The sync and asyncio clients only move bytes and wake waiters.
+
+Matching replies follows what the server guarantees (gearmand answers the
+request/response pairs of one connection in the order they arrived) and what
+libgearman and python-gear rely on: one FIFO of outstanding requests per
+connection. JOB_CREATED, ERROR, STATUS_RES, STATUS_RES_UNIQUE, OPTION_RES and
+ECHO_RES each answer the oldest outstanding request; an ERROR answers
+whichever request is oldest. Everything a worker produces for a job
+(WORK_DATA, WORK_WARNING, WORK_STATUS, WORK_COMPLETE, WORK_FAIL,
+WORK_EXCEPTION) is matched by handle instead.
+
+WORK_FAIL's body is exactly the handle. gearmand 1.1.x adds a stray NUL when
+it turns a WORK_EXCEPTION into a WORK_FAIL for a client without the
+``exceptions`` option, so a trailing NUL is stripped before matching.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from geartrain.errors import (
+    ConnectionLost,
+    GeartrainError,
+    JobException,
+    JobFailed,
+    ProtocolError,
+    ServerError,
+)
+from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType, Priority
+from geartrain.protocol.codec import encode_request
+from geartrain.protocol.constants import MAX_UNIQUE_SIZE
+
+P = PacketType
+
+#: (priority, background) -> the SUBMIT packet that carries it.
+SUBMIT_TYPES: dict[tuple[Priority, bool], PacketType] = {
+    (Priority.HIGH, False): P.SUBMIT_JOB_HIGH,
+    (Priority.NORMAL, False): P.SUBMIT_JOB,
+    (Priority.LOW, False): P.SUBMIT_JOB_LOW,
+    (Priority.HIGH, True): P.SUBMIT_JOB_HIGH_BG,
+    (Priority.NORMAL, True): P.SUBMIT_JOB_BG,
+    (Priority.LOW, True): P.SUBMIT_JOB_LOW_BG,
+}
+
+
+def to_bytes(value: bytes | bytearray | memoryview | str) -> bytes:
+    """Payloads and names are bytes; ``str`` is accepted and encoded as UTF-8."""
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)
+
+
+class TaskState(enum.Enum):
+    """Where a submitted job stands, as far as this client knows."""
+
+    NEW = "new"  #: not sent yet
+    SUBMITTED = "submitted"  #: sent, JOB_CREATED not received yet
+    CREATED = "created"  #: the server queued it (final for background jobs)
+    COMPLETE = "complete"  #: WORK_COMPLETE received
+    FAILED = "failed"  #: WORK_FAIL received
+    EXCEPTION = "exception"  #: WORK_EXCEPTION received
+    REJECTED = "rejected"  #: the server answered the submission with ERROR
+    LOST = "lost"  #: the connection broke; the job's fate is unknown
+
+
+_FINAL = frozenset(
+    {TaskState.COMPLETE, TaskState.FAILED, TaskState.EXCEPTION, TaskState.REJECTED, TaskState.LOST}
+)
+
+
+class UpdateKind(enum.Enum):
+    """What an :class:`Update` reports."""
+
+    CREATED = "created"
+    DATA = "data"
+    WARNING = "warning"
+    STATUS = "status"
+    COMPLETE = "complete"
+    FAIL = "fail"
+    EXCEPTION = "exception"
+    REJECTED = "rejected"
+    LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One thing that happened to a task.
+
+    Attributes:
+        task: the task concerned.
+        kind: what happened.
+        data: WORK_DATA / WORK_WARNING / WORK_COMPLETE / WORK_EXCEPTION payload.
+        numerator: WORK_STATUS numerator.
+        denominator: WORK_STATUS denominator.
+    """
+
+    task: Task
+    kind: UpdateKind
+    data: bytes = b""
+    numerator: int = 0
+    denominator: int = 0
+
+
+TaskCallback = Callable[[Update], object]
+
+
+class Task:
+    """One job submitted by a client, and everything heard about it so far.
+
+    Attributes:
+        function: the Gearman function name.
+        payload: the job's data.
+        unique: the unique id sent (generated for background jobs when absent).
+        priority: queue priority.
+        background: whether the client detaches after JOB_CREATED.
+        when: Unix time before which the job must not run (epoch jobs), or None.
+        handle: the server's job handle, once JOB_CREATED arrived.
+        server: ``(host, port)`` of the server the job went to.
+        state: see :class:`TaskState`.
+        value: the WORK_COMPLETE payload, once it arrived.
+        error: why the task ended without a result.
+        numerator, denominator: the last WORK_STATUS.
+        updates: every update not consumed yet by iterating over the task.
+    """
+
+    def __init__(
+        self,
+        function: bytes | str,
+        payload: bytes | str = b"",
+        *,
+        unique: bytes | str | None = None,
+        priority: Priority = Priority.NORMAL,
+        background: bool = False,
+        when: int | None = None,
+        callback: TaskCallback | None = None,
+    ) -> None:
+        self.function = to_bytes(function)
+        self.payload = to_bytes(payload)
+        if when is not None:
+            # Epoch jobs are background, normal priority by definition (SUBMIT_JOB_EPOCH).
+            background, priority = True, Priority.NORMAL
+        if unique is None:
+            # Like libgearman: a background job with no unique gets a UUID so that
+            # persistent queues keyed on (function, unique) do not collide.
+            unique = str(uuid.uuid4()) if background else b""
+        self.unique = to_bytes(unique)
+        if len(self.unique) > MAX_UNIQUE_SIZE:
+            raise ValueError(f"unique id longer than {MAX_UNIQUE_SIZE} bytes")
+        if b"\0" in self.function or b"\0" in self.unique:
+            raise ValueError("function names and unique ids cannot contain NUL bytes")
+        self.priority = Priority(priority)
+        self.background = background
+        self.when = when
+        self.callback = callback
+        self.handle: bytes | None = None
+        self.server: tuple[str, int] | None = None
+        self.state = TaskState.NEW
+        self.value: bytes | None = None
+        self.error: GeartrainError | None = None
+        self.numerator = 0
+        self.denominator = 0
+        self.updates: deque[Update] = deque()
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.function!r} unique={self.unique!r} "
+            f"handle={self.handle!r} {self.state.value}>"
+        )
+
+    @property
+    def done(self) -> bool:
+        """True once nothing more will be heard about this task."""
+        if self.state in _FINAL:
+            return True
+        return self.background and self.state is TaskState.CREATED
+
+    def packet(self) -> bytes:
+        """The SUBMIT packet for this task."""
+        if self.when is not None:
+            when = str(int(self.when)).encode()
+            return encode_request(
+                P.SUBMIT_JOB_EPOCH, self.function, self.unique, when, data=self.payload
+            )
+        ptype = SUBMIT_TYPES[(self.priority, self.background)]
+        return encode_request(ptype, self.function, self.unique, data=self.payload)
+
+    def outcome(self) -> bytes:
+        """The result of a finished task, or the exception explaining why there is none.
+
+        For a background task this is the handle.
+
+        Raises:
+            GeartrainError: the task was rejected, failed, raised or was lost.
+        """
+        if self.error is not None:
+            raise self.error
+        if self.background:
+            assert self.handle is not None
+            return self.handle
+        assert self.value is not None
+        return self.value
+
+    # -- called by ClientProtocol ------------------------------------------------
+
+    def _apply(self, update: Update) -> None:
+        kind = update.kind
+        handle = self.handle or b""
+        if kind is UpdateKind.STATUS:
+            self.numerator, self.denominator = update.numerator, update.denominator
+        elif kind is UpdateKind.COMPLETE:
+            self.state, self.value = TaskState.COMPLETE, update.data
+        elif kind is UpdateKind.FAIL:
+            self.state, self.error = TaskState.FAILED, JobFailed(handle)
+        elif kind is UpdateKind.EXCEPTION:
+            self.state, self.error = TaskState.EXCEPTION, JobException(handle, update.data)
+        elif kind is UpdateKind.CREATED:
+            self.state = TaskState.CREATED
+        self.updates.append(update)
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """A STATUS_RES or STATUS_RES_UNIQUE answer.
+
+    Attributes:
+        key: the handle (GET_STATUS) or the unique id (GET_STATUS_UNIQUE) asked about.
+        known: whether the server has the job.
+        running: whether a worker is running it.
+        numerator, denominator: the last WORK_STATUS of the job (0/0 before any).
+        waiting: attached foreground clients (GET_STATUS_UNIQUE only, else None).
+    """
+
+    key: bytes
+    known: bool
+    running: bool
+    numerator: int
+    denominator: int
+    waiting: int | None = None
+
+    @classmethod
+    def from_packet(cls, packet: Packet) -> JobStatus:
+        args = packet.args
+        waiting = int(args[5] or 0) if len(args) > 5 else None
+        return cls(
+            args[0],
+            args[1] == b"1",
+            args[2] == b"1",
+            int(args[3] or 0),
+            int(args[4] or 0),
+            waiting,
+        )
+
+
+class RequestKind(enum.Enum):
+    """The request a :class:`Reply` answers."""
+
+    STATUS = P.STATUS_RES
+    STATUS_UNIQUE = P.STATUS_RES_UNIQUE
+    OPTION = P.OPTION_RES
+    ECHO = P.ECHO_RES
+
+
+@dataclass(slots=True)
+class Reply:
+    """The answer to one GET_STATUS, GET_STATUS_UNIQUE, OPTION_REQ or ECHO_REQ.
+
+    ``done`` turns true when the answer (``value``) or an ``error`` arrived.
+    """
+
+    kind: RequestKind
+    done: bool = False
+    value: JobStatus | bytes | None = None
+    error: GeartrainError | None = None
+
+    def outcome(self) -> JobStatus | bytes:
+        """The answer, or raise the error that came instead."""
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
+
+
+Event = Update | Reply
+
+_WORK_KINDS: dict[int, UpdateKind] = {
+    P.WORK_DATA: UpdateKind.DATA,
+    P.WORK_WARNING: UpdateKind.WARNING,
+    P.WORK_STATUS: UpdateKind.STATUS,
+    P.WORK_COMPLETE: UpdateKind.COMPLETE,
+    P.WORK_FAIL: UpdateKind.FAIL,
+    P.WORK_EXCEPTION: UpdateKind.EXCEPTION,
+}
+_ENDING = frozenset({UpdateKind.COMPLETE, UpdateKind.FAIL, UpdateKind.EXCEPTION})
+
+
+class ClientProtocol:
+    """One client connection's protocol state.
+
+    Args:
+        exceptions: ask the server to forward WORK_EXCEPTION (OPTION_REQ
+            ``exceptions``); without it gearmand turns exceptions into WORK_FAIL.
+        client_id: a label for the server's ``workers`` listing (SET_CLIENT_ID).
+    """
+
+    def __init__(self, *, exceptions: bool = False, client_id: bytes | str | None = None) -> None:
+        self._decoder = Decoder(expect=RES, text=False)
+        self._outbox = bytearray()
+        self._pending: deque[Task | Reply] = deque()
+        self._running: dict[bytes, list[Task]] = {}
+        self.closed = False
+        if client_id is not None:
+            self._outbox += encode_request(P.SET_CLIENT_ID, to_bytes(client_id))
+        if exceptions:
+            self.request(RequestKind.OPTION, b"exceptions")
+
+    # -- requests ----------------------------------------------------------------
+
+    def submit(self, task: Task) -> None:
+        """Queue a task's SUBMIT packet; its JOB_CREATED is matched later."""
+        self._check_open()
+        self._outbox += task.packet()
+        task.state = TaskState.SUBMITTED
+        self._pending.append(task)
+
+    def request(self, kind: RequestKind, argument: bytes) -> Reply:
+        """Queue a GET_STATUS(_UNIQUE), OPTION_REQ or ECHO_REQ; return its pending reply."""
+        self._check_open()
+        if kind is RequestKind.ECHO:
+            self._outbox += encode_request(P.ECHO_REQ, data=argument)
+        else:
+            ptype = {
+                RequestKind.STATUS: P.GET_STATUS,
+                RequestKind.STATUS_UNIQUE: P.GET_STATUS_UNIQUE,
+                RequestKind.OPTION: P.OPTION_REQ,
+            }[kind]
+            self._outbox += encode_request(ptype, argument)
+        reply = Reply(kind)
+        self._pending.append(reply)
+        return reply
+
+    def withdraw(self, task: Task) -> None:
+        """Forget a task whose SUBMIT never reached the server (the send failed).
+
+        Only valid before :meth:`connection_lost`; the task becomes NEW again.
+        """
+        self._pending.remove(task)
+        task.state = TaskState.NEW
+
+    def data_to_send(self) -> bytes:
+        """Bytes queued for the server since the last call."""
+        data = bytes(self._outbox)
+        self._outbox.clear()
+        return data
+
+    @property
+    def outstanding(self) -> int:
+        """Requests without a reply plus foreground tasks without a result."""
+        return len(self._pending) + sum(len(tasks) for tasks in self._running.values())
+
+    # -- incoming ----------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the server; return what they completed, in order.
+
+        Raises:
+            ProtocolError: the server sent something unparseable; the
+                connection must be closed (call :meth:`connection_lost`).
+        """
+        events: list[Event] = []
+        for message in self._decoder.feed(data):
+            if isinstance(message, BadPacket):
+                if message.fatal:
+                    raise ProtocolError(message.text.decode(errors="replace"))
+                continue
+            assert isinstance(message, Packet)
+            self._handle(message, events)
+        return events
+
+    def connection_lost(self, reason: str = "connection to the job server lost") -> list[Event]:
+        """The connection is gone: every task and request waiting on it is lost."""
+        self.closed = True
+        events: list[Event] = []
+        waiting: list[Task | Reply] = list(self._pending)
+        for tasks in self._running.values():
+            waiting.extend(tasks)
+        self._pending.clear()
+        self._running.clear()
+        for item in waiting:
+            if isinstance(item, Reply):
+                item.error = ConnectionLost(reason)
+                item.done = True
+                events.append(item)
+            else:
+                item.state = TaskState.LOST
+                item.error = ConnectionLost(reason)
+                events.append(Update(item, UpdateKind.LOST))
+        return events
+
+    # -- internals ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ConnectionLost("connection to the job server is closed")
+
+    def _handle(self, packet: Packet, events: list[Event]) -> None:
+        ptype = packet.type
+        kind = _WORK_KINDS.get(ptype)
+        if kind is not None:
+            self._work(kind, packet, events)
+        elif ptype == P.JOB_CREATED:
+            self._created(self._pop_task(), packet.args[0], events)
+        elif ptype == P.ERROR:
+            self._error(packet, events)
+        elif ptype in (P.STATUS_RES, P.STATUS_RES_UNIQUE, P.OPTION_RES, P.ECHO_RES):
+            reply = self._pop_reply(ptype)
+            if ptype == P.OPTION_RES:
+                reply.value = packet.args[0]
+            elif ptype == P.ECHO_RES:
+                reply.value = bytes(packet.data)
+            else:
+                reply.value = JobStatus.from_packet(packet)
+            reply.done = True
+            events.append(reply)
+        # NOOP and anything else a client is not expected to get are ignored.
+
+    def _pop_task(self) -> Task:
+        item = self._pending.popleft() if self._pending else None
+        if not isinstance(item, Task):
+            raise ProtocolError(f"JOB_CREATED does not answer {item!r}")
+        return item
+
+    def _pop_reply(self, ptype: int) -> Reply:
+        item = self._pending.popleft() if self._pending else None
+        if not isinstance(item, Reply) or item.kind.value != ptype:
+            raise ProtocolError(f"{PacketType(ptype).name} does not answer {item!r}")
+        return item
+
+    def _created(self, task: Task, handle: bytes, events: list[Event]) -> None:
+        task.handle = handle
+        update = Update(task, UpdateKind.CREATED)
+        task._apply(update)
+        events.append(update)
+        if not task.background:
+            self._running.setdefault(handle, []).append(task)
+
+    def _error(self, packet: Packet, events: list[Event]) -> None:
+        error = ServerError(
+            packet.args[0].decode(errors="replace"), packet.args[1].decode(errors="replace")
+        )
+        if not self._pending:
+            return  # unsolicited (e.g. JOB_NOT_FOUND): nothing of ours to fail
+        item = self._pending.popleft()
+        if isinstance(item, Reply):
+            item.error, item.done = error, True
+            events.append(item)
+        else:
+            item.state, item.error = TaskState.REJECTED, error
+            update = Update(item, UpdateKind.REJECTED)
+            item.updates.append(update)
+            events.append(update)
+
+    def _work(self, kind: UpdateKind, packet: Packet, events: list[Event]) -> None:
+        handle = packet.args[0]
+        if kind is UpdateKind.FAIL:
+            handle = handle.rstrip(b"\0")
+        tasks = self._running.get(handle)
+        if not tasks:
+            return
+        data, numerator, denominator = bytes(packet.data), 0, 0
+        if kind is UpdateKind.STATUS:
+            numerator, denominator = _int(packet.args[1]), _int(packet.args[2])
+        if kind in _ENDING:
+            del self._running[handle]
+        for task in tasks:
+            update = Update(task, kind, data, numerator, denominator)
+            task._apply(update)
+            events.append(update)
+
+
+def _int(value: bytes) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return 0
