@@ -1,0 +1,411 @@
+# ruff: noqa: ASYNC109 - a ``timeout`` argument mirrors the blocking client's API and
+# defaults to the client-wide timeout, which ``asyncio.timeout`` at the call site cannot.
+"""asyncio Gearman client.
+
+Each server connection has one reader task that feeds the sans-I/O
+:class:`ClientProtocol` and wakes whoever waits on the tasks it updates. Any
+number of coroutines may submit and wait concurrently on one
+:class:`AsyncClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import socket
+from collections.abc import AsyncIterator, Generator, Iterable, Sequence
+from typing import Any
+
+from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout, NoServerAvailable
+from geartrain.protocol import Priority
+
+from .core import ClientProtocol, Event, JobStatus, Reply, RequestKind, Task, TaskCallback, Update
+from .core import to_bytes as _bytes
+from .servers import Address, ServerSpec, format_address, parse_servers, server_order
+from .sync import CONNECT_TIMEOUT, RETRY_AFTER, epoch_seconds
+
+_READ_SIZE = 256 * 1024
+
+
+class AsyncTask(Task):
+    """A :class:`Task` of an :class:`AsyncClient`; ``await task`` returns its result."""
+
+    _client: AsyncClient
+    _changed: asyncio.Event
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Wait until the task is done (created, for a background task).
+
+        Raises:
+            GeartrainTimeout: not done within ``timeout`` seconds.
+        """
+        await self._client.wait([self], timeout)
+
+    async def result(self, timeout: float | None = None) -> bytes:
+        """Wait for the task and return its result (the handle for background tasks).
+
+        Raises:
+            JobFailed, JobException, ServerError, ConnectionLost, GeartrainTimeout:
+                as :meth:`geartrain.client.SyncTask.result`.
+        """
+        await self.wait(timeout)
+        return self.outcome()
+
+    def __await__(self) -> Generator[Any, None, bytes]:
+        return self.result().__await__()
+
+    async def __aiter__(self) -> AsyncIterator[Update]:
+        """Yield the task's updates as they arrive, ending after the last one."""
+        while True:
+            if self.updates:
+                yield self.updates.popleft()
+                continue
+            if self.done:
+                return
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def status(self, timeout: float | None = None) -> JobStatus:
+        """GET_STATUS on the server that holds this task."""
+        while self.handle is None and not self.done:
+            self._changed.clear()
+            await self._changed.wait()
+        if self.handle is None or self.server is None:
+            raise GeartrainError("the task has no job handle")
+        return await self._client.get_status(self.handle, server=self.server, timeout=timeout)
+
+
+class _Connection:
+    def __init__(
+        self,
+        address: Address,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: ClientProtocol,
+    ) -> None:
+        self.address = address
+        self.reader = reader
+        self.writer = writer
+        self.protocol = protocol
+        self.replies: dict[int, asyncio.Future[None]] = {}
+        self.reader_task: asyncio.Task[None] | None = None
+
+    @property
+    def usable(self) -> bool:
+        return not self.protocol.closed and not self.writer.is_closing()
+
+
+class AsyncClient:
+    """An asyncio Gearman client for one or more job servers.
+
+    Takes the same arguments as :class:`geartrain.client.Client`. Use it as an
+    ``async with`` block, or call :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        servers: ServerSpec | None = None,
+        *,
+        timeout: float | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        exceptions: bool = False,
+        client_id: str | bytes | None = None,
+        retry_after: float = RETRY_AFTER,
+    ) -> None:
+        self.servers = parse_servers(servers)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.exceptions = exceptions
+        self.client_id = client_id
+        self.retry_after = retry_after
+        self._connections: dict[Address, _Connection] = {}
+        self._connecting: dict[Address, asyncio.Lock] = {}
+        self._down_until: dict[Address, float] = {}
+        self._rotation = 0
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every connection; tasks still waiting become LOST."""
+        for conn in list(self._connections.values()):
+            self._lost(conn, "client closed")
+            if conn.reader_task is not None:
+                conn.reader_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await conn.reader_task
+            with contextlib.suppress(OSError):
+                await conn.writer.wait_closed()
+
+    # -- submitting ----------------------------------------------------------------
+
+    async def submit(
+        self,
+        function: str | bytes,
+        payload: str | bytes = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        background: bool = False,
+        when: float | dt.datetime | None = None,
+        callback: TaskCallback | None = None,
+    ) -> AsyncTask:
+        """Send a job and return its task without waiting for JOB_CREATED.
+
+        Arguments are those of :meth:`geartrain.client.Client.submit`.
+
+        Raises:
+            NoServerAvailable: no server accepted a connection.
+        """
+        task = AsyncTask(
+            function,
+            payload,
+            unique=unique,
+            priority=priority,
+            background=background,
+            when=None if when is None else epoch_seconds(when),
+            callback=callback,
+        )
+        task._client = self
+        task._changed = asyncio.Event()
+        await self._send_task(task)
+        return task
+
+    async def call(
+        self,
+        function: str | bytes,
+        payload: str | bytes = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Run a foreground job and return its result (raises like :meth:`AsyncTask.result`)."""
+        task = await self.submit(function, payload, unique=unique, priority=priority)
+        return await task.result(self._timeout(timeout))
+
+    async def submit_background(
+        self,
+        function: str | bytes,
+        payload: str | bytes = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        when: float | dt.datetime | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Queue a background job and return its handle once the server has it."""
+        task = await self.submit(
+            function, payload, unique=unique, priority=priority, background=True, when=when
+        )
+        return await task.result(self._timeout(timeout))
+
+    async def wait(self, tasks: Iterable[AsyncTask], timeout: float | None = None) -> None:
+        """Wait until every task is done; failures stay on the tasks.
+
+        Raises:
+            GeartrainTimeout: some task is not done within ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(self._timeout(timeout)):
+                for task in tasks:
+                    while not task.done:
+                        task._changed.clear()
+                        await task._changed.wait()
+        except TimeoutError:
+            raise GeartrainTimeout("timed out waiting for the job server") from None
+
+    async def gather(
+        self, tasks: Sequence[AsyncTask], timeout: float | None = None
+    ) -> list[bytes | GeartrainError]:
+        """Wait for all tasks; return each result, or the exception that ended it."""
+        await self.wait(tasks, timeout)
+        results: list[bytes | GeartrainError] = []
+        for task in tasks:
+            try:
+                results.append(task.outcome())
+            except GeartrainError as exc:
+                results.append(exc)
+        return results
+
+    async def as_completed(
+        self, tasks: Iterable[AsyncTask], timeout: float | None = None
+    ) -> AsyncIterator[AsyncTask]:
+        """Yield tasks as they finish, in completion order."""
+        queue: asyncio.Queue[AsyncTask] = asyncio.Queue()
+        waiters = [asyncio.ensure_future(_done_then(task, queue)) for task in tasks]
+        try:
+            async with asyncio.timeout(self._timeout(timeout)):
+                for _ in waiters:
+                    yield await queue.get()
+        except TimeoutError:
+            raise GeartrainTimeout("timed out waiting for the job server") from None
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    # -- queries -------------------------------------------------------------------
+
+    async def get_status(
+        self, handle: str | bytes, *, server: Address | None = None, timeout: float | None = None
+    ) -> JobStatus:
+        """GET_STATUS for a handle (see :meth:`geartrain.client.Client.get_status`)."""
+        servers = [server] if server is not None else self.servers
+        return await self._ask_status(RequestKind.STATUS, _bytes(handle), servers, timeout)
+
+    async def get_status_unique(
+        self, unique: str | bytes, *, timeout: float | None = None
+    ) -> JobStatus:
+        """GET_STATUS_UNIQUE, asking servers in the order a job with that unique tries them."""
+        key = _bytes(unique)
+        order = [self.servers[i] for i in server_order(key, len(self.servers))]
+        return await self._ask_status(RequestKind.STATUS_UNIQUE, key, order, timeout)
+
+    async def echo(self, data: str | bytes = b"ping", *, timeout: float | None = None) -> bytes:
+        """ECHO_REQ to the first reachable server; returns the echoed bytes."""
+        for address in self.servers:
+            conn = await self._connection(address)
+            if conn is None:
+                continue
+            reply = await self._request(conn, RequestKind.ECHO, _bytes(data), timeout)
+            value = reply.outcome()
+            assert isinstance(value, bytes)
+            return value
+        raise NoServerAvailable(self._unavailable())
+
+    # -- internals -----------------------------------------------------------------
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
+
+    async def _request(
+        self, conn: _Connection, kind: RequestKind, argument: bytes, timeout: float | None
+    ) -> Reply:
+        reply = conn.protocol.request(kind, argument)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        conn.replies[id(reply)] = future
+        conn.writer.write(conn.protocol.data_to_send())
+        try:
+            async with asyncio.timeout(self._timeout(timeout)):
+                await future
+        except TimeoutError:
+            raise GeartrainTimeout("timed out waiting for the job server") from None
+        finally:
+            conn.replies.pop(id(reply), None)
+        return reply
+
+    async def _ask_status(
+        self, kind: RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
+    ) -> JobStatus:
+        answer: JobStatus | None = None
+        for address in servers:
+            conn = await self._connection(address)
+            if conn is None:
+                continue
+            reply = await self._request(conn, kind, key, timeout)
+            try:
+                value = reply.outcome()
+            except ConnectionLost:
+                continue
+            assert isinstance(value, JobStatus)
+            if value.known:
+                return value
+            answer = value
+        if answer is None:
+            raise NoServerAvailable(self._unavailable())
+        return answer
+
+    async def _send_task(self, task: AsyncTask) -> None:
+        if task.unique:
+            order = server_order(task.unique, len(self.servers))
+        else:
+            order = server_order(b"", len(self.servers), self._rotation)
+            self._rotation += 1
+        for respect_backoff in (True, False):
+            for index in order:
+                address = self.servers[index]
+                conn = await self._connection(address, respect_backoff)
+                if conn is None:
+                    continue
+                conn.protocol.submit(task)
+                task.server = address
+                conn.writer.write(conn.protocol.data_to_send())
+                try:
+                    await conn.writer.drain()
+                except OSError as exc:
+                    self._lost(conn, f"send failed: {exc}")
+                return
+        raise NoServerAvailable(self._unavailable())
+
+    def _unavailable(self) -> str:
+        names = ", ".join(format_address(a) for a in self.servers)
+        return f"no job server reachable ({names})"
+
+    async def _connection(
+        self, address: Address, respect_backoff: bool = True
+    ) -> _Connection | None:
+        lock = self._connecting.setdefault(address, asyncio.Lock())
+        async with lock:
+            conn = self._connections.get(address)
+            if conn is not None and conn.usable:
+                return conn
+            loop = asyncio.get_running_loop()
+            if respect_backoff and self._down_until.get(address, 0.0) > loop.time():
+                return None
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    reader, writer = await asyncio.open_connection(*address, limit=_READ_SIZE)
+            except (OSError, TimeoutError):
+                self._down_until[address] = loop.time() + self.retry_after
+                return None
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._down_until.pop(address, None)
+            protocol = ClientProtocol(exceptions=self.exceptions, client_id=self.client_id)
+            conn = _Connection(address, reader, writer, protocol)
+            self._connections[address] = conn
+            writer.write(protocol.data_to_send())
+            conn.reader_task = asyncio.create_task(self._read(conn))
+            return conn
+
+    async def _read(self, conn: _Connection) -> None:
+        reason = "server closed the connection"
+        try:
+            while data := await conn.reader.read(_READ_SIZE):
+                self._dispatch(conn, conn.protocol.receive_data(data))
+        except (OSError, GeartrainError) as exc:
+            reason = str(exc)
+        self._lost(conn, reason)
+
+    def _lost(self, conn: _Connection, reason: str) -> None:
+        if self._connections.get(conn.address) is conn:
+            del self._connections[conn.address]
+        conn.writer.close()
+        if not conn.protocol.closed:
+            lost = conn.protocol.connection_lost(f"{format_address(conn.address)}: {reason}")
+            self._dispatch(conn, lost)
+
+    def _dispatch(self, conn: _Connection, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Reply):
+                future = conn.replies.get(id(event))
+                if future is not None and not future.done():
+                    future.set_result(None)
+                continue
+            task = event.task
+            if isinstance(task, AsyncTask):
+                task._changed.set()
+            if task.callback is not None:
+                task.callback(event)
+
+
+async def _done_then(task: AsyncTask, queue: asyncio.Queue[AsyncTask]) -> None:
+    while not task.done:
+        task._changed.clear()
+        await task._changed.wait()
+    queue.put_nowait(task)
