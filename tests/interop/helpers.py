@@ -410,6 +410,16 @@ class Conn:
         nargs = {P.JOB_ASSIGN: 2, P.JOB_ASSIGN_UNIQ: 3, 40: 4}[got]
         return got, body.split(b"\0", nargs)
 
+    def grab_next(self, ptype: int = P.GRAB_JOB_UNIQ, timeout: float = 10.0) -> list[bytes]:
+        """GRAB until a job is assigned (polling, bounded); returns the assignment's fields."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            kind, assigned = self.grab(ptype)
+            if kind != P.NO_JOB:
+                return assigned
+            time.sleep(0.05)
+        raise TimeoutError(f"no job assigned within {timeout}s")
+
 
 def _admin_reply_end(buf: bytes) -> int:
     """Length of the first complete admin reply in ``buf``, or 0."""
