@@ -1,0 +1,111 @@
+"""Server settings: every default documented where it is defined.
+
+Precedence: defaults < TOML config file < environment (GEARTRAIN_*) < command line.
+The command line layer is applied by ``geartrain serve``; this module knows the
+defaults and the file format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geartrain.protocol.constants import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT
+
+#: gearmand's NOTICE level (start-up, shutdown, one line per dropped job) between
+#: logging's INFO and WARNING.
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+
+#: gearmand's level names, most severe first, and the logging level each maps to.
+LEVELS = {
+    "FATAL": logging.CRITICAL,
+    "ALERT": logging.CRITICAL,
+    "CRITICAL": logging.CRITICAL,
+    "ERROR": logging.ERROR,
+    "WARNING": logging.WARNING,
+    "NOTICE": NOTICE,
+    "INFO": logging.INFO,
+    "DEBUG": logging.DEBUG,
+}
+
+
+@dataclass(slots=True)
+class Settings:
+    #: Addresses to listen on; empty = every address (IPv4 and IPv6), like gearmand.
+    listen: list[str] = field(default_factory=list)
+    #: TCP port (IANA-assigned Gearman port).
+    port: int = DEFAULT_PORT
+    #: listen() backlog; gearmand's 32 is too small for connection bursts.
+    backlog: int = 1024
+    #: Attempts before a job whose workers keep dying or timing out fails; 0 = unlimited.
+    job_retries: int = 0
+    #: Sleeping workers NOOPed per newly runnable job; 0 = all of them.
+    worker_wakeup: int = 0
+    #: Job handle prefix; None = ``H:<hostname>`` as gearmand.
+    job_handle_prefix: str | None = None
+    #: Treat every client as if it sent OPTION_REQ exceptions.
+    exceptions: bool = False
+    #: Persistent queue URL: sqlite:///file, postgresql://, mysql://, redis://, or none.
+    queue: str = "sqlite:///geartrain.sqlite3"
+    #: Table/key prefix for the persistent queue.
+    queue_prefix: str = "geartrain"
+    #: Largest packet body accepted (gearmand has no limit; 4 GiB bodies would be
+    #: buffered whole). Bigger packets get ERROR ARGUMENT_TOO_LARGE and a close.
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    #: Log level name (gearmand's names); NOTICE logs start-up and shutdown.
+    verbose: str = "NOTICE"
+    #: Log file; None or "stderr" = standard error, "none" = no log.
+    log_file: str | None = None
+    pid_file: str | None = None
+    daemon: bool = False
+    #: SO_KEEPALIVE and its tuning, applied to accepted sockets (not only the
+    #: listener, unlike gearmand 1.1: issue #386). -1 or 0 = kernel default.
+    keepalive: bool = False
+    keepalive_idle: int = -1
+    keepalive_interval: int = -1
+    keepalive_count: int = -1
+    #: Seconds a graceful stop (SIGUSR1) waits for running jobs before it gives up.
+    graceful_timeout: float = 60.0
+    #: Accept the admin ``shutdown`` command (off: gearmand removed it in 1.1.15).
+    admin_shutdown: bool = False
+    #: Import the jobs of a gearmand queue at start-up (URL, see persistence docs).
+    import_gearmand: str | None = None
+
+    def handle_prefix(self) -> bytes:
+        prefix = self.job_handle_prefix
+        if prefix is None:
+            prefix = "H:" + socket.gethostname()
+        return prefix.encode()
+
+    def validate(self) -> None:
+        if self.verbose.upper() not in LEVELS:
+            raise ValueError(f"unknown log level {self.verbose!r}; use one of {list(LEVELS)}")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} out of range")
+        if len(self.handle_prefix()) >= 52:
+            raise ValueError("job handle prefix too long: handles must stay under 64 bytes")
+        if self.job_retries < 0 or self.worker_wakeup < 0:
+            raise ValueError("job-retries and worker-wakeup must be 0 or more")
+        if self.max_packet_size < 1024:
+            raise ValueError("max-packet-size must be at least 1024 bytes")
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; keys are option names with ``-`` or ``_``."""
+    with open(path, "rb") as handle:
+        raw = tomllib.load(handle)
+    section = raw.get("server", raw)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ValueError(f"{path}: unknown option {key!r}")
+        values[name] = value
+    return values

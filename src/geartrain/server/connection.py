@@ -1,0 +1,272 @@
+"""One TCP connection: bytes in through the decoder, packets out in order.
+
+Output rules:
+
+* Writes are coalesced: everything a connection is sent while the loop handles
+  one read (or one loop turn, for packets forwarded from other connections) goes
+  out in one ``write``.
+* Replies keep request order (libgearman matches JOB_CREATED to submissions by
+  order alone). A background submission waits for the persistent queue before its
+  JOB_CREATED, so the connection *holds* everything queued after it until the
+  write is acknowledged, then releases the lot in order.
+* When the peer stops reading and our write buffer fills up, we stop reading its
+  requests (asyncio flow control), so a pipelining client cannot make the server
+  buffer without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from geartrain.protocol.codec import AdminLine, BadPacket, Data, Decoder, Packet, encode
+from geartrain.protocol.constants import REQ
+from geartrain.protocol.constants import PacketType as P
+
+from .admin import run_admin
+from .dispatch import HANDLERS
+from .jobs import Peer
+
+if TYPE_CHECKING:
+    from .app import Server
+
+logger = logging.getLogger(__name__)
+
+#: Above this many bytes in one flush, parts are written one by one rather than
+#: joined, so large payloads are not copied again.
+_JOIN_LIMIT = 65536
+#: Replies held behind an unacknowledged persistent write before we stop reading
+#: more requests from that connection.
+_MAX_HELD = 10000
+
+Placeholder = tuple["asyncio.Future[None]", Callable[["asyncio.Future[None]"], bytes]]
+
+
+class Connection(Peer, asyncio.Protocol):
+    """A client, worker or admin connection (or all three at once)."""
+
+    __slots__ = (
+        "_flush_scheduled",
+        "_eof",
+        "_held",
+        "_in_receive",
+        "_loop",
+        "_out",
+        "_out_size",
+        "_paused",
+        "closed",
+        "decoder",
+        "fd",
+        "ip",
+        "scheduler",
+        "server",
+        "transport",
+    )
+
+    def __init__(self, server: Server) -> None:
+        Peer.__init__(self)
+        self.server = server
+        self.scheduler = server.scheduler
+        self.exceptions = server.settings.exceptions
+        self.decoder = Decoder(REQ, server.settings.max_packet_size)
+        self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._out: list[Data] = []
+        self._out_size = 0
+        self._flush_scheduled = False
+        self._in_receive = False
+        self._held: deque[Data | Placeholder] | None = None
+        self._paused = False
+        self._eof = False
+        self.closed = False
+        self.fd = -1
+        self.ip = "-"
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.fd = sock.fileno()
+            self.server.tune_socket(sock)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.ip = str(peer[0])
+        self.server.connections[self] = None
+        logger.debug("connection from %s (fd %d)", self.ip, self.fd)
+
+    def data_received(self, data: bytes) -> None:
+        self._in_receive = True
+        try:
+            for event in self.decoder.feed(data):
+                kind = type(event)
+                if kind is Packet:
+                    HANDLERS[event.type](self, event)  # type: ignore[union-attr]
+                elif kind is AdminLine:
+                    self.send(run_admin(self, event.line))  # type: ignore[union-attr]
+                else:
+                    self._bad_packet(event)  # type: ignore[arg-type]
+        finally:
+            self._in_receive = False
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed peer has sent its last request: answer everything it asked,
+        # including replies still held for the persistent queue, then close.
+        self._eof = True
+        if self._held is None:
+            self.close_after_flush()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._out = []
+        self._held = None
+        self.server.connections.pop(self, None)
+        self.scheduler.drop_peer(self)
+        if exc is not None:
+            logger.debug("connection from %s lost: %s", self.ip, exc)
+
+    def pause_writing(self) -> None:
+        if self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and self._paused and not self._held_full():
+            self._paused = False
+            self.transport.resume_reading()
+
+    # -- Peer output ----------------------------------------------------------------
+
+    def send(self, packet: bytes) -> None:
+        if self.closed:
+            return
+        if self._held is not None:
+            self._held.append(packet)
+            return
+        self._out.append(packet)
+        self._out_size += len(packet)
+        if not self._in_receive and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def send_parts(self, head: bytes, data: Data) -> None:
+        if self.closed:
+            return
+        if self._held is not None:
+            self._held.append(head)
+            self._held.append(data)
+            return
+        self._out.append(head)
+        self._out.append(data)
+        self._out_size += len(head) + len(data)
+        if not self._in_receive and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def send_after(
+        self, future: asyncio.Future[None], reply: Callable[[asyncio.Future[None]], bytes]
+    ) -> None:
+        """Send ``reply(future)`` once ``future`` is done, holding later output behind it."""
+        if self._held is None:
+            if future.done():
+                self.send(reply(future))
+                return
+            self._held = deque()
+        self._held.append((future, reply))
+        future.add_done_callback(self._release_held)
+        if self._held_full() and self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _held_full(self) -> bool:
+        return self._held is not None and len(self._held) > _MAX_HELD
+
+    def _release_held(self, _: Any = None) -> None:
+        held = self._held
+        if held is None or self.closed:
+            return
+        out = self._out
+        while held:
+            item = held[0]
+            if type(item) is tuple:
+                future, reply = item
+                if not future.done():
+                    break
+                held.popleft()
+                packet = reply(future)
+                out.append(packet)
+                self._out_size += len(packet)
+            else:
+                held.popleft()
+                out.append(item)  # type: ignore[arg-type]
+                self._out_size += len(item)  # type: ignore[arg-type]
+        if not held:
+            self._held = None
+            if self._eof:
+                self.close_after_flush()
+                return
+        if self._paused and not self._held_full() and self.transport is not None:
+            if not self.transport.is_closing() and self.transport.get_write_buffer_size() == 0:
+                self._paused = False
+                self.transport.resume_reading()
+        self._flush()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out or self.transport is None or self.closed:
+            return
+        self._out = []
+        size = self._out_size
+        self._out_size = 0
+        if len(out) == 1:
+            self.transport.write(out[0])
+        elif size <= _JOIN_LIMIT:
+            self.transport.write(b"".join(out))
+        else:
+            for part in out:
+                self.transport.write(part)
+
+    # -- errors --------------------------------------------------------------------
+
+    def send_error(self, code: bytes, text: bytes) -> None:
+        self.send(encode(P.ERROR, code, text))
+
+    def _bad_packet(self, event: BadPacket) -> None:
+        logger.warning("bad input from %s (fd %d): %s %s%s", self.ip, self.fd,
+                       event.code.decode(), event.text.decode(errors="replace"),
+                       "; closing" if event.fatal else "")
+        self.send_error(event.code, event.text)
+        if event.fatal:
+            self.close_after_flush()
+
+    def close_after_flush(self) -> None:
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def tune_socket(sock: socket.socket, keepalive: bool, idle: int, interval: int, count: int) -> None:
+    """TCP_NODELAY always; keepalive settings on *accepted* sockets (gearmand #386)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if keepalive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
+                                  ("TCP_KEEPCNT", count)):
+                if value > 0 and hasattr(socket, option):
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    except OSError as exc:  # e.g. a socket already reset by the peer
+        logger.debug("could not tune socket: %s", exc)

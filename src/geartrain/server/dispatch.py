@@ -1,0 +1,318 @@
+"""Packet handlers: one short function per request type, found by table.
+
+``HANDLERS[type](connection, packet)`` is the whole dispatch. Handlers translate
+packets into scheduler calls and scheduler results into reply packets; the rules
+themselves live in the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from geartrain.protocol.codec import Packet, encode, encode_head
+from geartrain.protocol.constants import (
+    MAX_CLIENT_ID_SIZE,
+    MAX_HANDLE_SIZE,
+    MAX_OPTION_SIZE,
+    ErrorCode,
+    Priority,
+)
+from geartrain.protocol.constants import PacketType as P
+
+from .jobs import Job, JobState
+from .scheduler import NO_JOB, Error
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+Handler = Callable[["Connection", Packet], None]
+
+_PASS_THROUGH = 65536
+_NOT_FOUND = b"Job given in work result not found"
+_NOT_FOUND_DATA = b"Job does not exist on server"
+_NOT_FOUND_EXCEPTION = b"An exception was received for a job that does not exist"
+
+
+# -- submission ----------------------------------------------------------------------
+
+
+def _reply_submitted(conn: Connection, result: Job | Error) -> None:
+    if isinstance(result, tuple):
+        conn.send_error(*result)
+        return
+    pending = result.pending
+    if pending is None:
+        conn.send(encode(P.JOB_CREATED, result.handle))
+    else:
+        # A stored job is acknowledged only once durable; its future says so.
+        handle = result.handle
+        conn.send_after(pending, lambda fut: _created_or_error(handle, fut))
+
+
+def _created_or_error(handle: bytes, future: asyncio.Future[None]) -> bytes:
+    if future.cancelled():
+        return encode(P.ERROR, ErrorCode.QUEUE_ERROR, b"persistent queue write cancelled")
+    exc = future.exception()
+    if exc is not None:
+        text = str(exc).encode(errors="replace") or b"QUEUE_ERROR"
+        return encode(P.ERROR, ErrorCode.QUEUE_ERROR, text)
+    return encode(P.JOB_CREATED, handle)
+
+
+def _submitter(priority: int, background: bool) -> Handler:
+    def submit(conn: Connection, packet: Packet) -> None:
+        name, unique = packet.args
+        result = conn.scheduler.submit(conn, name, unique, packet.data, priority, background)
+        _reply_submitted(conn, result)
+
+    return submit
+
+
+def submit_epoch(conn: Connection, packet: Packet) -> None:
+    name, unique, when_text = packet.args
+    when = _parse_epoch(when_text)
+    if when is None:
+        conn.send_error(ErrorCode.INVALID_PACKET, b"Epoch time is not a valid number")
+        return
+    result = conn.scheduler.submit(conn, name, unique, packet.data, Priority.NORMAL, True,
+                                   when=when)
+    _reply_submitted(conn, result)
+
+
+def _reducer(background: bool) -> Handler:
+    def submit_reduce(conn: Connection, packet: Packet) -> None:
+        name, unique, reducer, _aggregator = packet.args
+        result = conn.scheduler.submit(conn, name, unique, packet.data, Priority.NORMAL,
+                                       background, reducer=reducer)
+        _reply_submitted(conn, result)
+
+    return submit_reduce
+
+
+def _parse_epoch(text: bytes) -> int | None:
+    # gearmand uses strtoll: garbage means 0 (run now); we keep that, but reject
+    # values no clock will reach instead of dropping the connection.
+    digits = text.strip()
+    if not digits or not digits.lstrip(b"-").isdigit():
+        return 0
+    value = int(digits)
+    if value > 2**63 - 1:
+        return None
+    return max(value, 0)
+
+
+# -- workers -------------------------------------------------------------------------
+
+
+def can_do(conn: Connection, packet: Packet) -> None:
+    conn.scheduler.can_do(conn, packet.args[0])
+
+
+def can_do_timeout(conn: Connection, packet: Packet) -> None:
+    name, timeout = packet.args
+    conn.scheduler.can_do(conn, name, _parse_int(timeout))
+
+
+def cant_do(conn: Connection, packet: Packet) -> None:
+    conn.scheduler.cant_do(conn, packet.args[0])
+
+
+def reset_abilities(conn: Connection, packet: Packet) -> None:
+    conn.scheduler.reset_abilities(conn)
+
+
+def pre_sleep(conn: Connection, packet: Packet) -> None:
+    conn.scheduler.pre_sleep(conn)
+
+
+def grab_job(conn: Connection, packet: Packet) -> None:
+    job = conn.scheduler.grab(conn)
+    if job is None:
+        conn.send(NO_JOB)
+    else:
+        _assign(conn, P.JOB_ASSIGN, (job.handle, job.function.name), job)
+
+
+def grab_job_uniq(conn: Connection, packet: Packet) -> None:
+    job = conn.scheduler.grab(conn)
+    if job is None:
+        conn.send(NO_JOB)
+    else:
+        _assign(conn, P.JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
+
+
+def grab_job_all(conn: Connection, packet: Packet) -> None:
+    job = conn.scheduler.grab(conn)
+    if job is None:
+        conn.send(NO_JOB)
+    elif job.reducer:
+        args = (job.handle, job.function.name, job.unique, job.reducer)
+        _assign(conn, P.JOB_ASSIGN_ALL, args, job)
+    else:
+        _assign(conn, P.JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
+
+
+def _assign(conn: Connection, ptype: int, args: tuple[bytes, ...], job: Job) -> None:
+    data = job.data
+    if len(data) >= _PASS_THROUGH:
+        conn.send_parts(encode_head(ptype, args, len(data)), data)
+    else:
+        conn.send(encode(ptype, *args, data=data))
+
+
+def set_client_id(conn: Connection, packet: Packet) -> None:
+    conn.client_id = packet.args[0][:MAX_CLIENT_ID_SIZE]
+
+
+# -- results -------------------------------------------------------------------------
+
+
+def work_status(conn: Connection, packet: Packet) -> None:
+    handle, numerator, denominator = packet.args
+    job = conn.scheduler.owned(conn, handle)
+    if job is None:
+        conn.send_error(ErrorCode.JOB_NOT_FOUND, _NOT_FOUND)
+    else:
+        conn.scheduler.work_status(job, numerator, denominator, b"")
+
+
+def work_data(conn: Connection, packet: Packet) -> None:
+    job = conn.scheduler.owned(conn, packet.args[0])
+    if job is None:
+        conn.send_error(ErrorCode.JOB_NOT_FOUND, _NOT_FOUND_DATA)
+    else:
+        conn.scheduler.work_data(job, packet.type, packet.data)
+
+
+def work_complete(conn: Connection, packet: Packet) -> None:
+    handle = packet.args[0]
+    job = conn.scheduler.owned(conn, handle)
+    if job is not None:
+        conn.scheduler.work_complete(job, packet.data)
+    elif handle not in conn.ended:
+        conn.send_error(ErrorCode.JOB_NOT_FOUND, _NOT_FOUND)
+
+
+def work_fail(conn: Connection, packet: Packet) -> None:
+    handle = packet.args[0].rstrip(b"\0")
+    if len(handle) > MAX_HANDLE_SIZE:
+        conn.send_error(ErrorCode.ARGUMENT_TOO_LARGE, b"Job handle too large")
+        return
+    job = conn.scheduler.owned(conn, handle)
+    if job is not None:
+        conn.scheduler.work_fail(job)
+    elif handle not in conn.ended:
+        # A WORK_FAIL right after this worker's own WORK_EXCEPTION for the same
+        # handle (Perl Gearman::Worker) is ignored: an ERROR here would be read as
+        # the reply to its next GRAB_JOB and kill it (PROTOCOL.md §14).
+        conn.send_error(ErrorCode.JOB_NOT_FOUND, _NOT_FOUND)
+
+
+def work_exception(conn: Connection, packet: Packet) -> None:
+    job = conn.scheduler.owned(conn, packet.args[0])
+    if job is None:
+        conn.send_error(ErrorCode.JOB_NOT_FOUND, _NOT_FOUND_EXCEPTION)
+    else:
+        conn.scheduler.work_exception(job, packet.data)
+
+
+# -- status, echo, options -------------------------------------------------------------
+
+
+def get_status(conn: Connection, packet: Packet) -> None:
+    handle = packet.args[0]
+    job = conn.scheduler.jobs.get(handle)
+    if job is None:
+        conn.send(encode(P.STATUS_RES, handle, b"0", b"0", b"0", b"0"))
+        return
+    running = b"1" if job.state is JobState.RUNNING else b"0"
+    conn.send(encode(P.STATUS_RES, handle, b"1", running, b"%d" % job.numerator,
+                     b"%d" % job.denominator))
+
+
+def get_status_unique(conn: Connection, packet: Packet) -> None:
+    unique = packet.args[0]
+    job = conn.scheduler.status_by_unique(unique)
+    if job is None:
+        conn.send(encode(P.STATUS_RES_UNIQUE, unique, b"0", b"0", b"0", b"0", b"0"))
+        return
+    running = b"1" if job.state is JobState.RUNNING else b"0"
+    conn.send(encode(P.STATUS_RES_UNIQUE, unique, b"1", running, b"%d" % job.numerator,
+                     b"%d" % job.denominator, b"%d" % len(job.clients)))
+
+
+def echo(conn: Connection, packet: Packet) -> None:
+    data = packet.data
+    if len(data) >= _PASS_THROUGH:
+        conn.send_parts(encode_head(P.ECHO_RES, (), len(data)), data)
+    else:
+        conn.send(encode(P.ECHO_RES, data=data))
+
+
+def option_req(conn: Connection, packet: Packet) -> None:
+    name = packet.args[0]
+    if len(name) <= MAX_OPTION_SIZE and name.rstrip(b"\0").lower() == b"exceptions":
+        conn.exceptions = True
+        conn.send(encode(P.OPTION_RES, name))
+    else:
+        conn.send_error(ErrorCode.UNKNOWN_OPTION, b"Server does not recognize given option")
+
+
+def not_expected(conn: Connection, packet: Packet) -> None:
+    conn.send_error(ErrorCode.INVALID_COMMAND, b"Command not expected")
+
+
+def _parse_int(text: bytes) -> int:
+    digits = text.strip()
+    sign = -1 if digits.startswith(b"-") else 1
+    digits = digits.lstrip(b"+-")
+    end = 0
+    while end < len(digits) and 48 <= digits[end] <= 57:
+        end += 1
+    if end == 0 or end > 20:
+        return 0
+    return sign * int(digits[:end])
+
+
+def _table() -> list[Handler]:
+    table: list[Handler] = [not_expected] * 43
+    entries: dict[int, Handler] = {
+        P.CAN_DO: can_do,
+        P.CANT_DO: cant_do,
+        P.RESET_ABILITIES: reset_abilities,
+        P.PRE_SLEEP: pre_sleep,
+        P.SUBMIT_JOB: _submitter(Priority.NORMAL, False),
+        P.SUBMIT_JOB_BG: _submitter(Priority.NORMAL, True),
+        P.SUBMIT_JOB_HIGH: _submitter(Priority.HIGH, False),
+        P.SUBMIT_JOB_HIGH_BG: _submitter(Priority.HIGH, True),
+        P.SUBMIT_JOB_LOW: _submitter(Priority.LOW, False),
+        P.SUBMIT_JOB_LOW_BG: _submitter(Priority.LOW, True),
+        P.SUBMIT_JOB_EPOCH: submit_epoch,
+        P.SUBMIT_REDUCE_JOB: _reducer(False),
+        P.SUBMIT_REDUCE_JOB_BACKGROUND: _reducer(True),
+        P.GRAB_JOB: grab_job,
+        P.GRAB_JOB_UNIQ: grab_job_uniq,
+        P.GRAB_JOB_ALL: grab_job_all,
+        P.WORK_STATUS: work_status,
+        P.WORK_COMPLETE: work_complete,
+        P.WORK_FAIL: work_fail,
+        P.WORK_EXCEPTION: work_exception,
+        P.WORK_DATA: work_data,
+        P.WORK_WARNING: work_data,
+        P.GET_STATUS: get_status,
+        P.GET_STATUS_UNIQUE: get_status_unique,
+        P.ECHO_REQ: echo,
+        P.OPTION_REQ: option_req,
+        P.SET_CLIENT_ID: set_client_id,
+        P.CAN_DO_TIMEOUT: can_do_timeout,
+        # SUBMIT_JOB_SCHED, ALL_YOURS and every server-to-client type stay
+        # `not_expected`, as in gearmand (PROTOCOL.md §2.2, §4.3).
+    }
+    for ptype, handler in entries.items():
+        table[ptype] = handler
+    return table
+
+
+HANDLERS: list[Handler] = _table()

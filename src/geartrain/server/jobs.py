@@ -1,0 +1,168 @@
+"""Jobs, functions and peers: the records the scheduler works on.
+
+Everything here is a plain ``__slots__`` record. A server holds a few of these per
+connection and function, and one per job, so their size and construction cost
+decide memory per queued job and submit throughput.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from geartrain.protocol.codec import Data
+
+
+class JobState(enum.IntEnum):
+    PENDING = 0  # background job waiting for the persistent queue to confirm it
+    SCHEDULED = 1  # epoch job whose time has not come
+    QUEUED = 2  # runnable, in its function's queue
+    RUNNING = 3  # assigned to a worker
+    ENDED = 4  # completed, failed, cancelled or abandoned; no longer indexed
+
+
+class Job:
+    """One job as the server holds it in memory."""
+
+    __slots__ = (
+        "background",
+        "clients",
+        "data",
+        "denominator",
+        "function",
+        "handle",
+        "key",
+        "numerator",
+        "pending",
+        "priority",
+        "reducer",
+        "retries",
+        "state",
+        "store_id",
+        "timer",
+        "unique",
+        "when",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        handle: bytes,
+        function: Function,
+        unique: bytes,
+        data: Data,
+        priority: int,
+        background: bool,
+    ) -> None:
+        self.handle = handle
+        self.function = function
+        self.unique = unique
+        self.data = data
+        self.priority = priority
+        self.background = background
+        self.key: object = None  # coalescing key in function.uniques, None if not coalescible
+        self.reducer = b""
+        self.when = 0
+        self.retries = 0
+        self.numerator = 0
+        self.denominator = 0
+        self.clients: list[Peer] = []
+        self.worker: Peer | None = None
+        self.state = JobState.QUEUED
+        self.store_id = 0  # id in the persistent queue, 0 when not stored
+        self.pending: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<Job {self.handle!r} {self.function.name!r} {self.state.name}>"
+
+
+class Function:
+    """A function name with its three priority queues and registered workers."""
+
+    __slots__ = (
+        "max_queue",
+        "name",
+        "pending",
+        "queued",
+        "queues",
+        "running",
+        "scheduled",
+        "sleepers",
+        "uniques",
+        "workers",
+    )
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        # Lazy deletion: a cancelled or abandoned job stays in its deque until a
+        # grab reaches it, but leaves the counts at once, so every count below is
+        # exact and "is there work?" is O(1).
+        self.queues: tuple[deque[Job], deque[Job], deque[Job]] = (deque(), deque(), deque())
+        self.queued = [0, 0, 0]  # live queued jobs per priority
+        self.running = 0
+        self.scheduled = 0  # epoch jobs not yet due
+        self.pending = 0  # background jobs awaiting the persistent queue
+        self.max_queue = [0, 0, 0]  # 0 = unlimited, per priority
+        self.workers: dict[Peer, None] = {}  # registered connections, in order
+        self.sleepers: dict[Peer, None] = {}  # sleeping and not yet woken
+        self.uniques: dict[object, Job] = {}
+
+    @property
+    def total(self) -> int:
+        """Jobs of this function in memory: what ``status`` calls TOTAL."""
+        q = self.queued
+        return q[0] + q[1] + q[2] + self.running + self.scheduled + self.pending
+
+    def has_work(self) -> bool:
+        q = self.queued
+        return bool(q[0] or q[1] or q[2])
+
+
+class Peer:
+    """Per-connection Gearman state; the connection class subclasses it.
+
+    A connection may be a client (it submits and waits), a worker (it registers
+    functions and grabs), or both at once.
+    """
+
+    __slots__ = (
+        "abilities",
+        "ability_list",
+        "assigned",
+        "client_id",
+        "ended",
+        "exceptions",
+        "noop_sent",
+        "rotation",
+        "sleeping",
+        "waiting",
+    )
+
+    def __init__(self) -> None:
+        self.client_id = b"-"
+        self.exceptions = False
+        # worker side
+        self.abilities: dict[Function, int] = {}  # function -> timeout in ms (0 = none)
+        self.ability_list: list[Function] = []  # same keys, for round-robin by index
+        self.rotation = 0
+        self.sleeping = False
+        self.noop_sent = False
+        self.assigned: dict[Job, None] = {}
+        # Handles this worker just finished, so a duplicate WORK_FAIL after
+        # WORK_EXCEPTION (Perl Gearman::Worker does this) is ignored, not an ERROR.
+        self.ended: deque[bytes] = deque(maxlen=16)
+        # client side
+        self.waiting: dict[Job, None] = {}
+
+    def send(self, packet: bytes) -> None:
+        """Queue bytes for the peer (the connection flushes once per loop turn)."""
+        raise NotImplementedError
+
+    def send_parts(self, head: bytes, data: Data) -> None:
+        """Queue a packet whose large data is passed through without a copy."""
+        raise NotImplementedError

@@ -1,0 +1,546 @@
+"""The job table: submission, coalescing, queues, assignment, results and retries.
+
+Theory of operation
+-------------------
+Every job lives in ``Scheduler.jobs`` (by handle) and, when it has a coalescing
+key, in its function's ``uniques``. A job moves through the states of
+:class:`~geartrain.server.jobs.JobState`::
+
+    PENDING --durable--> QUEUED / SCHEDULED --due--> QUEUED --grab--> RUNNING --result--> ENDED
+       |                    ^                                 |
+       +--store error--> ENDED   +---worker lost / timeout----+  (retries permitting)
+
+Priority is global across the functions a worker can do and functions of equal
+priority take turns (gearmand 2.0's rule, PROTOCOL.md §6.4): a grab looks for a
+HIGH job in each of the worker's functions starting at the worker's rotation
+index, then NORMAL, then LOW, and moves the index past the function it served.
+Inside one priority, jobs are FIFO.
+
+Sleeping workers (PRE_SLEEP) sit in each of their functions' ``sleepers``; a job
+becoming runnable NOOPs them (all, or ``worker_wakeup`` of them) and takes them
+out everywhere, so each sleeping worker is woken at most once until it grabs.
+
+The scheduler does no socket I/O: it talks to connections through
+:class:`~geartrain.server.jobs.Peer` ``send`` methods and to time through the two
+callables it is given, so tests drive it with fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import Any, Protocol
+
+from geartrain.protocol.codec import Data, encode, encode_head
+from geartrain.protocol.constants import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE, ErrorCode
+from geartrain.protocol.constants import PacketType as P
+
+from .jobs import Function, Job, JobState, Peer
+from .persistence.base import QueueError, QueueStore, StoredJob
+
+logger = logging.getLogger(__name__)
+
+NOOP = encode(P.NOOP)
+NO_JOB = encode(P.NO_JOB)
+#: Trailing data at least this long is forwarded without being copied into a packet.
+_PASS_THROUGH = 65536
+#: CAN_DO_TIMEOUT values are milliseconds with a floor of one second (gearmand 1.1.19+).
+_MIN_TIMEOUT_MS = 1000
+
+Error = tuple[bytes, bytes]  # (code, text) of an ERROR packet
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+CallLater = Callable[..., Any]
+
+
+class Scheduler:
+    """All job state of one server.
+
+    Args:
+        handle_prefix: job handles are ``<prefix>:<n>``.
+        job_retries: attempts before a job whose workers keep failing is dropped
+            with WORK_FAIL; 0 = unlimited (gearmand 1.1's meaning).
+        worker_wakeup: NOOPs sent per newly runnable job; 0 = every sleeper.
+        store: the persistent queue for background jobs, or None.
+        call_later: ``loop.call_later``-compatible timer factory.
+        clock: wall clock in Unix seconds (for epoch jobs).
+    """
+
+    def __init__(
+        self,
+        *,
+        handle_prefix: bytes = b"H:localhost",
+        job_retries: int = 0,
+        worker_wakeup: int = 0,
+        store: QueueStore | None = None,
+        call_later: CallLater | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.handle_prefix = handle_prefix
+        self.job_retries = job_retries
+        self.worker_wakeup = worker_wakeup
+        self.store = store
+        self._call_later = call_later
+        self._clock = clock
+        self.functions: dict[bytes, Function] = {}
+        self.jobs: dict[bytes, Job] = {}
+        self._counter = 0
+        self._next_store_id = 1
+        self._epoch: list[tuple[float, int, Job]] = []
+        self._epoch_timer: Timer | None = None
+        self._epoch_at = 0.0
+
+    # -- functions ---------------------------------------------------------------
+
+    def function(self, name: bytes) -> Function:
+        """The function record for ``name``, created on first sight."""
+        f = self.functions.get(name)
+        if f is None:
+            f = self.functions[name] = Function(name)
+        return f
+
+    # -- submission --------------------------------------------------------------
+
+    def submit(
+        self,
+        peer: Peer | None,
+        name: bytes,
+        unique: bytes,
+        data: Data,
+        priority: int,
+        background: bool,
+        when: int = 0,
+        reducer: bytes = b"",
+    ) -> Job | Error:
+        """Submit or coalesce a job; returns the job or an ERROR (code, text).
+
+        A returned job in state PENDING is not acknowledged yet: the caller must
+        wait for ``job.pending`` before sending JOB_CREATED.
+        """
+        if len(unique) > MAX_UNIQUE_SIZE:
+            return ErrorCode.ARGUMENT_TOO_LARGE, b"Unique value too large"
+        f = self.functions.get(name) or self.function(name)
+        key: object = None
+        if unique:
+            if unique != b"-":
+                key = unique
+            elif data:
+                key = (b"-", bytes(data))
+        if key is not None:
+            existing = f.uniques.get(key)
+            if existing is not None:
+                if peer is not None and not background:
+                    _attach(peer, existing)
+                return existing
+        limit = f.max_queue[priority]
+        if limit and f.total >= limit:
+            return ErrorCode.QUEUE_ERROR, b"Job queue is full"
+        self._counter += 1
+        job = Job(b"%s:%d" % (self.handle_prefix, self._counter), f, unique, data, priority,
+                  background)
+        job.when = when
+        job.reducer = reducer
+        if key is not None:
+            job.key = key
+            f.uniques[key] = job
+        self.jobs[job.handle] = job
+        if peer is not None and not background:
+            _attach(peer, job)
+        if background and self.store is not None:
+            self._persist(job)
+        else:
+            self._release(job)
+        return job
+
+    def _persist(self, job: Job) -> None:
+        assert self.store is not None
+        job.state = JobState.PENDING
+        job.function.pending += 1
+        job.store_id = self._next_store_id
+        self._next_store_id += 1
+        record = StoredJob(job.store_id, job.function.name, job.unique, bytes(job.data),
+                           job.priority, job.when, job.reducer, job.retries)
+        try:
+            future = asyncio.ensure_future(self.store.add(record))
+        except QueueError as exc:  # a store may refuse synchronously
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+        job.pending = future
+        future.add_done_callback(lambda fut: self._on_durable(job, fut))
+
+    def _on_durable(self, job: Job, future: asyncio.Future[None]) -> None:
+        if job.state is not JobState.PENDING:  # cancelled while being written
+            if not future.cancelled() and future.exception() is None and self.store:
+                self.store.remove(job.store_id)
+            return
+        if future.cancelled() or future.exception() is not None:
+            logger.warning("persistent queue refused job %r: %s", job.handle,
+                           "cancelled" if future.cancelled() else future.exception())
+            job.store_id = 0
+            self._unlink(job)
+            return
+        job.function.pending -= 1
+        self._release(job)
+
+    def _release(self, job: Job) -> None:
+        """Make an acknowledged job runnable now, or schedule it for its epoch."""
+        if job.when and job.when > self._clock():
+            self._schedule(job)
+        else:
+            self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> None:
+        f = job.function
+        job.state = JobState.QUEUED
+        f.queues[job.priority].append(job)
+        f.queued[job.priority] += 1
+        if f.sleepers:
+            self._wake(f)
+
+    # -- epoch jobs -------------------------------------------------------------
+
+    def _schedule(self, job: Job) -> None:
+        job.state = JobState.SCHEDULED
+        job.function.scheduled += 1
+        heapq.heappush(self._epoch, (float(job.when), self._counter, job))
+        self._arm_epoch_timer()
+
+    def _arm_epoch_timer(self) -> None:
+        if not self._epoch or self._call_later is None:
+            return
+        first = self._epoch[0][0]
+        if self._epoch_timer is not None:
+            if self._epoch_at <= first:
+                return
+            self._epoch_timer.cancel()
+        self._epoch_at = first
+        delay = max(0.0, first - self._clock())
+        self._epoch_timer = self._call_later(delay, self.run_due_jobs)
+
+    def run_due_jobs(self) -> None:
+        """Move every epoch job whose time has come into its queue and wake workers."""
+        self._epoch_timer = None
+        now = self._clock()
+        while self._epoch and self._epoch[0][0] <= now:
+            job = heapq.heappop(self._epoch)[2]
+            if job.state is JobState.SCHEDULED:
+                job.function.scheduled -= 1
+                self._enqueue(job)
+        self._arm_epoch_timer()
+
+    # -- workers -----------------------------------------------------------------
+
+    def can_do(self, peer: Peer, name: bytes, timeout_ms: int = 0) -> None:
+        f = self.function(name)
+        if f not in peer.abilities:
+            peer.ability_list.append(f)
+            f.workers[peer] = None
+        peer.abilities[f] = timeout_ms
+        if peer.sleeping and not peer.noop_sent:
+            if f.has_work():
+                self._noop(peer)
+            else:
+                f.sleepers[peer] = None
+
+    def cant_do(self, peer: Peer, name: bytes) -> None:
+        f = self.functions.get(name)
+        if f is None or f not in peer.abilities:
+            return
+        del peer.abilities[f]
+        peer.ability_list.remove(f)
+        f.workers.pop(peer, None)
+        f.sleepers.pop(peer, None)
+        for job in [j for j in peer.assigned if j.function is f]:
+            self._requeue(job, "worker dropped the function")
+
+    def reset_abilities(self, peer: Peer) -> None:
+        for f in list(peer.ability_list):
+            self.cant_do(peer, f.name)
+
+    def pre_sleep(self, peer: Peer) -> None:
+        for f in peer.ability_list:
+            if f.has_work():
+                peer.send(NOOP)
+                return
+        peer.sleeping = True
+        if not peer.noop_sent:
+            for f in peer.ability_list:
+                f.sleepers[peer] = None
+
+    def _wake(self, f: Function) -> None:
+        limit = self.worker_wakeup
+        woken = list(f.sleepers) if not limit else list(islice(f.sleepers, limit))
+        for peer in woken:
+            self._noop(peer)
+
+    def _noop(self, peer: Peer) -> None:
+        peer.noop_sent = True
+        for f in peer.ability_list:
+            f.sleepers.pop(peer, None)
+        peer.send(NOOP)
+
+    def grab(self, peer: Peer) -> Job | None:
+        """Assign the best runnable job to ``peer``, or None (NO_JOB)."""
+        if peer.sleeping or peer.noop_sent:
+            peer.sleeping = peer.noop_sent = False
+            for f in peer.ability_list:
+                f.sleepers.pop(peer, None)
+        functions = peer.ability_list
+        count = len(functions)
+        if not count:
+            return None
+        start = peer.rotation
+        for priority in (0, 1, 2):
+            for i in range(count):
+                index = (start + i) % count
+                f = functions[index]
+                if f.queued[priority]:
+                    peer.rotation = (index + 1) % count
+                    return self._assign(peer, f, priority)
+        return None
+
+    def _assign(self, peer: Peer, f: Function, priority: int) -> Job:
+        queue = f.queues[priority]
+        job = queue.popleft()
+        while job.state is not JobState.QUEUED:  # lazily dropped (cancelled/abandoned)
+            job = queue.popleft()
+        f.queued[priority] -= 1
+        f.running += 1
+        job.state = JobState.RUNNING
+        job.worker = peer
+        peer.assigned[job] = None
+        timeout = peer.abilities.get(f, 0)
+        if timeout > 0 and self._call_later is not None:
+            job.timer = self._call_later(max(timeout, _MIN_TIMEOUT_MS) / 1000.0,
+                                         self._timed_out, job, peer)
+        return job
+
+    def _timed_out(self, job: Job, peer: Peer) -> None:
+        job.timer = None
+        if job.worker is peer and job.state is JobState.RUNNING:
+            logger.info("job %r timed out on its worker; requeued", job.handle)
+            self._requeue(job, "timeout")
+
+    def _requeue(self, job: Job, reason: str) -> None:
+        f = job.function
+        f.running -= 1
+        if job.worker is not None:
+            job.worker.assigned.pop(job, None)
+            job.worker = None
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        job.retries += 1
+        if self.job_retries and job.retries >= self.job_retries:
+            logger.warning("dropped job %r after %d attempts (%s)", job.handle, job.retries,
+                           reason)
+            self._forward_fail(job)
+            job.state = JobState.ENDED
+            self._forget(job)
+            return
+        job.numerator = job.denominator = 0
+        if job.store_id and self.store is not None:
+            self.store.update_retries(job.store_id, job.retries)
+        self._enqueue(job)
+
+    def drop_peer(self, peer: Peer) -> None:
+        """Forget a closed connection: requeue its jobs, abandon what it waited for."""
+        for f in peer.ability_list:
+            f.workers.pop(peer, None)
+            f.sleepers.pop(peer, None)
+        peer.abilities.clear()
+        peer.ability_list.clear()
+        for job in list(peer.assigned):
+            self._requeue(job, "worker disconnected")
+        for job in list(peer.waiting):
+            job.clients.remove(peer)
+            if not job.clients and not job.background and job.state in (
+                JobState.QUEUED, JobState.SCHEDULED
+            ):
+                self._unlink(job)  # nobody wants the result: do not run it
+        peer.waiting.clear()
+
+    # -- results -----------------------------------------------------------------
+
+    def owned(self, peer: Peer, handle: bytes) -> Job | None:
+        job = self.jobs.get(handle)
+        if job is None or job.worker is not peer:
+            return None
+        return job
+
+    def work_status(self, job: Job, numerator: bytes, denominator: bytes, body: bytes) -> None:
+        job.numerator = _atoi(numerator)
+        job.denominator = _atoi(denominator)
+        if job.clients:
+            packet = encode(P.WORK_STATUS, job.handle, numerator, denominator)
+            for client in job.clients:
+                client.send(packet)
+
+    def work_data(self, job: Job, ptype: int, data: Data) -> None:
+        """Forward WORK_DATA or WORK_WARNING to every waiting client."""
+        if job.clients:
+            self._forward(job, ptype, data)
+
+    def work_complete(self, job: Job, data: Data) -> None:
+        if job.clients:
+            self._forward(job, P.WORK_COMPLETE, data)
+        self._finish(job)
+
+    def work_fail(self, job: Job) -> None:
+        self._forward_fail(job)
+        self._finish(job)
+
+    def work_exception(self, job: Job, data: Data) -> None:
+        if job.clients:
+            plain: list[Peer] = []
+            packet = b""
+            for client in job.clients:
+                if client.exceptions:
+                    packet = packet or encode(P.WORK_EXCEPTION, job.handle, data=data)
+                    client.send(packet)
+                else:
+                    plain.append(client)
+            if plain:
+                fail = encode(P.WORK_FAIL, job.handle)
+                for client in plain:
+                    client.send(fail)
+        self._finish(job)
+
+    def _forward(self, job: Job, ptype: int, data: Data) -> None:
+        if len(data) >= _PASS_THROUGH:
+            head = encode_head(ptype, (job.handle,), len(data))
+            for client in job.clients:
+                client.send_parts(head, data)
+        else:
+            packet = encode(ptype, job.handle, data=data)
+            for client in job.clients:
+                client.send(packet)
+
+    def _forward_fail(self, job: Job) -> None:
+        if job.clients:
+            # Exactly the handle: libgearman matches WORK_FAIL by length (PROTOCOL.md §7.4).
+            packet = encode(P.WORK_FAIL, job.handle)
+            for client in job.clients:
+                client.send(packet)
+
+    def _finish(self, job: Job) -> None:
+        worker = job.worker
+        if worker is not None:
+            worker.ended.append(job.handle)
+        self._unlink(job)
+
+    def cancel(self, handle: bytes) -> bool:
+        """Admin ``cancel job``: waiting clients get WORK_FAIL and the job is gone."""
+        job = self.jobs.get(handle)
+        if job is None:
+            return False
+        self._forward_fail(job)
+        self._unlink(job)
+        return True
+
+    def _unlink(self, job: Job) -> None:
+        """Take a job out of every index and count, whatever its state."""
+        f = job.function
+        state = job.state
+        if state is JobState.QUEUED:
+            f.queued[job.priority] -= 1  # the deque entry is skipped when reached
+        elif state is JobState.RUNNING:
+            f.running -= 1
+        elif state is JobState.SCHEDULED:
+            f.scheduled -= 1
+        elif state is JobState.PENDING:
+            f.pending -= 1
+        job.state = JobState.ENDED
+        if job.worker is not None:
+            job.worker.assigned.pop(job, None)
+            job.worker = None
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        self._forget(job)
+
+    def _forget(self, job: Job) -> None:
+        self.jobs.pop(job.handle, None)
+        if job.key is not None and job.function.uniques.get(job.key) is job:
+            del job.function.uniques[job.key]
+        for client in job.clients:
+            client.waiting.pop(job, None)
+        job.clients = []
+        if job.store_id and self.store is not None and state_was_durable(job):
+            self.store.remove(job.store_id)
+            job.store_id = 0
+
+    # -- status ------------------------------------------------------------------
+
+    def status_by_unique(self, unique: bytes) -> Job | None:
+        """The first job with this unique in any function (GET_STATUS_UNIQUE)."""
+        for f in self.functions.values():
+            job = f.uniques.get(unique)
+            if job is not None:
+                return job
+        return None
+
+    def iter_jobs(self) -> Iterator[Job]:
+        return iter(list(self.jobs.values()))
+
+    # -- persistence replay -------------------------------------------------------
+
+    def restore(self, records: list[StoredJob]) -> int:
+        """Re-create stored background jobs at startup, in the order given."""
+        for record in records:
+            f = self.function(record.function)
+            self._counter += 1
+            job = Job(b"%s:%d" % (self.handle_prefix, self._counter), f, record.unique,
+                      record.data, record.priority, True)
+            job.when = record.when
+            job.reducer = record.reducer
+            job.retries = record.retries
+            job.store_id = record.id
+            key: object = None
+            if record.unique and record.unique != b"-":
+                key = record.unique
+            elif record.unique == b"-" and record.data:
+                key = (b"-", record.data)
+            if key is not None and key not in f.uniques:
+                job.key = key
+                f.uniques[key] = job
+            self.jobs[job.handle] = job
+            self._release(job)
+            self._next_store_id = max(self._next_store_id, record.id + 1)
+        return len(records)
+
+    def check_handle_prefix(self) -> None:
+        if len(self.handle_prefix) + 11 > MAX_HANDLE_SIZE:
+            raise ValueError("job handle prefix too long: handles must stay under 64 bytes")
+
+
+def state_was_durable(job: Job) -> bool:
+    """A stored job whose write was acknowledged (a PENDING one is removed on ack)."""
+    return job.pending is None or job.pending.done()
+
+
+def _attach(peer: Peer, job: Job) -> None:
+    # One connection submitting the same key twice is attached once: gearmand
+    # attaches it twice and sends every result twice (PROTOCOL.md §5).
+    if job not in peer.waiting:
+        peer.waiting[job] = None
+        job.clients.append(peer)
+
+
+def _atoi(text: bytes) -> int:
+    """C ``atoi`` on an unsigned 32-bit field: leading digits, else 0."""
+    digits = 0
+    for byte in text.lstrip(b" "):
+        if 48 <= byte <= 57:
+            digits = digits * 10 + byte - 48
+        else:
+            break
+    return digits & 0xFFFFFFFF
