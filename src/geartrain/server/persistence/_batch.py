@@ -1,0 +1,448 @@
+"""Group commit, failure handling and reconnection shared by every queue backend.
+
+Theory of operation
+-------------------
+``add``, ``remove`` and ``update_retries`` only append an operation to ``_pending`` and
+wake one writer task; they never touch the backend themselves. The writer takes
+everything that is pending (up to ``max_batch`` operations / ``max_batch_bytes`` of
+payload), turns it into one :class:`Batch` and hands it to the backend's ``_write`` hook,
+which applies it as ONE transaction (SQL) or ONE pipeline (Redis). While that write is in
+flight, new operations pile up in ``_pending`` and go out together in the next batch:
+that is group commit, and it is what makes 2,000 concurrent adds cost a handful of
+fsyncs or round trips instead of 2,000.
+
+A batch is applied as inserts, then retry updates, then deletes. Within one batch that
+keeps the only orderings that matter (an add before the remove or update of the same
+id; ids are never reused), whatever order the operations arrived in.
+
+Failures:
+
+* The add futures of a failed batch get :class:`QueueError`; removes and retry updates
+  go back to the front of ``_pending`` and are retried (a lost remove would only mean a
+  finished job runs again; a lost add would break the contract, so adds are never
+  retried behind the server's back after it was told they failed).
+* If the failure looks like a lost connection (the backend's ``_is_connection_error``,
+  or the write timing out), the writer reconnects once at once and retries the batch:
+  a connection the server killed while we were idle then costs nothing. Inserts are
+  upserts by id, so re-applying a batch whose COMMIT reply was lost is harmless.
+* If that reconnect fails too, the store goes *down*: pending adds fail, new adds fail
+  fast, and the writer reconnects with jittered exponential backoff until it succeeds
+  (or the store is closed), then resumes with the removes it kept.
+* Any other failure (disk full, constraint, oversized packet) fails that batch's adds
+  and leaves the connection up; the next batch waits a backoff delay so that kept
+  removes that keep failing cannot spin the loop.
+
+Nothing here knows about SQL or Redis; backends implement the five ``_`` hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from .base import QueueError, StoredJob
+
+logger = logging.getLogger(__name__)
+
+#: Operations per batch. Big enough that a burst of submissions is one transaction,
+#: small enough that one transaction stays well under a second on a slow disk.
+DEFAULT_MAX_BATCH = 5000
+#: Payload bytes per batch; keeps MySQL statements below the 16 MiB max_allowed_packet
+#: default of MariaDB 10.x and Redis pipelines from building huge buffers.
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: A write (or connect) that takes longer than this is treated as a lost connection,
+#: so that a silent network partition cannot leave submitters waiting forever.
+DEFAULT_TIMEOUT = 30.0
+#: Reconnect backoff: first delay and ceiling (seconds), before jitter.
+DEFAULT_BACKOFF_INITIAL = 0.05
+DEFAULT_BACKOFF_MAX = 5.0
+#: How long close() keeps trying to flush pending removes before giving up on them.
+DEFAULT_CLOSE_TIMEOUT = 10.0
+
+
+class StoreOptions(TypedDict, total=False):
+    """Tuning knobs every backend accepts as keyword arguments (defaults above)."""
+
+    max_batch: int
+    max_batch_bytes: int
+    timeout: float
+    backoff_initial: float
+    backoff_max: float
+    close_timeout: float
+
+
+@dataclass(slots=True)
+class Batch:
+    """The writes of one transaction, in the order the backend must apply them."""
+
+    adds: list[StoredJob] = field(default_factory=list)
+    retries: list[tuple[int, int]] = field(default_factory=list)  # (id, retries)
+    removes: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Add:
+    job: StoredJob
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Remove:
+    job_id: int
+
+
+@dataclass(slots=True)
+class _Retries:
+    job_id: int
+    retries: int
+
+
+_Op = _Add | _Remove | _Retries
+
+
+def _op_size(op: _Op) -> int:
+    if isinstance(op, _Add):
+        job = op.job
+        return 64 + len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
+    return 16
+
+
+def backoff_delay(attempt: int, initial: float, ceiling: float) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random.
+
+    The random half keeps many servers that lost the same database from reconnecting
+    in lockstep; the fixed half keeps the delay from collapsing to zero.
+    """
+    base = min(ceiling, initial * 2.0 ** min(attempt, 30))
+    return base / 2 + random.uniform(0, base / 2)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for QUEUE_ERROR replies and logs."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class GroupCommitStore(ABC):
+    """A :class:`~geartrain.server.persistence.base.QueueStore` built on five hooks.
+
+    Attributes:
+        commits: batches written successfully (one transaction or pipeline each).
+        failed_batches: batches whose write raised.
+        reconnects: successful reconnections after a lost connection.
+    """
+
+    #: Name used in error messages, e.g. "sqlite", "postgres".
+    name = "store"
+
+    def __init__(
+        self,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        timeout: float = DEFAULT_TIMEOUT,
+        backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ) -> None:
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self.timeout = timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.close_timeout = close_timeout
+        self.commits = 0
+        self.failed_batches = 0
+        self.reconnects = 0
+        self._pending: deque[_Op] = deque()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._io_lock = asyncio.Lock()
+        self._down_reason: str | None = None
+        self._failures = 0  # consecutive failed batches, drives the retry delay
+        self._closing = False
+        self._close_requested = asyncio.Event()
+
+    # -- hooks -------------------------------------------------------------------------
+
+    @abstractmethod
+    async def _connect(self) -> None:
+        """Open the connection (called again after it was lost)."""
+
+    @abstractmethod
+    async def _disconnect(self) -> None:
+        """Drop the connection; must not raise and must work on a broken one."""
+
+    @abstractmethod
+    async def _create(self) -> None:
+        """Create tables/keys if they do not exist."""
+
+    @abstractmethod
+    async def _load(self) -> list[StoredJob]:
+        """Every record, in ascending id order (the base sorts by priority, stably)."""
+
+    @abstractmethod
+    async def _write(self, batch: Batch) -> None:
+        """Apply ``batch`` atomically: inserts (upsert by id), retries, then deletes."""
+
+    def _is_connection_error(self, exc: BaseException) -> bool:
+        """True if ``exc`` means the connection is gone (default: OSError)."""
+        return isinstance(exc, OSError | ConnectionError)
+
+    # -- QueueStore --------------------------------------------------------------------
+
+    @property
+    def is_down(self) -> bool:
+        """True while the backend is unreachable and adds fail fast."""
+        return self._down_reason is not None
+
+    @property
+    def pending(self) -> int:
+        """Operations accepted but not yet written."""
+        return len(self._pending)
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            raise RuntimeError(f"{self.name} queue store is already open")
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._connect()
+                await self._create()
+        except QueueError:
+            await self._disconnect()
+            raise
+        except Exception as exc:
+            await self._disconnect()
+            raise QueueError(f"{self.name}: cannot open queue: {describe(exc)}") from exc
+        self._writer = asyncio.create_task(self._run(), name=f"geartrain-{self.name}-writer")
+
+    async def load(self) -> list[StoredJob]:
+        async with self._io_lock:
+            try:
+                if self._down_reason is not None:
+                    await self._connect()
+                    self._down_reason = None
+                jobs = await self._load()
+            except QueueError:
+                raise
+            except Exception as exc:
+                raise QueueError(f"{self.name}: cannot load queue: {describe(exc)}") from exc
+        # _load returns id order; a stable sort on priority alone yields (priority, id)
+        # and is nearly free on three distinct keys, so no backend needs an extra index.
+        jobs.sort(key=lambda job: job.priority)
+        return jobs
+
+    def add(self, job: StoredJob) -> Awaitable[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._writer is None or self._closing:
+            future.set_exception(QueueError(f"{self.name}: queue store is not open"))
+        elif self._down_reason is not None:
+            future.set_exception(QueueError(f"{self.name} unavailable: {self._down_reason}"))
+        else:
+            self._pending.append(_Add(job, future))
+            self._wake.set()
+        return future
+
+    def remove(self, job_id: int) -> None:
+        self._pending.append(_Remove(job_id))
+        self._wake.set()
+
+    def update_retries(self, job_id: int, retries: int) -> None:
+        self._pending.append(_Retries(job_id, retries))
+        self._wake.set()
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        self._closing = True
+        self._close_requested.set()
+        self._wake.set()
+        if writer is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), self.close_timeout)
+            except TimeoutError:
+                writer.cancel()
+                logger.warning(
+                    "%s: gave up flushing %d queued writes at close: %s",
+                    self.name,
+                    len(self._pending),
+                    self._down_reason or "backend too slow",
+                )
+                await asyncio.gather(writer, return_exceptions=True)
+        self._fail_pending_adds(f"{self.name}: queue store closed")
+        await self._disconnect()
+
+    # -- the writer --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if self._closing and not self._pending:
+                return
+            if self._down_reason is not None:
+                await self._reconnect_with_backoff()
+                continue
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._failures:
+                await self._sleep_unless_closing(self._retry_delay())
+            await self._commit(self._take())
+
+    def _retry_delay(self) -> float:
+        return backoff_delay(self._failures - 1, self.backoff_initial, self.backoff_max)
+
+    async def _sleep_unless_closing(self, delay: float) -> None:
+        # Only close() cuts a delay short: waking on every new remove would hammer a
+        # backend that is down. A closing store still retries, just without waiting long.
+        if self._closing:
+            delay = min(delay, 0.05)
+        try:
+            async with asyncio.timeout(delay):
+                await self._close_requested.wait()
+        except TimeoutError:
+            pass
+
+    def _take(self) -> list[_Op]:
+        ops: list[_Op] = []
+        size = 0
+        while self._pending and len(ops) < self.max_batch:
+            op_size = _op_size(self._pending[0])
+            if ops and size + op_size > self.max_batch_bytes:
+                break
+            ops.append(self._pending.popleft())
+            size += op_size
+        return ops
+
+    async def _commit(self, ops: list[_Op]) -> None:
+        batch = Batch()
+        for op in ops:
+            if isinstance(op, _Add):
+                batch.adds.append(op.job)
+            elif isinstance(op, _Remove):
+                batch.removes.append(op.job_id)
+            else:
+                batch.retries.append((op.job_id, op.retries))
+        for attempt in (1, 2):
+            try:
+                async with self._io_lock, asyncio.timeout(self.timeout):
+                    await self._write(batch)
+            except Exception as exc:
+                lost = isinstance(exc, TimeoutError) or self._is_connection_error(exc)
+                if lost and attempt == 1 and await self._reconnect_once(exc):
+                    continue
+                self._batch_failed(ops, exc, lost)
+                return
+            break
+        self.commits += 1
+        self._failures = 0
+        for op in ops:
+            if isinstance(op, _Add) and not op.future.done():
+                op.future.set_result(None)
+
+    def _batch_failed(self, ops: list[_Op], exc: BaseException, lost: bool) -> None:
+        self.failed_batches += 1
+        self._failures += 1
+        reason = describe(exc)
+        logger.warning("%s: write of %d operations failed: %s", self.name, len(ops), reason)
+        error = QueueError(f"{self.name}: {reason}")
+        for op in ops:
+            if isinstance(op, _Add) and not op.future.done():
+                op.future.set_exception(error)
+        # Removes and retry updates go back in front, in their original order.
+        self._pending.extendleft(reversed([op for op in ops if not isinstance(op, _Add)]))
+        if lost:
+            self._down_reason = reason
+            self._fail_pending_adds(f"{self.name} unavailable: {reason}")
+
+    def _fail_pending_adds(self, reason: str) -> None:
+        kept: deque[_Op] = deque()
+        for op in self._pending:
+            if isinstance(op, _Add):
+                if not op.future.done():
+                    op.future.set_exception(QueueError(reason))
+            else:
+                kept.append(op)
+        self._pending = kept
+
+    async def _reconnect_once(self, exc: BaseException) -> bool:
+        logger.info("%s: connection lost (%s), reconnecting", self.name, describe(exc))
+        await self._disconnect()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._connect()
+        except Exception as err:
+            logger.warning("%s: reconnect failed: %s", self.name, describe(err))
+            return False
+        self.reconnects += 1
+        return True
+
+    async def _reconnect_with_backoff(self) -> None:
+        attempt = 0
+        while self._down_reason is not None:
+            if self._closing and not self._pending:
+                return
+            await self._sleep_unless_closing(
+                backoff_delay(attempt, self.backoff_initial, self.backoff_max)
+            )
+            attempt += 1
+            await self._disconnect()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._connect()
+            except Exception as exc:
+                self._down_reason = describe(exc)
+                logger.debug("%s: reconnect attempt %d failed: %s", self.name, attempt, exc)
+                continue
+            logger.info("%s: reconnected after %d attempts", self.name, attempt)
+            self.reconnects += 1
+            self._down_reason = None
+            self._failures = 0
+
+
+_PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}\Z")
+
+
+def check_prefix(prefix: str) -> str:
+    """Validate a table/key prefix; it is spliced into SQL, so it must be a plain name.
+
+    48 characters leaves room for the ``_jobs`` suffix within MySQL's 64-character
+    identifier limit (PostgreSQL allows 63).
+    """
+    if not _PREFIX_RE.match(prefix):
+        raise ValueError(
+            f"invalid queue prefix {prefix!r}: use letters, digits and _ "
+            "(not starting with a digit), at most 48 characters"
+        )
+    return prefix
+
+
+#: Column order of :func:`as_row`, shared by the SQL backends.
+SQL_COLUMNS = "id, priority, function, unique_key, data, when_to_run, reducer, retries"
+SqlRow = tuple[int, int, bytes, bytes, bytes, int, bytes, int]
+
+
+def as_row(job: StoredJob) -> SqlRow:
+    """``job`` as a row in :data:`SQL_COLUMNS` order."""
+    return (job.id, job.priority, job.function, job.unique, job.data, job.when, job.reducer,
+            job.retries)  # fmt: skip
+
+
+def from_row(row: SqlRow) -> StoredJob:
+    """Inverse of :func:`as_row`; bytes() accepts memoryview and bytearray rows too."""
+    return StoredJob(
+        id=int(row[0]),
+        priority=int(row[1]),
+        function=bytes(row[2]),
+        unique=bytes(row[3]),
+        data=bytes(row[4]),
+        when=int(row[5]),
+        reducer=bytes(row[6]),
+        retries=int(row[7]),
+    )

@@ -1,0 +1,82 @@
+"""An in-memory queue store: the contract without a database, for unit tests.
+
+It runs the same group-commit writer as the real backends (``_batch.py``), so tests that
+use it see batching, ordering and failure handling behave as in production. Records live
+in a :class:`MemoryBacking` that may outlive the store, which is how tests "restart" a
+server: open a new store on the same backing. ``memory://`` URLs get a fresh backing,
+i.e. nothing survives the process.
+
+Fault injection for tests: :meth:`MemoryStore.break_connection` makes the store behave as
+if the server had dropped its connection (the next write fails with
+:class:`ConnectionResetError`, and the reconnect succeeds unless ``refuse_connects``);
+:attr:`MemoryBacking.fail_writes` makes writes fail with any exception, as a full disk
+would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Unpack
+
+from ._batch import Batch, GroupCommitStore, StoreOptions
+from .base import StoredJob
+
+
+@dataclasses.dataclass(slots=True)
+class MemoryBacking:
+    """The "database" behind one or more successive :class:`MemoryStore` instances."""
+
+    jobs: dict[int, StoredJob] = dataclasses.field(default_factory=dict)
+    #: When set, every write raises this exception (without applying anything).
+    fail_writes: BaseException | None = None
+    #: When true, connecting fails with ConnectionRefusedError (the server is down).
+    refuse_connects: bool = False
+
+
+class MemoryStore(GroupCommitStore):
+    """Queue store keeping records in a :class:`MemoryBacking`."""
+
+    name = "memory"
+
+    def __init__(
+        self, backing: MemoryBacking | None = None, **options: Unpack[StoreOptions]
+    ) -> None:
+        super().__init__(**options)
+        self.backing = backing if backing is not None else MemoryBacking()
+        self._connected = False
+
+    def break_connection(self) -> None:
+        """Simulate the server killing our connection."""
+        self._connected = False
+
+    async def _connect(self) -> None:
+        if self.backing.refuse_connects:
+            raise ConnectionRefusedError("memory backend refuses connections")
+        self._connected = True
+
+    async def _disconnect(self) -> None:
+        self._connected = False
+
+    async def _create(self) -> None:
+        return None
+
+    async def _load(self) -> list[StoredJob]:
+        self._check_connected()
+        return [dataclasses.replace(self.backing.jobs[key]) for key in sorted(self.backing.jobs)]
+
+    async def _write(self, batch: Batch) -> None:
+        self._check_connected()
+        if self.backing.fail_writes is not None:
+            raise self.backing.fail_writes
+        jobs = self.backing.jobs
+        for job in batch.adds:
+            jobs[job.id] = dataclasses.replace(job)
+        for job_id, retries in batch.retries:
+            if job_id in jobs:
+                jobs[job_id].retries = retries
+        for job_id in batch.removes:
+            jobs.pop(job_id, None)
+
+    def _check_connected(self) -> None:
+        if not self._connected:
+            raise ConnectionResetError("memory backend connection lost")

@@ -1,0 +1,174 @@
+"""MariaDB/MySQL queue store (aiomysql).
+
+URL: ``mysql://user:password@host:3306/database`` or ``mariadb://…`` (same thing), with
+query parameters ``prefix`` (table ``<prefix>_jobs``, default ``geartrain_jobs``) and
+``unix_socket`` (path of the server's socket, instead of TCP).
+
+One connection, one transaction per batch. aiomysql's ``executemany`` turns the inserts
+into multi-row ``INSERT … VALUES (…), (…)`` statements (split below
+``max_allowed_packet``), so a batch costs a handful of round trips whatever its size.
+Inserts are upserts on ``id`` (``ON DUPLICATE KEY UPDATE``) so that a batch re-sent after
+its COMMIT reply was lost is harmless. Deletes are one ``DELETE … WHERE id IN (…)`` per
+batch.
+
+Durability is InnoDB's: with ``innodb_flush_log_at_trx_commit=1`` (the default) a job is
+on disk when its add resolves; 2 or 0 trade that for speed and lose up to a second of
+acknowledged jobs on a crash of the database host.
+
+The table (InnoDB, binary columns so function names and uniques keep their exact bytes)
+is created on first use. A lost connection (``KILL``, server restart, "MySQL server has
+gone away") is reopened by the group-commit writer with jittered exponential backoff; see
+``_batch.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Unpack
+
+from ._batch import (
+    SQL_COLUMNS,
+    Batch,
+    GroupCommitStore,
+    StoreOptions,
+    as_row,
+    check_prefix,
+    from_row,
+)
+from .base import StoredJob
+
+if TYPE_CHECKING:
+    import aiomysql
+
+#: Client-side error codes (CR_*) meaning the connection is gone: 2006 server has gone
+#: away, 2013 lost connection during query, 2003 can't connect, 2055 lost (SSL).
+_LOST_CONNECTION_CODES = {2003, 2006, 2013, 2055}
+#: Server-side codes for the same: 1927 connection killed (MariaDB), 1053 shutdown in
+#: progress, 1317 query interrupted.
+_KILLED_CODES = {1053, 1317, 1927}
+
+
+class MysqlStore(GroupCommitStore):
+    """Queue store in a MariaDB/MySQL table.
+
+    Args:
+        host, port, user, password, database, unix_socket: connection parameters.
+        prefix: the table is ``<prefix>_jobs``.
+        **options: group-commit tuning, see :class:`StoreOptions`.
+    """
+
+    name = "mysql"
+
+    def __init__(
+        self,
+        *,
+        host: str = "localhost",
+        port: int = 3306,
+        user: str | None = None,
+        password: str = "",
+        database: str | None = None,
+        unix_socket: str | None = None,
+        prefix: str = "geartrain",
+        **options: Unpack[StoreOptions],
+    ) -> None:
+        super().__init__(**options)
+        self.connect_args: dict[str, object] = {
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": password,
+            "db": database,
+            "unix_socket": unix_socket,
+        }
+        self.table = f"`{check_prefix(prefix)}_jobs`"
+        self._con: aiomysql.Connection | None = None
+
+    @property
+    def thread_id(self) -> int | None:
+        """The server thread of our connection (what ``KILL <id>`` takes)."""
+        return None if self._con is None else int(self._con.thread_id())
+
+    def _connection(self) -> aiomysql.Connection:
+        if self._con is None or self._con.closed:
+            raise ConnectionResetError("mysql: not connected")
+        return self._con
+
+    async def _connect(self) -> None:
+        import aiomysql
+
+        self._con = await aiomysql.connect(
+            **self.connect_args,
+            autocommit=False,
+            charset="utf8mb4",
+            connect_timeout=self.timeout,
+        )
+
+    async def _disconnect(self) -> None:
+        con, self._con = self._con, None
+        if con is not None:
+            # close() just drops the socket; ensure_closed() would wait on a dead server.
+            con.close()
+
+    async def _create(self) -> None:
+        con = self._connection()
+        async with con.cursor() as cur:
+            await cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                "id BIGINT NOT NULL PRIMARY KEY, priority TINYINT NOT NULL,"
+                " function BLOB NOT NULL, unique_key BLOB NOT NULL, data LONGBLOB NOT NULL,"
+                " when_to_run BIGINT NOT NULL, reducer BLOB NOT NULL, retries INT NOT NULL"
+                ") ENGINE=InnoDB"
+            )
+        await con.commit()
+
+    async def _load(self) -> list[StoredJob]:
+        con = self._connection()
+        async with con.cursor() as cur:
+            await cur.execute(f"SELECT {SQL_COLUMNS} FROM {self.table} ORDER BY id")
+            rows = await cur.fetchall()
+        await con.commit()  # end the read snapshot so later batches see fresh data
+        return [from_row(row) for row in rows]
+
+    async def _write(self, batch: Batch) -> None:
+        con = self._connection()
+        try:
+            async with con.cursor() as cur:
+                await self._write_statements(cur, batch)
+            await con.commit()
+        except BaseException:
+            if not con.closed:
+                # The original error is the one worth reporting.
+                with contextlib.suppress(Exception):
+                    await con.rollback()
+            raise
+
+    async def _write_statements(self, cur: aiomysql.Cursor, batch: Batch) -> None:
+        if batch.adds:
+            await cur.executemany(
+                f"INSERT INTO {self.table} ({SQL_COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
+                " priority = VALUES(priority), function = VALUES(function),"
+                " unique_key = VALUES(unique_key), data = VALUES(data),"
+                " when_to_run = VALUES(when_to_run), reducer = VALUES(reducer),"
+                " retries = VALUES(retries)",
+                [as_row(job) for job in batch.adds],
+            )
+        if batch.retries:
+            await cur.executemany(
+                f"UPDATE {self.table} SET retries = %s WHERE id = %s",
+                [(retries, job_id) for job_id, retries in batch.retries],
+            )
+        if batch.removes:
+            marks = ", ".join(["%s"] * len(batch.removes))
+            await cur.execute(f"DELETE FROM {self.table} WHERE id IN ({marks})", batch.removes)
+
+    def _is_connection_error(self, exc: BaseException) -> bool:
+        import aiomysql
+
+        if isinstance(exc, OSError | aiomysql.InterfaceError):
+            return True
+        if isinstance(exc, aiomysql.OperationalError) and exc.args:
+            code = exc.args[0]
+            if code in _LOST_CONNECTION_CODES or code in _KILLED_CODES:
+                return True
+        return self._con is None or self._con.closed

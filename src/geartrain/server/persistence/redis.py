@@ -1,0 +1,205 @@
+"""Redis queue store (redis-py asyncio).
+
+URL: ``redis://[[user]:password@]host:6379/db`` (``rediss://`` for TLS,
+``unix:///path/to/redis.sock?db=0`` for a socket), plus our query parameter ``prefix``
+(keys ``<prefix>:…``, default ``geartrain``); other parameters go to redis-py.
+
+Layout (three keys per queue, so ``load`` never needs ``KEYS`` or ``SCAN``):
+
+* ``<prefix>:jobs``: a hash, field = job id in decimal, value = the packed record
+  (priority, when, then function, unique, reducer and data with their lengths).
+* ``<prefix>:order``: a sorted set of the same ids, scored ``priority * 2**51 + id``.
+  Scores are doubles, exact up to 2**53, so this orders by (priority, id) exactly for
+  any id below 2**51 (about 2.2e15; an id beyond that is refused).
+  ``load`` walks it with ``ZRANGE`` in chunks and fetches the records with ``HMGET``,
+  so the result arrives in (priority, id) order without sorting.
+* ``<prefix>:retries``: a hash id -> retry count, only for jobs that were requeued.
+  Keeping it apart lets ``update_retries`` be a plain ``HSET`` instead of a
+  read-modify-write of the record.
+
+A hash per job was the alternative; it costs a key per job (memory, and it makes
+``--maxmemory`` eviction policies able to drop single fields' worth of jobs), and
+three fixed keys keep the whole queue inspectable with ``HLEN``/``ZCARD``.
+
+Every batch is one ``MULTI … EXEC`` pipeline: one round trip, applied atomically.
+Unlike gearmand's redis queue (which refuses them), epoch jobs are stored like any other.
+
+Durability is Redis's: a job is acknowledged once Redis has executed the EXEC. For
+"nothing lost" run Redis with ``appendonly yes`` and ``appendfsync always`` (or
+``everysec``, which loses at most about a second of jobs if the Redis *host* crashes).
+A store opened on a Redis without AOF logs a warning. A lost connection is reopened by
+the group-commit writer with jittered exponential backoff; see ``_batch.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import TYPE_CHECKING, Unpack, cast
+
+from ._batch import Batch, GroupCommitStore, StoreOptions, check_prefix
+from .base import StoredJob
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+logger = logging.getLogger(__name__)
+
+#: priority, when, then the lengths of function, unique, reducer and data.
+_HEADER = struct.Struct(">BqIIII")
+#: Ids must stay below this for ``priority * ID_LIMIT + id`` to be exact in a double.
+ID_LIMIT = 2**51
+#: Ids fetched per ZRANGE/HMGET round trip in load(): large enough that 1M jobs take
+#: ~100 round trips, small enough that Redis is never blocked for long by one command.
+LOAD_CHUNK = 10_000
+
+
+def pack(job: StoredJob) -> bytes:
+    """The hash value for ``job`` (the id is the field, retries live elsewhere)."""
+    header = _HEADER.pack(
+        job.priority, job.when, len(job.function), len(job.unique), len(job.reducer), len(job.data)
+    )
+    return b"".join((header, job.function, job.unique, job.reducer, job.data))
+
+
+def unpack(job_id: int, record: bytes, retries: int) -> StoredJob:
+    """Inverse of :func:`pack`."""
+    priority, when, n_function, n_unique, n_reducer, n_data = _HEADER.unpack_from(record)
+    pos = _HEADER.size
+    parts = []
+    for size in (n_function, n_unique, n_reducer, n_data):
+        parts.append(record[pos : pos + size])
+        pos += size
+    if pos != len(record):
+        raise ValueError(f"corrupt record for job {job_id}: {len(record)} bytes, expected {pos}")
+    function, unique, reducer, data = parts
+    return StoredJob(job_id, function, unique, data, priority, when, reducer, retries)
+
+
+def score(job: StoredJob) -> int:
+    if not 0 <= job.id < ID_LIMIT:
+        raise ValueError(f"job id {job.id} is outside the redis queue's range [0, 2**51)")
+    return job.priority * ID_LIMIT + job.id
+
+
+class RedisStore(GroupCommitStore):
+    """Queue store in three Redis keys (see the module docstring).
+
+    Args:
+        url: redis-py connection URL (without our ``prefix`` parameter).
+        prefix: keys are ``<prefix>:jobs``, ``<prefix>:order``, ``<prefix>:retries``.
+        client_name: ``CLIENT SETNAME`` of our connections, to find them in
+            ``CLIENT LIST``.
+        **options: group-commit tuning, see :class:`StoreOptions`.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "geartrain",
+        client_name: str = "geartrain",
+        **options: Unpack[StoreOptions],
+    ) -> None:
+        super().__init__(**options)
+        self.url = url
+        self.prefix = check_prefix(prefix)
+        self.jobs_key = f"{prefix}:jobs"
+        self.order_key = f"{prefix}:order"
+        self.retries_key = f"{prefix}:retries"
+        self.client_name = client_name
+        self._client: Redis | None = None
+
+    def _redis(self) -> Redis:
+        if self._client is None:
+            raise ConnectionResetError("redis: not connected")
+        return self._client
+
+    async def _connect(self) -> None:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # redis-py's own retries are off: the group-commit writer owns reconnection, and
+        # it must see failures to make adds fail fast while Redis is down.
+        client = Redis.from_url(
+            self.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            client_name=self.client_name,
+        )
+        try:
+            await client.ping()
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+
+    async def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception as exc:  # a dead connection may complain while closing
+                logger.debug("redis: error while closing: %s", exc)
+
+    async def _create(self) -> None:
+        # Keys spring into existence on first write; only check the durability setup.
+        try:
+            config = await self._redis().config_get("appendonly")
+        except Exception as exc:  # CONFIG may be renamed or forbidden on managed Redis
+            logger.debug("redis: cannot read appendonly setting: %s", exc)
+            return
+        if str(config.get("appendonly", "")).lower() != "yes":
+            logger.warning(
+                "redis: appendonly is off, queued jobs survive only until Redis restarts "
+                "or snapshots (set appendonly yes for a durable queue)"
+            )
+
+    async def _load(self) -> list[StoredJob]:
+        client = self._redis()
+        jobs: list[StoredJob] = []
+        start = 0
+        while True:
+            ids = cast(
+                "list[bytes]", await client.zrange(self.order_key, start, start + LOAD_CHUNK - 1)
+            )
+            if not ids:
+                return jobs
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.hmget(self.jobs_key, ids)
+                pipe.hmget(self.retries_key, ids)
+                records, retries = await pipe.execute()
+            for raw_id, record, count in zip(ids, records, retries, strict=True):
+                if record is None:  # cannot happen with MULTI writes; tolerate hand edits
+                    logger.warning("redis: job %s is in %s only", raw_id, self.order_key)
+                    continue
+                jobs.append(unpack(int(raw_id), record, int(count or 0)))
+            start += LOAD_CHUNK
+
+    async def _write(self, batch: Batch) -> None:
+        async with self._redis().pipeline(transaction=True) as pipe:
+            if batch.adds:
+                pipe.hset(self.jobs_key, mapping={job.id: pack(job) for job in batch.adds})
+                pipe.zadd(self.order_key, {str(job.id): score(job) for job in batch.adds})
+                if any(job.retries for job in batch.adds):
+                    pipe.hset(
+                        self.retries_key,
+                        mapping={job.id: job.retries for job in batch.adds if job.retries},
+                    )
+            if batch.retries:
+                pipe.hset(self.retries_key, mapping={job_id: n for job_id, n in batch.retries})
+            if batch.removes:
+                pipe.hdel(self.jobs_key, *batch.removes)
+                pipe.zrem(self.order_key, *batch.removes)
+                pipe.hdel(self.retries_key, *batch.removes)
+            await pipe.execute()
+
+    def _is_connection_error(self, exc: BaseException) -> bool:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        return isinstance(exc, OSError | RedisConnectionError | RedisTimeoutError)
