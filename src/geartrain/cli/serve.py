@@ -19,41 +19,81 @@ _LOG_FORMAT = "%(levelname)8s %(asctime)s.%(msecs)03d [%(process)d] %(name)s: %(
 
 
 @click.command()
-@click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="TOML file holding any of these options (a [server] table or top level).")
-@click.option("-L", "--listen", multiple=True,
-              help="Address to listen on; repeat for several. Default: every address.")
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML file holding any of these options (a [server] table or top level).",
+)
+@click.option(
+    "-L",
+    "--listen",
+    multiple=True,
+    help="Address to listen on; repeat for several. Default: every address.",
+)
 @click.option("-p", "--port", type=int, help="Port (default 4730, or $GEARMAND_PORT).")
 @click.option("-b", "--backlog", type=int, help="listen() backlog (default 1024).")
-@click.option("-j", "--job-retries", type=int,
-              help="Attempts before a job whose workers fail is dropped (0 = unlimited).")
-@click.option("-w", "--worker-wakeup", type=int,
-              help="Sleeping workers woken per new job (0 = all).")
+@click.option(
+    "-j",
+    "--job-retries",
+    type=int,
+    help="Attempts before a job whose workers fail is dropped (0 = unlimited).",
+)
+@click.option(
+    "-w", "--worker-wakeup", type=int, help="Sleeping workers woken per new job (0 = all)."
+)
 @click.option("--job-handle-prefix", help="Job handle prefix (default H:<hostname>).")
-@click.option("--exceptions", is_flag=True, default=None,
-              help="Forward WORK_EXCEPTION to every client, as if each asked for it.")
-@click.option("-q", "--queue",
-              help="Persistent queue URL: sqlite:///FILE (default sqlite:///geartrain.sqlite3), "
-                   "postgresql://…, mysql://…, redis://…, or none.")
+@click.option(
+    "--exceptions",
+    is_flag=True,
+    default=None,
+    help="Forward WORK_EXCEPTION to every client, as if each asked for it.",
+)
+@click.option(
+    "-q",
+    "--queue",
+    help="Persistent queue URL: sqlite:///FILE (default sqlite:///geartrain.sqlite3), "
+    "postgresql://…, mysql://…, redis://…, or none.",
+)
 @click.option("--queue-prefix", help="Table or key prefix of the persistent queue.")
-@click.option("--import-gearmand", "import_gearmand",
-              help="At start-up, import the jobs of a gearmand queue (URL).")
-@click.option("--max-packet-size", type=int,
-              help="Largest packet body accepted, in bytes (default 64 MiB).")
-@click.option("--verbose", type=click.Choice(list(LEVELS), case_sensitive=False),
-              help="Log level (default NOTICE).")
+@click.option(
+    "--import-gearmand",
+    "import_gearmand",
+    help="At start-up, import the jobs of a gearmand queue (URL).",
+)
+@click.option(
+    "--max-packet-size", type=int, help="Largest packet body accepted, in bytes (default 64 MiB)."
+)
+@click.option(
+    "--verbose",
+    type=click.Choice(list(LEVELS), case_sensitive=False),
+    help="Log level (default NOTICE).",
+)
 @click.option("-l", "--log-file", help="Log file; 'stderr' (default) or 'none'.")
 @click.option("-P", "--pid-file", help="Write the server's pid here; removed at exit.")
-@click.option("-d", "--daemon", is_flag=True, default=None,
-              help="Run in the background; exits 0 only once the port is listening.")
+@click.option(
+    "-d",
+    "--daemon",
+    is_flag=True,
+    default=None,
+    help="Run in the background; exits 0 only once the port is listening.",
+)
 @click.option("--keepalive", is_flag=True, default=None, help="Enable TCP keepalive.")
 @click.option("--keepalive-idle", type=int, help="TCP_KEEPIDLE seconds.")
 @click.option("--keepalive-interval", type=int, help="TCP_KEEPINTVL seconds.")
 @click.option("--keepalive-count", type=int, help="TCP_KEEPCNT probes.")
-@click.option("--graceful-timeout", type=float,
-              help="Seconds a graceful stop (SIGUSR1) waits for running jobs (default 60).")
-@click.option("--admin-shutdown", is_flag=True, default=None,
-              help="Accept the admin 'shutdown [graceful]' command.")
+@click.option(
+    "--graceful-timeout",
+    type=float,
+    help="Seconds a graceful stop (SIGUSR1) waits for running jobs (default 60).",
+)
+@click.option(
+    "--admin-shutdown",
+    is_flag=True,
+    default=None,
+    help="Accept the admin 'shutdown [graceful]' command.",
+)
 def serve(config_file: str | None, **options: Any) -> None:
     """Run the Gearman job server in the foreground (or with -d in the background)."""
     try:
@@ -142,11 +182,15 @@ async def _main(settings: Settings, handler: logging.Handler | None, notify: int
         raise StartupError(f"start-up failed: {exc}") from exc
     server.install_signal_handlers()
     if settings.pid_file:
-        with open(settings.pid_file, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
+        _write_pid_file(settings.pid_file)
     if notify is not None:
         _notify(notify, b"ok")
     await server.serve_until_stopped()
+
+
+def _write_pid_file(path: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(f"{os.getpid()}\n")
 
 
 async def _open_store(settings: Settings) -> Any:

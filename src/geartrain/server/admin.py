@@ -13,9 +13,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from geartrain import __version__
-
-from .jobs import Function, JobState
+from .jobs import Function
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -130,7 +128,7 @@ def _maxqueue(conn: Connection, args: list[bytes]) -> bytes:
         elif len(numbers) == 1:
             f.max_queue = numbers * 3
         else:
-            f.max_queue = (numbers + [0, 0])[:3]
+            f.max_queue = [*numbers, 0, 0][:3]
     return OK
 
 
@@ -154,10 +152,6 @@ def _shutdown(conn: Connection, args: list[bytes]) -> bytes:
     graceful = bool(args) and args[0].lower() == b"graceful"
     conn.server.request_stop(graceful=graceful)
     return OK
-
-
-def _running_jobs(conn: Connection) -> int:
-    return sum(1 for job in conn.scheduler.jobs.values() if job.state is JobState.RUNNING)
 
 
 def _atoi(word: bytes) -> int:

@@ -61,8 +61,12 @@ class Server:
             records = await self.store.load()
             self.scheduler.restore(records)
             if records:
-                logger.log(NOTICE, "replayed %d stored jobs in %.2fs", len(records),
-                               time.monotonic() - started)
+                logger.log(
+                    NOTICE,
+                    "replayed %d stored jobs in %.2fs",
+                    len(records),
+                    time.monotonic() - started,
+                )
         await self._listen(loop)
 
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:

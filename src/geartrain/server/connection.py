@@ -50,8 +50,8 @@ class Connection(Peer, asyncio.Protocol):
     """A client, worker or admin connection (or all three at once)."""
 
     __slots__ = (
-        "_flush_scheduled",
         "_eof",
+        "_flush_scheduled",
         "_held",
         "_in_receive",
         "_loop",
@@ -105,13 +105,12 @@ class Connection(Peer, asyncio.Protocol):
         self._in_receive = True
         try:
             for event in self.decoder.feed(data):
-                kind = type(event)
-                if kind is Packet:
-                    HANDLERS[event.type](self, event)  # type: ignore[union-attr]
-                elif kind is AdminLine:
-                    self.send(run_admin(self, event.line))  # type: ignore[union-attr]
+                if isinstance(event, Packet):
+                    HANDLERS[event.type](self, event)
+                elif isinstance(event, AdminLine):
+                    self.send(run_admin(self, event.line))
                 else:
-                    self._bad_packet(event)  # type: ignore[arg-type]
+                    self._bad_packet(event)
         finally:
             self._in_receive = False
         self._flush()
@@ -206,17 +205,24 @@ class Connection(Peer, asyncio.Protocol):
                 self._out_size += len(packet)
             else:
                 held.popleft()
-                out.append(item)  # type: ignore[arg-type]
-                self._out_size += len(item)  # type: ignore[arg-type]
+                assert not isinstance(item, tuple)
+                out.append(item)
+                self._out_size += len(item)
         if not held:
             self._held = None
             if self._eof:
                 self.close_after_flush()
                 return
-        if self._paused and not self._held_full() and self.transport is not None:
-            if not self.transport.is_closing() and self.transport.get_write_buffer_size() == 0:
-                self._paused = False
-                self.transport.resume_reading()
+        transport = self.transport
+        if (
+            self._paused
+            and not self._held_full()
+            and transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() == 0
+        ):
+            self._paused = False
+            transport.resume_reading()
         self._flush()
 
     def _flush(self) -> None:
@@ -241,9 +247,14 @@ class Connection(Peer, asyncio.Protocol):
         self.send(encode(P.ERROR, code, text))
 
     def _bad_packet(self, event: BadPacket) -> None:
-        logger.warning("bad input from %s (fd %d): %s %s%s", self.ip, self.fd,
-                       event.code.decode(), event.text.decode(errors="replace"),
-                       "; closing" if event.fatal else "")
+        logger.warning(
+            "bad input from %s (fd %d): %s %s%s",
+            self.ip,
+            self.fd,
+            event.code.decode(),
+            event.text.decode(errors="replace"),
+            "; closing" if event.fatal else "",
+        )
         self.send_error(event.code, event.text)
         if event.fatal:
             self.close_after_flush()
@@ -264,8 +275,11 @@ def tune_socket(sock: socket.socket, keepalive: bool, idle: int, interval: int, 
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if keepalive:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
-                                  ("TCP_KEEPCNT", count)):
+            for option, value in (
+                ("TCP_KEEPIDLE", idle),
+                ("TCP_KEEPINTVL", interval),
+                ("TCP_KEEPCNT", count),
+            ):
                 if value > 0 and hasattr(socket, option):
                     sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
     except OSError as exc:  # e.g. a socket already reset by the peer

@@ -76,16 +76,18 @@ def submit_epoch(conn: Connection, packet: Packet) -> None:
     if when is None:
         conn.send_error(ErrorCode.INVALID_PACKET, b"Epoch time is not a valid number")
         return
-    result = conn.scheduler.submit(conn, name, unique, packet.data, Priority.NORMAL, True,
-                                   when=when)
+    result = conn.scheduler.submit(
+        conn, name, unique, packet.data, Priority.NORMAL, True, when=when
+    )
     _reply_submitted(conn, result)
 
 
 def _reducer(background: bool) -> Handler:
     def submit_reduce(conn: Connection, packet: Packet) -> None:
         name, unique, reducer, _aggregator = packet.args
-        result = conn.scheduler.submit(conn, name, unique, packet.data, Priority.NORMAL,
-                                       background, reducer=reducer)
+        result = conn.scheduler.submit(
+            conn, name, unique, packet.data, Priority.NORMAL, background, reducer=reducer
+        )
         _reply_submitted(conn, result)
 
     return submit_reduce
@@ -228,8 +230,9 @@ def get_status(conn: Connection, packet: Packet) -> None:
         conn.send(encode(P.STATUS_RES, handle, b"0", b"0", b"0", b"0"))
         return
     running = b"1" if job.state is JobState.RUNNING else b"0"
-    conn.send(encode(P.STATUS_RES, handle, b"1", running, b"%d" % job.numerator,
-                     b"%d" % job.denominator))
+    conn.send(
+        encode(P.STATUS_RES, handle, b"1", running, b"%d" % job.numerator, b"%d" % job.denominator)
+    )
 
 
 def get_status_unique(conn: Connection, packet: Packet) -> None:
@@ -239,8 +242,17 @@ def get_status_unique(conn: Connection, packet: Packet) -> None:
         conn.send(encode(P.STATUS_RES_UNIQUE, unique, b"0", b"0", b"0", b"0", b"0"))
         return
     running = b"1" if job.state is JobState.RUNNING else b"0"
-    conn.send(encode(P.STATUS_RES_UNIQUE, unique, b"1", running, b"%d" % job.numerator,
-                     b"%d" % job.denominator, b"%d" % len(job.clients)))
+    conn.send(
+        encode(
+            P.STATUS_RES_UNIQUE,
+            unique,
+            b"1",
+            running,
+            b"%d" % job.numerator,
+            b"%d" % job.denominator,
+            b"%d" % len(job.clients),
+        )
+    )
 
 
 def echo(conn: Connection, packet: Packet) -> None:

@@ -144,8 +144,9 @@ class Scheduler:
         if limit and f.total >= limit:
             return ErrorCode.QUEUE_ERROR, b"Job queue is full"
         self._counter += 1
-        job = Job(b"%s:%d" % (self.handle_prefix, self._counter), f, unique, data, priority,
-                  background)
+        job = Job(
+            b"%s:%d" % (self.handle_prefix, self._counter), f, unique, data, priority, background
+        )
         job.when = when
         job.reducer = reducer
         if key is not None:
@@ -166,8 +167,17 @@ class Scheduler:
         job.function.pending += 1
         job.store_id = self._next_store_id
         self._next_store_id += 1
-        record = StoredJob(job.store_id, job.function.name, job.unique, bytes(job.data),
-                           job.priority, job.when, job.reducer, job.retries)
+        record = StoredJob(
+            job.store_id,
+            job.function.name,
+            job.unique,
+            bytes(job.data),
+            job.priority,
+            job.when,
+            job.reducer,
+            job.retries,
+        )
+        future: asyncio.Future[None]
         try:
             future = asyncio.ensure_future(self.store.add(record))
         except QueueError as exc:  # a store may refuse synchronously
@@ -182,8 +192,11 @@ class Scheduler:
                 self.store.remove(job.store_id)
             return
         if future.cancelled() or future.exception() is not None:
-            logger.warning("persistent queue refused job %r: %s", job.handle,
-                           "cancelled" if future.cancelled() else future.exception())
+            logger.warning(
+                "persistent queue refused job %r: %s",
+                job.handle,
+                "cancelled" if future.cancelled() else future.exception(),
+            )
             job.store_id = 0
             self._unlink(job)
             return
@@ -319,8 +332,9 @@ class Scheduler:
         peer.assigned[job] = None
         timeout = peer.abilities.get(f, 0)
         if timeout > 0 and self._call_later is not None:
-            job.timer = self._call_later(max(timeout, _MIN_TIMEOUT_MS) / 1000.0,
-                                         self._timed_out, job, peer)
+            job.timer = self._call_later(
+                max(timeout, _MIN_TIMEOUT_MS) / 1000.0, self._timed_out, job, peer
+            )
         return job
 
     def _timed_out(self, job: Job, peer: Peer) -> None:
@@ -340,8 +354,7 @@ class Scheduler:
             job.timer = None
         job.retries += 1
         if self.job_retries and job.retries >= self.job_retries:
-            logger.warning("dropped job %r after %d attempts (%s)", job.handle, job.retries,
-                           reason)
+            logger.warning("dropped job %r after %d attempts (%s)", job.handle, job.retries, reason)
             self._forward_fail(job)
             job.state = JobState.ENDED
             self._forget(job)
@@ -362,8 +375,10 @@ class Scheduler:
             self._requeue(job, "worker disconnected")
         for job in list(peer.waiting):
             job.clients.remove(peer)
-            if not job.clients and not job.background and job.state in (
-                JobState.QUEUED, JobState.SCHEDULED
+            if (
+                not job.clients
+                and not job.background
+                and job.state in (JobState.QUEUED, JobState.SCHEDULED)
             ):
                 self._unlink(job)  # nobody wants the result: do not run it
         peer.waiting.clear()
@@ -498,8 +513,14 @@ class Scheduler:
         for record in records:
             f = self.function(record.function)
             self._counter += 1
-            job = Job(b"%s:%d" % (self.handle_prefix, self._counter), f, record.unique,
-                      record.data, record.priority, True)
+            job = Job(
+                b"%s:%d" % (self.handle_prefix, self._counter),
+                f,
+                record.unique,
+                record.data,
+                record.priority,
+                True,
+            )
             job.when = record.when
             job.reducer = record.reducer
             job.retries = record.retries
