@@ -102,6 +102,7 @@ class MysqlStore(GroupCommitStore):
             charset="utf8mb4",
             connect_timeout=self.timeout,
         )
+        _fix_bytes_escaping(self._con)
 
     async def _disconnect(self) -> None:
         con, self._con = self._con, None
@@ -112,13 +113,21 @@ class MysqlStore(GroupCommitStore):
     async def _create(self) -> None:
         con = self._connection()
         async with con.cursor() as cur:
+            # Look first: IF NOT EXISTS on an existing table makes the server send a note
+            # that aiomysql turns into a Python warning on every start.
             await cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                "id BIGINT NOT NULL PRIMARY KEY, priority TINYINT NOT NULL,"
-                " function BLOB NOT NULL, unique_key BLOB NOT NULL, data LONGBLOB NOT NULL,"
-                " when_to_run BIGINT NOT NULL, reducer BLOB NOT NULL, retries INT NOT NULL"
-                ") ENGINE=InnoDB"
+                "SELECT 1 FROM information_schema.tables"
+                " WHERE table_schema = DATABASE() AND table_name = %s",
+                (self.table.strip("`"),),
             )
+            if not await cur.fetchone():
+                await cur.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                    "id BIGINT NOT NULL PRIMARY KEY, priority TINYINT NOT NULL,"
+                    " function BLOB NOT NULL, unique_key BLOB NOT NULL, data LONGBLOB NOT NULL,"
+                    " when_to_run BIGINT NOT NULL, reducer BLOB NOT NULL, retries INT NOT NULL"
+                    ") ENGINE=InnoDB"
+                )
         await con.commit()
 
     async def _load(self) -> list[StoredJob]:
@@ -172,3 +181,27 @@ class MysqlStore(GroupCommitStore):
             if code in _LOST_CONNECTION_CODES or code in _KILLED_CODES:
                 return True
         return self._con is None or self._con.closed
+
+
+def _escape_bytes(value: bytes) -> str:
+    # A hex literal needs no escaping rules at all (immune to NO_BACKSLASH_ESCAPES and
+    # to the connection charset); _binary keeps MySQL from treating it as text.
+    return f"_binary X'{value.hex()}'"
+
+
+def _fix_bytes_escaping(con: aiomysql.Connection) -> None:
+    """Route bytes parameters around aiomysql's broken escaper.
+
+    aiomysql 0.3.2 escapes bytes with ``pymysql.converters.escape_bytes_prefixed``, which
+    PyMySQL 1.2.3+ turned into a placeholder string, so every query with a bytes
+    parameter raises ``TypeError: 'str' object is not callable`` (aio-libs/aiomysql#1080).
+    Overriding ``escape`` on our own connection object fixes it for any version pair.
+    """
+    original = con.escape
+
+    def escape(obj: object) -> str:
+        if isinstance(obj, bytes | bytearray | memoryview):
+            return _escape_bytes(bytes(obj))
+        return str(original(obj))
+
+    con.escape = escape
