@@ -150,8 +150,9 @@ class Decoder:
                 newline = buf.find(b"\n", pos)
                 if newline < 0:
                     if end - pos > MAX_ADMIN_LINE:
-                        return self._die(events, ErrorCode.ARGUMENT_TOO_LARGE,
-                                         b"Admin line too long")
+                        return self._die(
+                            events, ErrorCode.ARGUMENT_TOO_LARGE, b"Admin line too long"
+                        )
                     return pos
                 stop = newline - 1 if newline > pos and buf[newline - 1] == 13 else newline
                 events.append(AdminLine(buf[pos:stop]))
@@ -163,12 +164,15 @@ class Decoder:
             if magic != expect and magic not in (REQ, RES):
                 return self._die(events, ErrorCode.INVALID_MAGIC, b"Invalid magic")
             if ptype == 0 or ptype > MAX_PACKET_TYPE:
-                return self._die(events, ErrorCode.INVALID_COMMAND,
-                                 b"Unknown packet type " + str(ptype).encode())
+                return self._die(
+                    events, ErrorCode.INVALID_COMMAND, b"Unknown packet type " + str(ptype).encode()
+                )
             if size > self.max_size:
-                return self._die(events, ErrorCode.ARGUMENT_TOO_LARGE,
-                                 b"Packet body of %d bytes exceeds the limit of %d"
-                                 % (size, self.max_size))
+                return self._die(
+                    events,
+                    ErrorCode.ARGUMENT_TOO_LARGE,
+                    b"Packet body of %d bytes exceeds the limit of %d" % (size, self.max_size),
+                )
             body_start = pos + HEADER_SIZE
             body_end = body_start + size
             if body_end > end:
@@ -257,10 +261,7 @@ def encode(ptype: int, *args: bytes, data: Data = b"", magic: bytes = RES) -> by
     """
     count, has_data = ARGUMENTS[ptype]
     if has_data:
-        if count:
-            body = b"\0".join(args) + b"\0" + data
-        else:
-            body = bytes(data)
+        body = b"\0".join(args) + b"\0" + data if count else bytes(data)
     else:
         body = b"\0".join(args)
     return _pack_header(magic, ptype, len(body)) + body
