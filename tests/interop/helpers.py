@@ -205,6 +205,7 @@ class Processes:
             assert proc.stdin is not None
             proc.stdin.write(stdin)
             proc.stdin.close()
+            proc.stdin = None  # communicate() must not flush the closed pipe later
         return proc
 
     @staticmethod
