@@ -147,7 +147,10 @@ class Decoder:
             if buf[pos] != 0:
                 if not self.text:
                     return self._die(events, ErrorCode.INVALID_MAGIC, b"Binary packet expected")
-                newline = buf.find(b"\n", pos)
+                # At most MAX_ADMIN_LINE bytes may precede the LF, whether or not the
+                # LF arrived in the same read; searching only that far also keeps a
+                # long read from being scanned for a line that is already too long.
+                newline = buf.find(b"\n", pos, pos + MAX_ADMIN_LINE + 1)
                 if newline < 0:
                     if end - pos > MAX_ADMIN_LINE:
                         return self._die(
