@@ -116,7 +116,11 @@ class Decoder:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a message."""
-        return len(self._rest) + self._acc_fill
+        if self._acc is not None:
+            # The header of the body being collected was consumed from the read
+            # but is still part of the unfinished message.
+            return HEADER_SIZE + self._acc_fill
+        return len(self._rest)
 
     def feed(self, data: bytes) -> list[Event]:
         """Add received bytes; return every message they complete, in order.
