@@ -33,7 +33,9 @@ from .constants import (
     MAX_ADMIN_LINE,
     MAX_PACKET_TYPE,
     REQ,
+    REQUEST_TYPES,
     RES,
+    RESPONSE_TYPES,
     ErrorCode,
 )
 
@@ -96,7 +98,17 @@ class Decoder:
         text: whether admin text lines may appear (only towards a server).
     """
 
-    __slots__ = ("_acc", "_acc_fill", "_acc_head", "_dead", "_rest", "expect", "max_size", "text")
+    __slots__ = (
+        "_acc",
+        "_acc_fill",
+        "_acc_head",
+        "_dead",
+        "_foreign",
+        "_rest",
+        "expect",
+        "max_size",
+        "text",
+    )
 
     def __init__(
         self,
@@ -112,6 +124,10 @@ class Decoder:
         self._acc_fill = 0
         self._acc_head: tuple[bytes, int] = (b"", 0)
         self._dead = False
+        # Types that never travel in this direction are not split into arguments:
+        # the receiver answers them as unexpected, whatever their body.
+        accepted = REQUEST_TYPES if expect == REQ else RESPONSE_TYPES
+        self._foreign = frozenset(range(1, MAX_PACKET_TYPE + 1)) - accepted
 
     @property
     def buffered(self) -> int:
@@ -191,7 +207,10 @@ class Decoder:
             if magic != expect:
                 events.append(_wrong_magic(expect, ptype))
                 continue
-            events.append(_make_packet(ptype, buf, body_start, body_end))
+            if ptype in self._foreign:
+                events.append(Packet(ptype, ()))
+            else:
+                events.append(_make_packet(ptype, buf, body_start, body_end))
         return pos
 
     def _start_accumulator(
@@ -218,7 +237,11 @@ class Decoder:
         if magic != self.expect:
             events.append(_wrong_magic(self.expect, ptype))
         else:
-            events.append(_make_packet(ptype, acc, 0, len(acc)))
+            events.append(
+                Packet(ptype, ())
+                if ptype in self._foreign
+                else _make_packet(ptype, acc, 0, len(acc))
+            )
         return data[take:] if take < len(data) else b""
 
     def _die(self, events: list[Event], code: bytes, text: bytes) -> int:

@@ -129,6 +129,65 @@ ARGUMENTS: Final[dict[int, tuple[int, bool]]] = {
 }
 
 
+#: Types a server accepts from clients and workers. Anything else sent to a server
+#: is answered with ERROR INVALID_COMMAND whatever its body holds (gearmand does the
+#: same); SUBMIT_JOB_SCHED and ALL_YOURS exist but are not implemented by gearmand.
+REQUEST_TYPES: Final = frozenset(
+    {
+        P.CAN_DO,
+        P.CANT_DO,
+        P.RESET_ABILITIES,
+        P.PRE_SLEEP,
+        P.SUBMIT_JOB,
+        P.GRAB_JOB,
+        P.WORK_STATUS,
+        P.WORK_COMPLETE,
+        P.WORK_FAIL,
+        P.GET_STATUS,
+        P.ECHO_REQ,
+        P.SUBMIT_JOB_BG,
+        P.SUBMIT_JOB_HIGH,
+        P.SET_CLIENT_ID,
+        P.CAN_DO_TIMEOUT,
+        P.WORK_EXCEPTION,
+        P.OPTION_REQ,
+        P.WORK_DATA,
+        P.WORK_WARNING,
+        P.GRAB_JOB_UNIQ,
+        P.SUBMIT_JOB_HIGH_BG,
+        P.SUBMIT_JOB_LOW,
+        P.SUBMIT_JOB_LOW_BG,
+        P.SUBMIT_JOB_EPOCH,
+        P.SUBMIT_REDUCE_JOB,
+        P.SUBMIT_REDUCE_JOB_BACKGROUND,
+        P.GRAB_JOB_ALL,
+        P.GET_STATUS_UNIQUE,
+    }
+)
+#: Types a client or worker may receive from a server.
+RESPONSE_TYPES: Final = frozenset(
+    {
+        P.NOOP,
+        P.JOB_CREATED,
+        P.NO_JOB,
+        P.JOB_ASSIGN,
+        P.WORK_STATUS,
+        P.WORK_COMPLETE,
+        P.WORK_FAIL,
+        P.ECHO_RES,
+        P.ERROR,
+        P.STATUS_RES,
+        P.WORK_EXCEPTION,
+        P.OPTION_RES,
+        P.WORK_DATA,
+        P.WORK_WARNING,
+        P.JOB_ASSIGN_UNIQ,
+        P.JOB_ASSIGN_ALL,
+        P.STATUS_RES_UNIQUE,
+    }
+)
+
+
 class Priority(IntEnum):
     """Queue priority; the value is the index of the function's queue list."""
 
