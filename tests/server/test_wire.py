@@ -1,0 +1,313 @@
+"""Binary protocol behaviour over real sockets, bad input included."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Awaitable
+
+from geartrain.protocol.codec import encode_request
+from geartrain.protocol.constants import PacketType as P
+from geartrain.server.app import Server
+from geartrain.server.persistence.base import QueueError, StoredJob
+
+from .conftest import RawClient, running_server
+
+
+async def test_reverse_round_trip_with_status_data_and_unique(server: Server, connect) -> None:
+    client, worker = await connect(), await connect()
+    worker.send(P.CAN_DO, b"reverse")
+    worker.send(P.PRE_SLEEP)
+    client.send(P.SUBMIT_JOB, b"reverse", b"job-7", data=b"Hello World!")
+    (ptype, (handle,), _) = (await client.packets(1))[0]
+    assert ptype == P.JOB_CREATED and handle.startswith(b"H:test:")
+    assert await worker.packets(1) == [(P.NOOP, (), b"")]
+    worker.send(P.GRAB_JOB_UNIQ)
+    assert await worker.packets(1) == [
+        (P.JOB_ASSIGN_UNIQ, (handle, b"reverse", b"job-7"), b"Hello World!")]
+    worker.send(P.WORK_STATUS, handle, b"1", b"2")
+    worker.send(P.WORK_DATA, handle, data=b"part")
+    worker.send(P.WORK_WARNING, handle, data=b"careful")
+    client.send(P.GET_STATUS, handle)
+    assert await client.packets(4) == [
+        (P.WORK_STATUS, (handle, b"1", b"2"), b""),
+        (P.WORK_DATA, (handle,), b"part"),
+        (P.WORK_WARNING, (handle,), b"careful"),
+        (P.STATUS_RES, (handle, b"1", b"1", b"1", b"2"), b""),
+    ]
+    worker.send(P.WORK_COMPLETE, handle, data=b"!dlroW olleH")
+    assert await client.packets(1) == [(P.WORK_COMPLETE, (handle,), b"!dlroW olleH")]
+    client.send(P.GET_STATUS, handle)
+    assert await client.packets(1) == [(P.STATUS_RES, (handle, b"0", b"0", b"0", b"0"), b"")]
+
+
+async def test_grab_job_forms_and_empty_payload(server: Server, connect) -> None:
+    client, worker = await connect(), await connect()
+    worker.send(P.CAN_DO, b"f")
+    client.send(P.SUBMIT_JOB_BG, b"f", b"u1", data=b"")
+    client.send(P.SUBMIT_REDUCE_JOB_BACKGROUND, b"f", b"u2", b"red", b"", data=b"m")
+    client.send(P.SUBMIT_JOB_BG, b"f", b"u3", data=b"d")
+    h1, h2, h3 = [p[1][0] for p in await client.packets(3)]
+    worker.send(P.GRAB_JOB)
+    worker.send(P.GRAB_JOB_ALL)
+    worker.send(P.GRAB_JOB_ALL)
+    worker.send(P.GRAB_JOB)
+    assert await worker.packets(4) == [
+        (P.JOB_ASSIGN, (h1, b"f"), b""),
+        (P.JOB_ASSIGN_ALL, (h2, b"f", b"u2", b"red"), b"m"),
+        (P.JOB_ASSIGN_UNIQ, (h3, b"f", b"u3"), b"d"),
+        (P.NO_JOB, (), b""),
+    ]
+
+
+async def test_work_fail_is_forwarded_as_the_bare_handle(server: Server, connect) -> None:
+    client, worker = await connect(), await connect()
+    worker.send(P.CAN_DO, b"f")
+    client.send(P.SUBMIT_JOB, b"f", b"", data=b"x")
+    (_, (handle,), _) = (await client.packets(1))[0]
+    worker.send(P.GRAB_JOB)
+    await worker.packet()
+    worker.send_raw(encode_request(P.WORK_FAIL, handle + b"\0"))
+    raw = await client.reader.readexactly(12 + len(handle))
+    assert raw == b"\0RES" + struct.pack(">II", P.WORK_FAIL, len(handle)) + handle
+
+
+async def test_exception_then_fail_from_one_worker_gets_no_error(server: Server,
+                                                                 connect) -> None:
+    # Perl's Gearman::Worker sends WORK_EXCEPTION and then WORK_FAIL for the same
+    # job; an ERROR for the second would kill it on its next GRAB_JOB.
+    client, worker = await connect(), await connect()
+    client.send(P.OPTION_REQ, b"exceptions")
+    assert await client.packets(1) == [(P.OPTION_RES, (b"exceptions",), b"")]
+    worker.send(P.CAN_DO, b"f")
+    client.send(P.SUBMIT_JOB, b"f", b"", data=b"x")
+    (_, (handle,), _) = (await client.packets(1))[0]
+    worker.send(P.GRAB_JOB)
+    await worker.packet()
+    worker.send(P.WORK_EXCEPTION, handle, data=b"died")
+    worker.send(P.WORK_FAIL, handle)
+    worker.send(P.GRAB_JOB)
+    assert await worker.packets(1) == [(P.NO_JOB, (), b"")]
+    assert await client.packets(1) == [(P.WORK_EXCEPTION, (handle,), b"died")]
+
+
+async def test_results_for_jobs_the_connection_does_not_own(server: Server, connect) -> None:
+    worker = await connect()
+    worker.send(P.WORK_COMPLETE, b"H:nope:1", data=b"x")
+    worker.send(P.WORK_DATA, b"H:nope:1", data=b"x")
+    worker.send(P.WORK_EXCEPTION, b"H:nope:1", data=b"x")
+    worker.send(P.WORK_STATUS, b"H:nope:1", b"1", b"2")
+    assert await worker.packets(4) == [
+        (P.ERROR, (b"JOB_NOT_FOUND", b"Job given in work result not found"), b""),
+        (P.ERROR, (b"JOB_NOT_FOUND", b"Job does not exist on server"), b""),
+        (P.ERROR, (b"JOB_NOT_FOUND",
+                   b"An exception was received for a job that does not exist"), b""),
+        (P.ERROR, (b"JOB_NOT_FOUND", b"Job given in work result not found"), b""),
+    ]
+
+
+async def test_status_unique_echo_and_options(server: Server, connect) -> None:
+    c1, c2 = await connect(), await connect()
+    c1.send(P.SUBMIT_JOB, b"f", b"shared", data=b"x")
+    c2.send(P.SUBMIT_JOB, b"f", b"shared", data=b"y")
+    (_, (handle,), _), = await c1.packets(1)
+    assert await c2.packets(1) == [(P.JOB_CREATED, (handle,), b"")]
+    c1.send(P.GET_STATUS_UNIQUE, b"shared")
+    c1.send(P.GET_STATUS_UNIQUE, b"missing")
+    c1.send(P.ECHO_REQ, data=b"a\0b")
+    c1.send(P.OPTION_REQ, b"EXCEPTIONS\0")
+    c1.send(P.OPTION_REQ, b"nonsense")
+    assert await c1.packets(5) == [
+        (P.STATUS_RES_UNIQUE, (b"shared", b"1", b"0", b"0", b"0", b"2"), b""),
+        (P.STATUS_RES_UNIQUE, (b"missing", b"0", b"0", b"0", b"0", b"0"), b""),
+        (P.ECHO_RES, (), b"a\0b"),
+        (P.OPTION_RES, (b"EXCEPTIONS\0",), b""),
+        (P.ERROR, (b"UNKNOWN_OPTION", b"Server does not recognize given option"), b""),
+    ]
+
+
+async def test_unexpected_types_get_invalid_command(server: Server, connect) -> None:
+    conn = await connect()
+    for ptype in (P.UNUSED, P.NOOP, P.JOB_CREATED, P.ALL_YOURS, P.STATUS_RES, P.JOB_ASSIGN_ALL):
+        conn.send_raw(encode_request(ptype))
+    conn.send(P.SUBMIT_JOB_SCHED, b"f", b"u", b"1", b"2", b"3", b"4", b"5", data=b"x")
+    conn.send(P.ECHO_REQ, data=b"still here")
+    packets = await conn.packets(8)
+    assert packets[:7] == [(P.ERROR, (b"INVALID_COMMAND", b"Command not expected"), b"")] * 7
+    assert packets[7] == (P.ECHO_RES, (), b"still here")
+
+
+class TestBadInput:
+    async def test_missing_nuls_is_an_error_and_the_stream_stays_framed(self, server: Server,
+                                                                       connect) -> None:
+        conn = await connect()
+        conn.send_raw(b"\0REQ" + struct.pack(">II", P.CAN_DO_TIMEOUT, 3) + b"abc")
+        conn.send(P.ECHO_REQ, data=b"next")
+        assert (await conn.packet()).args[0] == b"INVALID_PACKET"
+        assert await conn.packets(1) == [(P.ECHO_RES, (), b"next")]
+
+    async def test_response_magic_is_refused_but_the_connection_stays(self, server: Server,
+                                                                      connect) -> None:
+        conn = await connect()
+        conn.send_raw(b"\0RES" + struct.pack(">II", P.ECHO_REQ, 2) + b"hi")
+        conn.send(P.ECHO_REQ, data=b"next")
+        assert await conn.packets(2) == [
+            (P.ERROR, (b"INVALID_MAGIC", b"Request magic expected"), b""),
+            (P.ECHO_RES, (), b"next"),
+        ]
+
+    async def test_fatal_input_gets_an_error_then_a_close(self, connect) -> None:
+        async with running_server(max_packet_size=4096) as small:
+            for raw, code in [
+                (b"\0XYZ" + bytes(8), b"INVALID_MAGIC"),
+                (b"\0REQ" + struct.pack(">II", 0, 0), b"INVALID_COMMAND"),
+                (b"\0REQ" + struct.pack(">II", 43, 0), b"INVALID_COMMAND"),
+                (b"\0REQ" + struct.pack(">II", P.ECHO_REQ, 4097), b"ARGUMENT_TOO_LARGE"),
+                (b"x" * 9000, b"ARGUMENT_TOO_LARGE"),
+            ]:
+                conn: RawClient = await connect(small)
+                conn.send_raw(raw)
+                assert (await conn.packet()).args[0] == code
+                assert await conn.closed()
+            other = await connect(small)
+            other.send(P.ECHO_REQ, data=b"alive")
+            assert await other.packets(1) == [(P.ECHO_RES, (), b"alive")]
+
+    async def test_garbage_never_hurts_other_connections(self, server: Server, connect) -> None:
+        bystander = await connect()
+        bystander.send(P.CAN_DO, b"f")
+        for seed in range(20):
+            junk = bytes((seed * 7919 + i * 104729) % 256 for i in range(2000))
+            conn = await connect()
+            conn.send_raw(junk)
+            conn.writer.write_eof()
+        bystander.send(P.ECHO_REQ, data=b"ok")
+        assert await bystander.packets(1) == [(P.ECHO_RES, (), b"ok")]
+
+    async def test_half_closed_socket_still_gets_its_replies(self, server: Server) -> None:
+        host, port = server.addresses[0]
+        loop = asyncio.get_running_loop()
+        sock = socket.create_connection((host, port))
+        sock.setblocking(False)
+        await loop.sock_sendall(sock, encode_request(P.ECHO_REQ, data=b"bye") + b"version\n")
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        async with asyncio.timeout(5):
+            while chunk := await loop.sock_recv(sock, 4096):
+                received += chunk
+        sock.close()
+        assert received.startswith(b"\0RES\0\0\0\x11\0\0\0\x03bye")
+        assert received.endswith(b"\n") and b"OK " in received
+
+
+async def test_large_payload_passes_through(server: Server, connect) -> None:
+    client, worker = await connect(), await connect()
+    payload = bytes(range(256)) * (32 * 4096)  # 32 MiB
+    worker.send(P.CAN_DO, b"big")
+    client.send(P.SUBMIT_JOB, b"big", b"", data=payload)
+    (_, (handle,), _), = await client.packets(1, timeout=30)
+    worker.send(P.GRAB_JOB)
+    assign = await worker.packet(timeout=30)
+    assert assign.args == (handle, b"big") and bytes(assign.data) == payload
+    worker.send(P.WORK_COMPLETE, handle, data=payload)
+    done = await client.packet(timeout=30)
+    assert done.type == P.WORK_COMPLETE and bytes(done.data) == payload
+
+
+class SlowStore:
+    """A store whose writes take a while, or fail on demand."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, StoredJob] = {}
+        self.fail = False
+        self.delay = 0.05
+
+    async def open(self) -> None:
+        pass
+
+    async def load(self) -> list[StoredJob]:
+        return sorted(self.rows.values(), key=lambda r: (r.priority, r.id))
+
+    def add(self, job: StoredJob) -> Awaitable[None]:
+        async def write() -> None:
+            await asyncio.sleep(self.delay)
+            if self.fail:
+                raise QueueError("disk on fire")
+            self.rows[job.id] = job
+        return write()
+
+    def remove(self, job_id: int) -> None:
+        self.rows.pop(job_id, None)
+
+    def update_retries(self, job_id: int, retries: int) -> None:
+        self.rows[job_id].retries = retries
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_replies_keep_request_order_behind_a_persistent_write(connect) -> None:
+    store = SlowStore()
+    async with running_server(store=store) as srv:
+        conn = await connect(srv)
+        conn.send(P.SUBMIT_JOB_BG, b"f", b"bg", data=b"1")
+        conn.send(P.ECHO_REQ, data=b"e")
+        conn.send(P.SUBMIT_JOB, b"f", b"fg", data=b"2")
+        packets = await conn.packets(3)
+        assert [p[0] for p in packets] == [P.JOB_CREATED, P.ECHO_RES, P.JOB_CREATED]
+        assert [r.unique for r in store.rows.values()] == [b"bg"]
+
+
+async def test_background_job_is_acknowledged_only_once_durable(connect) -> None:
+    store = SlowStore()
+    store.delay = 0.3
+    async with running_server(store=store) as srv:
+        conn, admin = await connect(srv), await connect(srv)
+        conn.send(P.SUBMIT_JOB_BG, b"f", b"u", data=b"1")
+        await asyncio.sleep(0.1)
+        assert not store.rows and not conn.pending
+        (ptype, (handle,), _), = await conn.packets(1)
+        assert ptype == P.JOB_CREATED and len(store.rows) == 1
+        worker = await connect(srv)
+        worker.send(P.CAN_DO, b"f")
+        worker.send(P.GRAB_JOB)
+        assert (await worker.packet()).args[0] == handle
+        worker.send(P.WORK_COMPLETE, handle, data=b"")
+        worker.send(P.ECHO_REQ, data=b"sync")
+        await worker.packet()
+        assert not store.rows
+        assert await admin.admin(b"status") == b"f\t0\t0\t1\n.\n"
+
+
+async def test_store_failure_gives_queue_error_and_no_job(connect) -> None:
+    store = SlowStore()
+    store.fail = True
+    async with running_server(store=store) as srv:
+        conn, admin = await connect(srv), await connect(srv)
+        conn.send(P.SUBMIT_JOB_BG, b"f", b"u", data=b"1")
+        conn.send(P.SUBMIT_JOB_BG, b"f", b"u", data=b"1")
+        conn.send(P.SUBMIT_JOB, b"f", b"", data=b"fg")
+        packets = await conn.packets(3)
+        assert packets[:2] == [(P.ERROR, (b"QUEUE_ERROR", b"disk on fire"), b"")] * 2
+        assert packets[2][0] == P.JOB_CREATED
+        assert await admin.admin(b"status") == b"f\t1\t0\t0\n.\n"
+        assert await admin.admin(b"show unique jobs") == b"\n.\n"
+
+
+async def test_stored_jobs_are_replayed_in_priority_then_fifo_order(connect) -> None:
+    store = SlowStore()
+    store.delay = 0
+    for i, (prio, unique) in enumerate([(2, b"low"), (1, b"n1"), (0, b"high"), (1, b"n2")], 1):
+        store.rows[i] = StoredJob(i, b"f", unique, unique, prio)
+    async with running_server(store=store) as srv:
+        worker = await connect(srv)
+        worker.send(P.CAN_DO, b"f")
+        for _ in range(4):
+            worker.send(P.GRAB_JOB_UNIQ)
+        uniques = [p[1][2] for p in await worker.packets(4)]
+        assert uniques == [b"high", b"n1", b"n2", b"low"]
+        client = await connect(srv)
+        client.send(P.SUBMIT_JOB_BG, b"f", b"fresh", data=b"x")
+        await client.packet()
+        assert max(store.rows) == 5  # ids continue after the replayed ones
