@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import pytest
@@ -31,8 +31,8 @@ class RawClient:
     def send_raw(self, raw: bytes) -> None:
         self.writer.write(raw)
 
-    async def packet(self, timeout: float = 5.0) -> Packet:
-        async with asyncio.timeout(timeout):
+    async def packet(self, wait: float = 5.0) -> Packet:
+        async with asyncio.timeout(wait):
             while not self.pending:
                 chunk = await self.reader.read(1 << 20)
                 if not chunk:
@@ -42,18 +42,20 @@ class RawClient:
                     self.pending.append(event)
         return self.pending.pop(0)
 
-    async def packets(self, count: int, timeout: float = 5.0) -> list[tuple[int, tuple[bytes, ...], bytes]]:
+    async def packets(
+        self, count: int, wait: float = 5.0
+    ) -> list[tuple[int, tuple[bytes, ...], bytes]]:
         out = []
         for _ in range(count):
-            p = await self.packet(timeout)
+            p = await self.packet(wait)
             out.append((p.type, p.args, bytes(p.data)))
         return out
 
-    async def admin(self, line: bytes, timeout: float = 5.0) -> bytes:
+    async def admin(self, line: bytes, wait: float = 5.0) -> bytes:
         """Send an admin line; read one reply (a list ends with '.\\n')."""
         self.writer.write(line + b"\r\n")
         buf = b""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while True:
                 chunk = await self.reader.read(65536)
                 if not chunk:
@@ -64,8 +66,8 @@ class RawClient:
                 if buf == b".\n" or buf.endswith(b"\n.\n"):
                     return buf
 
-    async def closed(self, timeout: float = 5.0) -> bool:
-        async with asyncio.timeout(timeout):
+    async def closed(self, wait: float = 5.0) -> bool:
+        async with asyncio.timeout(wait):
             while True:
                 chunk = await self.reader.read(65536)
                 if not chunk:
@@ -76,10 +78,8 @@ class RawClient:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with suppress(ConnectionError):
             await self.writer.wait_closed()
-        except ConnectionError:
-            pass
 
 
 @asynccontextmanager

@@ -40,8 +40,9 @@ class FakePeer(Peer):
 
 
 class FakeTimer:
-    def __init__(self, clock: FakeClock, when: float, callback: Callable[..., Any],
-                 args: tuple[Any, ...]) -> None:
+    def __init__(
+        self, clock: FakeClock, when: float, callback: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
         self.clock = clock
         self.when = when
         self.callback = callback
@@ -84,6 +85,7 @@ class FakeClock:
 
 def make_scheduler(**kwargs: Any) -> tuple[Scheduler, FakeClock]:
     clock = FakeClock()
-    scheduler = Scheduler(handle_prefix=b"H:test", call_later=clock.call_later, clock=clock,
-                          **kwargs)
+    scheduler = Scheduler(
+        handle_prefix=b"H:test", call_later=clock.call_later, clock=clock, **kwargs
+    )
     return scheduler, clock

@@ -11,8 +11,9 @@ from geartrain.server.app import Server
 INCOMPLETE = b"ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+%s\r\n"
 
 
-async def test_status_lists_every_function_with_total_running_workers(server: Server,
-                                                                       connect) -> None:
+async def test_status_lists_every_function_with_total_running_workers(
+    server: Server, connect
+) -> None:
     admin, worker, client = await connect(), await connect(), await connect()
     assert await admin.admin(b"status") == b".\n"
     worker.send(P.CAN_DO, b"rev")
@@ -54,7 +55,8 @@ async def test_show_jobs_and_unique_jobs(server: Server, connect) -> None:
     client.send(P.SUBMIT_JOB, b"f", b"", data=b"y")
     handles = [p[1][0] for p in await client.packets(2)]
     assert await admin.admin(b"show jobs") == (
-        b"%s\t0\t0\t1\n%s\t0\t0\t0\n.\n" % (handles[0], handles[1]))
+        b"%s\t0\t0\t1\n%s\t0\t0\t0\n.\n" % (handles[0], handles[1])
+    )
     assert await admin.admin(b"show unique jobs") == b"u1\n\n.\n"
     assert await admin.admin(b"show") == b"ERR UNKNOWN_COMMAND Unknown+server+commandshow\r\n"
     assert await admin.admin(b"show x") == b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n"
@@ -69,7 +71,8 @@ async def test_cancel_job_forms(server: Server, connect) -> None:
     assert await client.packets(1) == [(P.WORK_FAIL, (handle,), b"")]
     assert await admin.admin(b"cancel job " + handle) == b"ERR UNKNOWN_JOB\r\n"
     assert await admin.admin(b"cancel job") == (
-        b"ERR UNKNOWN_COMMAND Unknown+server+commandcancel\r\n")
+        b"ERR UNKNOWN_COMMAND Unknown+server+commandcancel\r\n"
+    )
     assert await admin.admin(b"cancel x y") == b"ERR UNKNOWN_ERROR\r\n"
     assert await admin.admin(b"status") == b"f\t0\t0\t0\n.\n"
 
@@ -86,7 +89,8 @@ async def test_create_and_drop_function(server: Server, connect) -> None:
     worker.send(P.ECHO_REQ, data=b"sync")
     await worker.packet()
     assert await admin.admin(b"drop function abcdef") == (
-        b"ERR there are still connected workers or executing clients\r\n")
+        b"ERR there are still connected workers or executing clients\r\n"
+    )
     worker.send(P.CANT_DO, b"abcdef")
     worker.send(P.ECHO_REQ, data=b"sync")
     await worker.packet()
@@ -99,7 +103,8 @@ async def test_drop_function_refuses_while_jobs_are_queued(server: Server, conne
     client.send(P.SUBMIT_JOB_BG, b"f", b"", data=b"x")
     await client.packet()
     assert await admin.admin(b"drop function f") == (
-        b"ERR there are still connected workers or executing clients\r\n")
+        b"ERR there are still connected workers or executing clients\r\n"
+    )
 
 
 async def test_maxqueue_forms(server: Server, connect) -> None:
@@ -133,9 +138,11 @@ async def test_value_replies_and_unknown_commands(server: Server, connect) -> No
     assert await admin.admin(b"") == b"ERR UNKNOWN_COMMAND Unknown+server+command\r\n"
     assert await admin.admin(b" status") == b"ERR UNKNOWN_COMMAND Unknown+server+command\r\n"
     assert await admin.admin(b"show\tjobs") == (
-        b"ERR UNKNOWN_COMMAND Unknown+server+commandshow\tjobs\r\n")
+        b"ERR UNKNOWN_COMMAND Unknown+server+commandshow\tjobs\r\n"
+    )
     assert await admin.admin(b"shutdown") == (
-        b"ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n")
+        b"ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n"
+    )
 
 
 async def test_admin_lines_and_binary_packets_interleave(server: Server, connect) -> None:
@@ -149,6 +156,6 @@ async def test_admin_lines_and_binary_packets_interleave(server: Server, connect
         reply += await conn.reader.read(4096)
     version = b"OK %s\n" % __version__.encode()
     assert reply.startswith(version)
-    echo = reply[len(version):len(version) + 16]
+    echo = reply[len(version) : len(version) + 16]
     assert echo == b"\0RES\0\0\0\x11\0\0\0\x04ping"
-    assert reply[len(version) + 16:] == b".\n"
+    assert reply[len(version) + 16 :] == b".\n"

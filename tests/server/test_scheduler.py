@@ -12,9 +12,16 @@ from .fakes import FakePeer, make_scheduler
 HIGH, NORMAL, LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
 
 
-def submit(s: Scheduler, peer: FakePeer | None, name: bytes, unique: bytes = b"",
-           data: bytes = b"x", priority: int = NORMAL, background: bool = False,
-           when: int = 0) -> Job:
+def submit(
+    s: Scheduler,
+    peer: FakePeer | None,
+    name: bytes,
+    unique: bytes = b"",
+    data: bytes = b"x",
+    priority: int = NORMAL,
+    background: bool = False,
+    when: int = 0,
+) -> Job:
     result = s.submit(peer, name, unique, data, priority, background, when=when)
     assert isinstance(result, Job), result
     return result
@@ -35,8 +42,14 @@ def grab_all(s: Scheduler, worker: FakePeer) -> list[bytes]:
 class TestPriority:
     def test_fifo_within_a_priority_and_high_before_normal_before_low(self) -> None:
         s, _ = make_scheduler()
-        for data, prio in [(b"l1", LOW), (b"n1", NORMAL), (b"h1", HIGH), (b"l2", LOW),
-                           (b"h2", HIGH), (b"n2", NORMAL)]:
+        for data, prio in [
+            (b"l1", LOW),
+            (b"n1", NORMAL),
+            (b"h1", HIGH),
+            (b"l2", LOW),
+            (b"h2", HIGH),
+            (b"n2", NORMAL),
+        ]:
             submit(s, None, b"f", data=data, priority=prio, background=True)
         worker = FakePeer()
         s.can_do(worker, b"f")
@@ -62,7 +75,16 @@ class TestPriority:
             for name in (b"a", b"b", b"c"):
                 submit(s, None, name, data=name + b"%d" % i, background=True)
         assert grab_all(s, worker) == [
-            b"a0", b"b0", b"c0", b"a1", b"b1", b"c1", b"a2", b"b2", b"c2"]
+            b"a0",
+            b"b0",
+            b"c0",
+            b"a1",
+            b"b1",
+            b"c1",
+            b"a2",
+            b"b2",
+            b"c2",
+        ]
 
     def test_grab_without_registrations_is_no_job(self) -> None:
         s, _ = make_scheduler()
@@ -121,7 +143,9 @@ class TestCoalescing:
         assert submit(s, None, b"f", b"u" * 63 + b"2") is not job
         assert s.status_by_unique(u64) is job
         assert s.submit(None, b"f", b"u" * 65, b"", NORMAL, False) == (
-            b"ARGUMENT_TOO_LARGE", b"Unique value too large")
+            b"ARGUMENT_TOO_LARGE",
+            b"Unique value too large",
+        )
 
     def test_finished_job_frees_its_unique(self) -> None:
         s, _ = make_scheduler()
@@ -318,7 +342,9 @@ class TestResultsAndAbandon:
         s.grab(worker)
         submit(s, None, b"f", background=True)
         assert s.submit(None, b"f", b"", b"x", NORMAL, True) == (
-            b"QUEUE_ERROR", b"Job queue is full")
+            b"QUEUE_ERROR",
+            b"Job queue is full",
+        )
         assert isinstance(s.submit(None, b"g", b"", b"x", NORMAL, True), Job)
 
     def test_status_counts(self) -> None:

@@ -25,7 +25,8 @@ async def test_reverse_round_trip_with_status_data_and_unique(server: Server, co
     assert await worker.packets(1) == [(P.NOOP, (), b"")]
     worker.send(P.GRAB_JOB_UNIQ)
     assert await worker.packets(1) == [
-        (P.JOB_ASSIGN_UNIQ, (handle, b"reverse", b"job-7"), b"Hello World!")]
+        (P.JOB_ASSIGN_UNIQ, (handle, b"reverse", b"job-7"), b"Hello World!")
+    ]
     worker.send(P.WORK_STATUS, handle, b"1", b"2")
     worker.send(P.WORK_DATA, handle, data=b"part")
     worker.send(P.WORK_WARNING, handle, data=b"careful")
@@ -73,8 +74,7 @@ async def test_work_fail_is_forwarded_as_the_bare_handle(server: Server, connect
     assert raw == b"\0RES" + struct.pack(">II", P.WORK_FAIL, len(handle)) + handle
 
 
-async def test_exception_then_fail_from_one_worker_gets_no_error(server: Server,
-                                                                 connect) -> None:
+async def test_exception_then_fail_from_one_worker_gets_no_error(server: Server, connect) -> None:
     # Perl's Gearman::Worker sends WORK_EXCEPTION and then WORK_FAIL for the same
     # job; an ERROR for the second would kill it on its next GRAB_JOB.
     client, worker = await connect(), await connect()
@@ -101,8 +101,11 @@ async def test_results_for_jobs_the_connection_does_not_own(server: Server, conn
     assert await worker.packets(4) == [
         (P.ERROR, (b"JOB_NOT_FOUND", b"Job given in work result not found"), b""),
         (P.ERROR, (b"JOB_NOT_FOUND", b"Job does not exist on server"), b""),
-        (P.ERROR, (b"JOB_NOT_FOUND",
-                   b"An exception was received for a job that does not exist"), b""),
+        (
+            P.ERROR,
+            (b"JOB_NOT_FOUND", b"An exception was received for a job that does not exist"),
+            b"",
+        ),
         (P.ERROR, (b"JOB_NOT_FOUND", b"Job given in work result not found"), b""),
     ]
 
@@ -111,7 +114,7 @@ async def test_status_unique_echo_and_options(server: Server, connect) -> None:
     c1, c2 = await connect(), await connect()
     c1.send(P.SUBMIT_JOB, b"f", b"shared", data=b"x")
     c2.send(P.SUBMIT_JOB, b"f", b"shared", data=b"y")
-    (_, (handle,), _), = await c1.packets(1)
+    ((_, (handle,), _),) = await c1.packets(1)
     assert await c2.packets(1) == [(P.JOB_CREATED, (handle,), b"")]
     c1.send(P.GET_STATUS_UNIQUE, b"shared")
     c1.send(P.GET_STATUS_UNIQUE, b"missing")
@@ -139,16 +142,18 @@ async def test_unexpected_types_get_invalid_command(server: Server, connect) -> 
 
 
 class TestBadInput:
-    async def test_missing_nuls_is_an_error_and_the_stream_stays_framed(self, server: Server,
-                                                                       connect) -> None:
+    async def test_missing_nuls_is_an_error_and_the_stream_stays_framed(
+        self, server: Server, connect
+    ) -> None:
         conn = await connect()
         conn.send_raw(b"\0REQ" + struct.pack(">II", P.CAN_DO_TIMEOUT, 3) + b"abc")
         conn.send(P.ECHO_REQ, data=b"next")
         assert (await conn.packet()).args[0] == b"INVALID_PACKET"
         assert await conn.packets(1) == [(P.ECHO_RES, (), b"next")]
 
-    async def test_response_magic_is_refused_but_the_connection_stays(self, server: Server,
-                                                                      connect) -> None:
+    async def test_response_magic_is_refused_but_the_connection_stays(
+        self, server: Server, connect
+    ) -> None:
         conn = await connect()
         conn.send_raw(b"\0RES" + struct.pack(">II", P.ECHO_REQ, 2) + b"hi")
         conn.send(P.ECHO_REQ, data=b"next")
@@ -206,12 +211,12 @@ async def test_large_payload_passes_through(server: Server, connect) -> None:
     payload = bytes(range(256)) * (32 * 4096)  # 32 MiB
     worker.send(P.CAN_DO, b"big")
     client.send(P.SUBMIT_JOB, b"big", b"", data=payload)
-    (_, (handle,), _), = await client.packets(1, timeout=30)
+    ((_, (handle,), _),) = await client.packets(1, wait=30)
     worker.send(P.GRAB_JOB)
-    assign = await worker.packet(timeout=30)
+    assign = await worker.packet(wait=30)
     assert assign.args == (handle, b"big") and bytes(assign.data) == payload
     worker.send(P.WORK_COMPLETE, handle, data=payload)
-    done = await client.packet(timeout=30)
+    done = await client.packet(wait=30)
     assert done.type == P.WORK_COMPLETE and bytes(done.data) == payload
 
 
@@ -235,6 +240,7 @@ class SlowStore:
             if self.fail:
                 raise QueueError("disk on fire")
             self.rows[job.id] = job
+
         return write()
 
     def remove(self, job_id: int) -> None:
@@ -267,7 +273,7 @@ async def test_background_job_is_acknowledged_only_once_durable(connect) -> None
         conn.send(P.SUBMIT_JOB_BG, b"f", b"u", data=b"1")
         await asyncio.sleep(0.1)
         assert not store.rows and not conn.pending
-        (ptype, (handle,), _), = await conn.packets(1)
+        ((ptype, (handle,), _),) = await conn.packets(1)
         assert ptype == P.JOB_CREATED and len(store.rows) == 1
         worker = await connect(srv)
         worker.send(P.CAN_DO, b"f")
