@@ -293,7 +293,12 @@ class GroupCommitStore(ABC):
                 continue
             if self._failures:
                 await self._sleep_unless_closing(self._retry_delay())
-            await self._commit(self._take())
+            ops = self._take()
+            try:
+                await self._commit(ops)
+            except Exception as exc:  # a bug in a backend hook must not kill the writer
+                logger.exception("%s: unexpected error in the queue writer", self.name)
+                self._batch_failed(ops, exc, lost=False)
 
     def _retry_delay(self) -> float:
         return backoff_delay(self._failures - 1, self.backoff_initial, self.backoff_max)
@@ -334,7 +339,7 @@ class GroupCommitStore(ABC):
                 async with self._io_lock, asyncio.timeout(self.timeout):
                     await self._write(batch)
             except Exception as exc:
-                lost = isinstance(exc, TimeoutError) or self._is_connection_error(exc)
+                lost = self._lost_connection(exc)
                 if lost and attempt == 1 and await self._reconnect_once(exc):
                     continue
                 self._batch_failed(ops, exc, lost)
@@ -345,6 +350,15 @@ class GroupCommitStore(ABC):
         for op in ops:
             if isinstance(op, _Add) and not op.future.done():
                 op.future.set_result(None)
+
+    def _lost_connection(self, exc: BaseException) -> bool:
+        if isinstance(exc, TimeoutError):
+            return True
+        try:
+            return self._is_connection_error(exc)
+        except Exception:
+            logger.exception("%s: cannot classify %r", self.name, exc)
+            return True  # reconnecting is the safe guess
 
     def _batch_failed(self, ops: list[_Op], exc: BaseException, lost: bool) -> None:
         self.failed_batches += 1

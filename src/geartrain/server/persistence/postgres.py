@@ -125,7 +125,7 @@ class PostgresStore(GroupCommitStore):
 
         errors = asyncpg.exceptions
         lost = (errors.PostgresConnectionError, errors.InterfaceError, errors.AdminShutdownError)
-        if isinstance(exc, OSError | lost):
+        if isinstance(exc, (OSError, *lost)):
             return True
         # A server-side kill often surfaces as some other error on a now-closed connection.
         return self._con is None or self._con.is_closed()

@@ -1,0 +1,261 @@
+"""Backend harnesses for the persistence tests.
+
+``store_harness`` is parametrized over every backend. Each harness owns one unique
+table/key prefix, builds stores on it (a second store on the same prefix is a "restarted
+server"), can kill a store's connection from the server side, and deletes everything it
+created at teardown.
+
+A backend whose service is not reachable skips locally and fails when ``CI`` is set, so
+a misconfigured CI machine cannot pass by skipping. Service addresses can be overridden
+with GEARTRAIN_TEST_POSTGRES / GEARTRAIN_TEST_MYSQL / GEARTRAIN_TEST_REDIS (URLs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from geartrain.server.persistence._batch import GroupCommitStore
+from geartrain.server.persistence.memory import MemoryBacking, MemoryStore
+from geartrain.server.persistence.sqlite import SqliteStore
+
+POSTGRES_URL = os.environ.get(
+    "GEARTRAIN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("GEARTRAIN_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
+REDIS_URL = os.environ.get("GEARTRAIN_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+_DRIVERS = {"postgres": "asyncpg", "mysql": "aiomysql", "redis": "redis"}
+_URLS = {"postgres": POSTGRES_URL, "mysql": MYSQL_URL, "redis": REDIS_URL}
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally, fail on CI (where every service must be there)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure)")
+    pytest.skip(reason)
+
+
+def require_service(kind: str) -> None:
+    driver = _DRIVERS[kind]
+    if importlib.util.find_spec(driver) is None:
+        unavailable(f"{kind} tests need {driver}: pip install 'geartrain[{kind}]'")
+    parts = urlsplit(_URLS[kind])
+    host, port = parts.hostname or "127.0.0.1", parts.port
+    assert port is not None, f"{kind} test URL needs an explicit port"
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            pass
+    except OSError as exc:
+        unavailable(f"{kind} server not reachable at {host}:{port}: {exc}")
+
+
+def unique_prefix() -> str:
+    return f"gt_test_{uuid.uuid4().hex[:12]}"
+
+
+class Harness:
+    """One backend, one prefix: builds stores, kills connections, cleans up."""
+
+    kind = "?"
+    #: False for backends with no server connection to kill (SQLite).
+    can_kill = True
+
+    def __init__(self) -> None:
+        self.prefix = unique_prefix()
+        self.stores: list[GroupCommitStore] = []
+
+    def _build(self, **options: Any) -> GroupCommitStore:
+        raise NotImplementedError
+
+    def make(self, **options: Any) -> GroupCommitStore:
+        """A new, unopened store on this harness's storage."""
+        options.setdefault("backoff_initial", 0.01)
+        options.setdefault("backoff_max", 0.2)
+        options.setdefault("close_timeout", 5.0)
+        options.setdefault("timeout", 10.0)
+        store = self._build(**options)
+        self.stores.append(store)
+        return store
+
+    async def opened(self, **options: Any) -> GroupCommitStore:
+        store = self.make(**options)
+        await store.open()
+        return store
+
+    async def kill(self, store: GroupCommitStore) -> None:
+        """Make the server side drop ``store``'s connection."""
+        raise NotImplementedError
+
+    async def drop(self) -> None:
+        """Delete the tables/keys this harness created."""
+
+    async def teardown(self) -> None:
+        for store in self.stores:
+            await store.close()
+        await self.drop()
+
+
+class MemoryHarness(Harness):
+    kind = "memory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backing = MemoryBacking()
+
+    def _build(self, **options: Any) -> GroupCommitStore:
+        return MemoryStore(self.backing, **options)
+
+    async def kill(self, store: GroupCommitStore) -> None:
+        assert isinstance(store, MemoryStore)
+        store.break_connection()
+
+
+class SqliteHarness(Harness):
+    kind = "sqlite"
+    can_kill = False
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.path = str(directory / "queue.db")
+
+    def _build(self, **options: Any) -> GroupCommitStore:
+        return SqliteStore(self.path, prefix=self.prefix, **options)
+
+
+class PostgresHarness(Harness):
+    kind = "postgres"
+
+    def _build(self, **options: Any) -> GroupCommitStore:
+        from geartrain.server.persistence.postgres import PostgresStore
+
+        return PostgresStore(
+            POSTGRES_URL, prefix=self.prefix, application_name=self.prefix, **options
+        )
+
+    async def _admin(self, func: Callable[[Any], Awaitable[Any]]) -> Any:
+        import asyncpg
+
+        con = await asyncpg.connect(POSTGRES_URL)
+        try:
+            return await func(con)
+        finally:
+            await con.close()
+
+    async def kill(self, store: GroupCommitStore) -> None:
+        killed = await self._admin(
+            lambda con: con.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                self.prefix,
+            )
+        )
+        assert killed >= 1, "no backend found for our store"
+
+    async def drop(self) -> None:
+        await self._admin(lambda con: con.execute(f'DROP TABLE IF EXISTS "{self.prefix}_jobs"'))
+
+
+class MysqlHarness(Harness):
+    kind = "mysql"
+
+    def _build(self, **options: Any) -> GroupCommitStore:
+        from geartrain.server.persistence.mysql import MysqlStore
+
+        parts = urlsplit(MYSQL_URL)
+        return MysqlStore(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=parts.username,
+            password=parts.password or "",
+            database=parts.path.lstrip("/"),
+            prefix=self.prefix,
+            **options,
+        )
+
+    async def _admin(self, sql: str) -> None:
+        import aiomysql
+
+        parts = urlsplit(MYSQL_URL)
+        con = await aiomysql.connect(
+            host=parts.hostname,
+            port=parts.port,
+            user=parts.username,
+            password=parts.password or "",
+            db=parts.path.lstrip("/"),
+        )
+        try:
+            async with con.cursor() as cur:
+                await cur.execute(sql)
+        finally:
+            con.close()
+
+    async def kill(self, store: GroupCommitStore) -> None:
+        thread_id = getattr(store, "thread_id", None)
+        assert thread_id is not None, "store has no connection to kill"
+        await self._admin(f"KILL {int(thread_id)}")
+
+    async def drop(self) -> None:
+        await self._admin(f"DROP TABLE IF EXISTS `{self.prefix}_jobs`")
+
+
+class RedisHarness(Harness):
+    kind = "redis"
+
+    def _build(self, **options: Any) -> GroupCommitStore:
+        from geartrain.server.persistence.redis import RedisStore
+
+        return RedisStore(REDIS_URL, prefix=self.prefix, client_name=self.prefix, **options)
+
+    async def kill(self, store: GroupCommitStore) -> None:
+        from redis.asyncio import Redis
+
+        admin = Redis.from_url(REDIS_URL)
+        try:
+            clients = await admin.client_list()
+            ids = [c["id"] for c in clients if c.get("name") == self.prefix]
+            assert ids, "no redis connection found for our store"
+            for client_id in ids:
+                await admin.client_kill_filter(_id=client_id)
+        finally:
+            await admin.aclose()
+
+    async def drop(self) -> None:
+        from redis.asyncio import Redis
+
+        admin = Redis.from_url(REDIS_URL)
+        try:
+            await admin.delete(*(f"{self.prefix}:{key}" for key in ("jobs", "order", "retries")))
+        finally:
+            await admin.aclose()
+
+
+BACKENDS = ["memory", "sqlite", "postgres", "mysql", "redis"]
+
+
+def build_harness(kind: str, tmp_path: Path) -> Harness:
+    if kind == "memory":
+        return MemoryHarness()
+    if kind == "sqlite":
+        return SqliteHarness(tmp_path)
+    require_service(kind)
+    return {"postgres": PostgresHarness, "mysql": MysqlHarness, "redis": RedisHarness}[kind]()
+
+
+@pytest.fixture(params=BACKENDS)
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """Every backend in turn, each on a fresh prefix that is dropped afterwards."""
+    h = build_harness(request.param, tmp_path)
+    try:
+        yield h
+    finally:
+        await asyncio.wait_for(h.teardown(), 30)
