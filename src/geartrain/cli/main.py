@@ -21,6 +21,14 @@ def _register() -> None:
 
     cli.add_command(serve)
 
+    from .admin import admin
+    from .submit import submit
+    from .work import work
+
+    cli.add_command(submit)
+    cli.add_command(work)
+    cli.add_command(admin)
+
 
 _register()
 

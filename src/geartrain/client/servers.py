@@ -95,3 +95,16 @@ def format_address(address: Address) -> str:
     """``host:port``, with brackets around IPv6 hosts."""
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def servers_from_options(host: str | None, port: int | None) -> list[Address]:
+    """Servers from ``gearman``-style ``-h HOST -p PORT`` options, else the environment.
+
+    ``host`` may itself be a comma-separated list; ``port`` is the default port
+    for entries without one.
+    """
+    if host is None and port is None:
+        return parse_servers(None)
+    default_port = port or DEFAULT_PORT
+    hosts = (host or "127.0.0.1").split(",")
+    return parse_servers([parse_address(h, default_port) for h in hosts if h.strip()])

@@ -164,6 +164,11 @@ class Worker(BaseWorker):
         self._stopping = True
         self.state.accepting = False
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called (or a first signal arrived) during :meth:`work`."""
+        return self._stopping
+
     def close(self) -> None:
         """Close every connection; the servers re-queue jobs still assigned to us."""
         for address in list(self._sockets):
@@ -179,6 +184,7 @@ class Worker(BaseWorker):
         *,
         max_jobs: int | None = None,
         idle_timeout: float | None = None,
+        max_time: float | None = None,
         handle_signals: bool = True,
     ) -> int:
         """Take and run jobs until stopped.
@@ -186,6 +192,7 @@ class Worker(BaseWorker):
         Args:
             max_jobs: return after this many jobs.
             idle_timeout: return after this many seconds without a job.
+            max_time: return after this many seconds (once the running job is done).
             handle_signals: in the main thread, make the first SIGTERM or
                 SIGINT finish the running job and return, and the second
                 abort it (raising :class:`WorkerAborted`).
@@ -202,10 +209,13 @@ class Worker(BaseWorker):
         done = 0
         restore = self._install_signals() if handle_signals else None
         try:
-            last_job = last_poll = time.monotonic()
+            started = last_job = last_poll = time.monotonic()
+            end = None if max_time is None else started + max_time
             while not self._stopping and (max_jobs is None or done < max_jobs):
                 now = time.monotonic()
                 if idle_timeout is not None and now - last_job >= idle_timeout:
+                    break
+                if end is not None and now >= end:
                     break
                 if now - last_poll >= self.poll_interval:
                     self.state.wake()
@@ -213,6 +223,8 @@ class Worker(BaseWorker):
                 self._connect_due(now)
                 self._flush()
                 wait = self._wait_time(now, last_job, last_poll, idle_timeout)
+                if end is not None:
+                    wait = min(wait, max(0.0, end - now))
                 for event in self._poll(wait):
                     if isinstance(event, ServerMessage):
                         self._log_message(event)
