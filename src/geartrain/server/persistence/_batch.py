@@ -11,9 +11,11 @@ flight, new operations pile up in ``_pending`` and go out together in the next b
 that is group commit, and it is what makes 2,000 concurrent adds cost a handful of
 fsyncs or round trips instead of 2,000.
 
-A batch is applied as inserts, then retry updates, then deletes. Within one batch that
-keeps the only orderings that matter (an add before the remove or update of the same
-id; ids are never reused), whatever order the operations arrived in.
+A batch is applied as deletes, then inserts, then retry updates. Ids are never reused, so
+the only ordering that matters is an add before the remove or update of the same id; a
+job added and removed within one batch is simply not written (its add still resolves:
+the server is done with it), which makes deletes-first safe. Deleting first also lets a
+batch free space before it needs some, which matters on a full disk.
 
 Failures:
 
@@ -80,7 +82,7 @@ class StoreOptions(TypedDict, total=False):
 
 @dataclass(slots=True)
 class Batch:
-    """The writes of one transaction, in the order the backend must apply them."""
+    """The writes of one transaction; backends apply removes, then adds, then retries."""
 
     adds: list[StoredJob] = field(default_factory=list)
     retries: list[tuple[int, int]] = field(default_factory=list)  # (id, retries)
@@ -128,6 +130,19 @@ def describe(exc: BaseException) -> str:
     """A one-line reason for QUEUE_ERROR replies and logs."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def make_batch(ops: list[_Op]) -> Batch:
+    """The net effect of ``ops``: jobs removed in the same batch are never written."""
+    removed = {op.job_id for op in ops if isinstance(op, _Remove)}
+    batch = Batch(removes=sorted(removed))
+    for op in ops:
+        if isinstance(op, _Add):
+            if op.job.id not in removed:
+                batch.adds.append(op.job)
+        elif isinstance(op, _Retries) and op.job_id not in removed:
+            batch.retries.append((op.job_id, op.retries))
+    return batch
 
 
 class GroupCommitStore(ABC):
@@ -190,7 +205,7 @@ class GroupCommitStore(ABC):
 
     @abstractmethod
     async def _write(self, batch: Batch) -> None:
-        """Apply ``batch`` atomically: inserts (upsert by id), retries, then deletes."""
+        """Apply ``batch`` atomically: deletes, inserts (upsert by id), then retries."""
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         """True if ``exc`` means the connection is gone (default: OSError)."""
@@ -307,7 +322,8 @@ class GroupCommitStore(ABC):
         # Only close() cuts a delay short: waking on every new remove would hammer a
         # backend that is down. A closing store still retries, just without waiting long.
         if self._closing:
-            delay = min(delay, 0.05)
+            await asyncio.sleep(min(delay, 0.05))
+            return
         try:
             async with asyncio.timeout(delay):
                 await self._close_requested.wait()
@@ -326,14 +342,7 @@ class GroupCommitStore(ABC):
         return ops
 
     async def _commit(self, ops: list[_Op]) -> None:
-        batch = Batch()
-        for op in ops:
-            if isinstance(op, _Add):
-                batch.adds.append(op.job)
-            elif isinstance(op, _Remove):
-                batch.removes.append(op.job_id)
-            else:
-                batch.retries.append((op.job_id, op.retries))
+        batch = make_batch(ops)
         for attempt in (1, 2):
             try:
                 async with self._io_lock, asyncio.timeout(self.timeout):

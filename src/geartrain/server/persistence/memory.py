@@ -69,13 +69,13 @@ class MemoryStore(GroupCommitStore):
         if self.backing.fail_writes is not None:
             raise self.backing.fail_writes
         jobs = self.backing.jobs
+        for job_id in batch.removes:
+            jobs.pop(job_id, None)
         for job in batch.adds:
             jobs[job.id] = dataclasses.replace(job)
         for job_id, retries in batch.retries:
             if job_id in jobs:
                 jobs[job_id].retries = retries
-        for job_id in batch.removes:
-            jobs.pop(job_id, None)
 
     def _check_connected(self) -> None:
         if not self._connected:

@@ -152,6 +152,9 @@ class MysqlStore(GroupCommitStore):
             raise
 
     async def _write_statements(self, cur: aiomysql.Cursor, batch: Batch) -> None:
+        if batch.removes:
+            marks = ", ".join(["%s"] * len(batch.removes))
+            await cur.execute(f"DELETE FROM {self.table} WHERE id IN ({marks})", batch.removes)
         if batch.adds:
             await cur.executemany(
                 f"INSERT INTO {self.table} ({SQL_COLUMNS})"
@@ -167,9 +170,6 @@ class MysqlStore(GroupCommitStore):
                 f"UPDATE {self.table} SET retries = %s WHERE id = %s",
                 [(retries, job_id) for job_id, retries in batch.retries],
             )
-        if batch.removes:
-            marks = ", ".join(["%s"] * len(batch.removes))
-            await cur.execute(f"DELETE FROM {self.table} WHERE id IN ({marks})", batch.removes)
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         import aiomysql

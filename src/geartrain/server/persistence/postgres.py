@@ -103,6 +103,8 @@ class PostgresStore(GroupCommitStore):
     async def _write(self, batch: Batch) -> None:
         con = self._connection()
         async with con.transaction():
+            if batch.removes:
+                await con.execute(f"DELETE FROM {self.table} WHERE id = ANY($1)", batch.removes)
             if batch.adds:
                 await con.executemany(
                     f"INSERT INTO {self.table} ({SQL_COLUMNS})"
@@ -117,8 +119,6 @@ class PostgresStore(GroupCommitStore):
                 await con.executemany(
                     f"UPDATE {self.table} SET retries = $2 WHERE id = $1", batch.retries
                 )
-            if batch.removes:
-                await con.execute(f"DELETE FROM {self.table} WHERE id = ANY($1)", batch.removes)
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         import asyncpg

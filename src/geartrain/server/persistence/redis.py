@@ -182,6 +182,10 @@ class RedisStore(GroupCommitStore):
 
     async def _write(self, batch: Batch) -> None:
         async with self._redis().pipeline(transaction=True) as pipe:
+            if batch.removes:
+                pipe.hdel(self.jobs_key, *batch.removes)
+                pipe.zrem(self.order_key, *batch.removes)
+                pipe.hdel(self.retries_key, *batch.removes)
             if batch.adds:
                 pipe.hset(self.jobs_key, mapping={job.id: pack(job) for job in batch.adds})
                 pipe.zadd(self.order_key, {str(job.id): score(job) for job in batch.adds})
@@ -192,10 +196,6 @@ class RedisStore(GroupCommitStore):
                     )
             if batch.retries:
                 pipe.hset(self.retries_key, mapping={job_id: n for job_id, n in batch.retries})
-            if batch.removes:
-                pipe.hdel(self.jobs_key, *batch.removes)
-                pipe.zrem(self.order_key, *batch.removes)
-                pipe.hdel(self.retries_key, *batch.removes)
             await pipe.execute()
 
     def _is_connection_error(self, exc: BaseException) -> bool:

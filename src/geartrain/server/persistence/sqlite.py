@@ -179,6 +179,10 @@ class SqliteStore(GroupCommitStore):
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
         try:
+            if batch.removes:
+                con.executemany(
+                    f"DELETE FROM {self.table} WHERE id = ?", [(i,) for i in batch.removes]
+                )
             if batch.adds:
                 con.executemany(
                     f"INSERT OR REPLACE INTO {self.table} ({SQL_COLUMNS})"
@@ -189,10 +193,6 @@ class SqliteStore(GroupCommitStore):
                 con.executemany(
                     f"UPDATE {self.table} SET retries = ? WHERE id = ?",
                     [(retries, job_id) for job_id, retries in batch.retries],
-                )
-            if batch.removes:
-                con.executemany(
-                    f"DELETE FROM {self.table} WHERE id = ?", [(i,) for i in batch.removes]
                 )
             con.execute("COMMIT")
         except BaseException:

@@ -1,0 +1,164 @@
+"""SQLite specifics: WAL, full disk, locked and corrupt files, and kill -9 durability."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from geartrain.server.persistence.base import QueueError, StoredJob
+from geartrain.server.persistence.sqlite import SqliteStore
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def job(job_id: int, size: int = 10) -> StoredJob:
+    return StoredJob(job_id, b"fn", b"", bytes([job_id % 256]) * size, 1)
+
+
+async def load(path: Path) -> list[StoredJob]:
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        return await store.load()
+    finally:
+        await store.close()
+
+
+async def test_database_is_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.add(job(1))
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert con.execute("SELECT id FROM geartrain_jobs").fetchall() == [(1,)]
+    await store.close()
+
+
+async def test_full_disk_fails_adds_and_keeps_acknowledged_rows(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    # 40 pages of 4 KiB: a 160 KiB "disk" that 8 KiB jobs fill after a dozen or so.
+    store = SqliteStore(str(path), pragmas={"max_page_count": 40})
+    await store.open()
+    acked: list[int] = []
+    error: QueueError | None = None
+    for i in range(1, 200):
+        try:
+            await store.add(job(i, size=8000))
+        except QueueError as exc:
+            error = exc
+            break
+        acked.append(i)
+    assert error is not None, "the page limit was never hit"
+    assert "full" in str(error)
+    assert len(acked) >= 3
+
+    for i in acked[:3]:  # freeing space makes adds work again
+        store.remove(i)
+    await store.add(job(500, size=8000))
+    await store.close()
+
+    assert [j.id for j in await load(path)] == [*acked[3:], 500]
+
+
+async def test_locked_file_fails_adds_then_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    store = SqliteStore(str(path), busy_timeout=0.2)
+    await store.open()
+    await store.add(job(1))
+
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        started = time.monotonic()
+        with pytest.raises(QueueError, match="locked"):
+            await store.add(job(2))
+        assert time.monotonic() - started < 5
+        store.remove(1)  # kept while the lock is held
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+    await store.add(job(3))
+    await store.close()
+    assert [j.id for j in await load(path)] == [3]
+
+
+async def test_corrupt_file_is_refused_with_queue_error(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    path.write_bytes(b"this is not an sqlite database, just some bytes " * 100)
+    store = SqliteStore(str(path))
+    with pytest.raises(QueueError, match="not a database"):
+        await store.open()
+
+
+async def test_missing_directory_is_refused_with_queue_error(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "no" / "such" / "dir" / "q.db"))
+    with pytest.raises(QueueError, match="cannot open"):
+        await store.open()
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from geartrain.server.persistence.base import StoredJob
+    from geartrain.server.persistence.sqlite import SqliteStore
+
+    async def main() -> None:
+        store = SqliteStore(sys.argv[1], synchronous=sys.argv[2])
+        await store.open()
+        next_id = 1
+        while True:  # the parent kills us
+            ids = range(next_id, next_id + 50)
+            next_id += 50
+            futures = [store.add(StoredJob(i, b"fn", b"", b"d" * 200, i % 3)) for i in ids]
+            for i, fut in zip(ids, futures):
+                await fut
+                print(i, flush=True)  # acknowledged: the server would send JOB_CREATED now
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("synchronous", ["full", "normal"])
+async def test_acknowledged_jobs_survive_kill_9(tmp_path: Path, synchronous: str) -> None:
+    path = tmp_path / "q.db"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        str(path),
+        synchronous,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    acked: list[int] = []
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):
+            while len(acked) < 2000:
+                line = await proc.stdout.readline()
+                if not line:
+                    break
+                acked.append(int(line))
+        os.kill(proc.pid, signal.SIGKILL)  # mid-flight: more adds are being committed
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        _, err = await proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    assert len(acked) >= 2000, err.decode()
+
+    stored = {j.id for j in await load(path)}
+
+    assert set(acked) <= stored
