@@ -66,14 +66,31 @@ class AsyncTask(Task):
             self._changed.clear()
             await self._changed.wait()
 
+    async def wait_created(self, timeout: float | None = None) -> bytes:
+        """Wait until the server acknowledged the job; return its handle.
+
+        Raises:
+            ServerError, ConnectionLost: the submission failed.
+            GeartrainTimeout: no JOB_CREATED within ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(self._client._timeout(timeout)):
+                while self.handle is None and not self.done:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise GeartrainTimeout("timed out waiting for the job server") from None
+        if self.handle is None:
+            self.outcome()  # raises why
+        assert self.handle is not None
+        return self.handle
+
     async def status(self, timeout: float | None = None) -> JobStatus:
         """GET_STATUS on the server that holds this task."""
-        while self.handle is None and not self.done:
-            self._changed.clear()
-            await self._changed.wait()
-        if self.handle is None or self.server is None:
-            raise GeartrainError("the task has no job handle")
-        return await self._client.get_status(self.handle, server=self.server, timeout=timeout)
+        handle = await self.wait_created(timeout)
+        if self.server is None:
+            raise GeartrainError("the task has no server")
+        return await self._client.get_status(handle, server=self.server, timeout=timeout)
 
 
 class _Connection:

@@ -61,6 +61,20 @@ class SyncTask(Task):
         self.wait(timeout)
         return self.outcome()
 
+    def wait_created(self, timeout: float | None = None) -> bytes:
+        """Block until the server acknowledged the job; return its handle.
+
+        Raises:
+            ServerError, ConnectionLost: the submission failed.
+            GeartrainTimeout: no JOB_CREATED within ``timeout`` seconds.
+        """
+        deadline = _deadline(self._client._timeout(timeout))
+        self._client._pump(deadline, lambda: self.handle is not None or self.done)
+        if self.handle is None:
+            self.outcome()  # raises why
+        assert self.handle is not None
+        return self.handle
+
     def stream(self, timeout: float | None = None) -> Iterator[Update]:
         """Yield the task's updates (CREATED, DATA, WARNING, STATUS, then the end) as they arrive.
 
@@ -77,11 +91,10 @@ class SyncTask(Task):
 
     def status(self, timeout: float | None = None) -> JobStatus:
         """Ask the server that holds this task for its status (GET_STATUS)."""
-        if self.handle is None:
-            self._client._pump(_deadline(timeout), lambda: self.handle is not None or self.done)
-        if self.handle is None or self.server is None:
-            raise GeartrainError("the task has no job handle")
-        return self._client.get_status(self.handle, server=self.server, timeout=timeout)
+        handle = self.wait_created(timeout)
+        if self.server is None:
+            raise GeartrainError("the task has no server")
+        return self._client.get_status(handle, server=self.server, timeout=timeout)
 
 
 class _Connection:
