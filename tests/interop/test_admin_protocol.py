@@ -139,7 +139,8 @@ def test_long_admin_line_keeps_server_alive(any_server: ServerProcess) -> None:
 
 
 # The same command list on both servers: replies must be identical after normalising the fds of
-# "workers", the pid of "getpid", the version string and job handles (which embed the host name).
+# "workers", the pid of "getpid", the version string, the log level named by "verbose" and job
+# handles (which embed the host name).
 # "status"/"prioritystatus" lines are sorted (gearmand uses hash order). Deliberate geartrain
 # differences (PROTOCOL.md "geartrain:" marks) are left out of this list.
 COMMANDS = [
@@ -180,6 +181,11 @@ def _normalise(command: str, reply: bytes, pid: int, handles: dict[bytes, bytes]
         reply = re.sub(rb"(?m)^\d+ ", b"FD ", reply)
     if command.lower() == "version":
         reply = re.sub(rb"^OK \S+\n$", b"OK VERSION\n", reply)
+    if command == "verbose":
+        # The log level is configuration (gearmand defaults to ERROR, geartrain to NOTICE).
+        reply = re.sub(
+            rb"^OK (FATAL|ALERT|CRITICAL|ERROR|WARNING|NOTICE|INFO|DEBUG)\n$", b"OK LEVEL\n", reply
+        )
     if command == "getpid":
         reply = reply.replace(b"OK %d\n" % pid, b"OK PID\n")
     if reply.endswith(b".\n") and b"\n" in reply[:-2]:
@@ -192,11 +198,12 @@ def test_admin_replies_same_as_gearmand(server_pair: dict[str, ServerProcess]) -
     for kind, server in server_pair.items():
         with Conn(server) as worker, Conn(server) as client, Conn(server) as adm:
             worker.register(b"busy", b"other", client_id=b"wid")
-            client.submit(b"busy", b"u1", b"a", P.SUBMIT_JOB_BG)
-            client.submit(b"busy", b"", b"b", P.SUBMIT_JOB_HIGH)
-            client.submit(b"idle", b"u3", b"c", P.SUBMIT_JOB_LOW_BG)
-            assert worker.grab()[0] == P.JOB_ASSIGN_UNIQ
-            handles: dict[bytes, bytes] = {}
+            handles = {
+                client.submit(b"busy", b"u1", b"a", P.SUBMIT_JOB_BG): b"<H1>",
+                client.submit(b"busy", b"", b"b", P.SUBMIT_JOB_HIGH): b"<H2>",
+                client.submit(b"idle", b"u3", b"c", P.SUBMIT_JOB_LOW_BG): b"<H3>",
+            }
+            assert worker.grab()[1][-1] == b"b"
             transcripts[kind] = [
                 _normalise(cmd, adm.admin(cmd), server.proc.pid, handles) for cmd in COMMANDS
             ]

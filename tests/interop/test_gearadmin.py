@@ -196,12 +196,14 @@ def test_cancel_unknown_job(any_server: ServerProcess) -> None:
 # ----------------------------------------------------------------------------- side by side
 
 
-def _scenario(server: ServerProcess, stack: ExitStack) -> None:
+def _scenario(server: ServerProcess, stack: ExitStack) -> dict[bytes, bytes]:
+    """Set up workers, clients and jobs; returns the handles' names in submission order."""
     worker = connect(stack, server)
     worker.register(b"alpha", b"beta", client_id=b"w-one")
-    idle = connect(stack, server)
-    idle.register(b"alpha")
+    runner = connect(stack, server)  # grabs from one function only: the same job on both servers
+    runner.register(b"alpha")
     client = connect(stack, server)
+    names: dict[bytes, bytes] = {}
     for function, unique, ptype in [
         (b"alpha", b"u1", P.SUBMIT_JOB_BG),
         (b"alpha", b"u2", P.SUBMIT_JOB_HIGH_BG),
@@ -209,17 +211,21 @@ def _scenario(server: ServerProcess, stack: ExitStack) -> None:
         (b"gamma", b"", P.SUBMIT_JOB_BG),
         (b"alpha", b"u5", P.SUBMIT_JOB),
     ]:
-        client.submit(function, unique, b"data", ptype)
-    assert worker.grab()[0] == P.JOB_ASSIGN_UNIQ
+        handle = client.submit(function, unique, b"data", ptype)
+        names[handle] = b"<H%d>" % (len(names) + 1)
+    assert runner.grab()[1][-1] == b"data"
     gearadmin(server, "--create-function=delta").ok()
+    return names
 
 
 # What legitimately differs and is normalised: the fd column of --workers, the pid, the version
-# string, the order of list lines (hash order in gearmand), and job handles (they embed the host).
+# string, the configured log level, the order of list lines (hash order in gearmand) and job
+# handles (they embed the host name).
 _NORMALISE = {
     "--workers": lambda out: "\n".join(re.sub(r"^\d+ ", "FD ", x) for x in list_lines(out)),
     "--getpid": lambda out: "PID" if out.strip().isdigit() else out,
     "--server-version": lambda out: "VERSION" if re.fullmatch(r"\S+\n", out) else out,
+    "--server-verbose": lambda out: "LEVEL" if out.strip() in LOG_LEVELS else out,
 }
 
 
@@ -239,8 +245,7 @@ def test_gearadmin_output_same_as_gearmand(server_pair: dict[str, ServerProcess]
     seen: dict[str, list[tuple[str, str, int]]] = {}
     for kind, server in server_pair.items():
         with ExitStack() as stack:
-            _scenario(server, stack)
-            handles: dict[bytes, bytes] = {}
+            handles = _scenario(server, stack)
             outputs = []
             for option in options:
                 result = gearadmin(server, option)
