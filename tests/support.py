@@ -71,8 +71,12 @@ def start_geartrain(args: Sequence[str] = (), port: int | None = None, log_path:
     port = port or free_port()
     cmd = [sys.executable, "-m", "geartrain", "serve", "-L", "127.0.0.1", "-p", str(port),
            "--queue", queue, *args]
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    if log_path:
+        with open(log_path, "ab") as log:  # the child keeps its own copy of the fd
+            proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    else:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL)
     server = ServerProcess("geartrain", port, proc, log_path=log_path or "")
     try:
         wait_for_port("127.0.0.1", port, proc=proc)
