@@ -20,7 +20,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -62,21 +64,39 @@ class ServerProcess:
         self.stop(signal.SIGKILL)
 
 
-GEARMAND = shutil.which("gearmand") or ("/usr/sbin/gearmand" if os.path.exists("/usr/sbin/gearmand") else None)
+GEARMAND = shutil.which("gearmand") or (
+    "/usr/sbin/gearmand" if os.path.exists("/usr/sbin/gearmand") else None
+)
 
 
-def start_geartrain(args: Sequence[str] = (), port: int | None = None, log_path: str | None = None,
-                    queue: str = "none") -> ServerProcess:
+def start_geartrain(
+    args: Sequence[str] = (),
+    port: int | None = None,
+    log_path: str | None = None,
+    queue: str = "none",
+) -> ServerProcess:
     """Start ``geartrain serve`` on 127.0.0.1 and wait until it accepts connections."""
     port = port or free_port()
-    cmd = [sys.executable, "-m", "geartrain", "serve", "-L", "127.0.0.1", "-p", str(port),
-           "--queue", queue, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "geartrain",
+        "serve",
+        "-L",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--queue",
+        queue,
+        *args,
+    ]
     if log_path:
         with open(log_path, "ab") as log:  # the child keeps its own copy of the fd
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     else:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        )
     server = ServerProcess("geartrain", port, proc, log_path=log_path or "")
     try:
         wait_for_port("127.0.0.1", port, proc=proc)
@@ -86,15 +106,28 @@ def start_geartrain(args: Sequence[str] = (), port: int | None = None, log_path:
     return server
 
 
-def start_gearmand(args: Sequence[str] = (), port: int | None = None, log_path: str | None = None) -> ServerProcess:
+def start_gearmand(
+    args: Sequence[str] = (), port: int | None = None, log_path: str | None = None
+) -> ServerProcess:
     """Start the real C gearmand (Debian's gearman-job-server) on 127.0.0.1."""
     if GEARMAND is None:
         raise RuntimeError("gearmand is not installed (apt-get install gearman-job-server)")
     port = port or free_port()
-    cmd = [GEARMAND, "-L", "127.0.0.1", "-p", str(port), "--threads=0", "-l",
-           log_path or "none", "--pid-file=/dev/null", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
+    cmd = [
+        GEARMAND,
+        "-L",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--threads=0",
+        "-l",
+        log_path or "none",
+        "--pid-file=/dev/null",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
     server = ServerProcess("gearmand", port, proc, log_path=log_path or "")
     try:
         wait_for_port("127.0.0.1", port, proc=proc)

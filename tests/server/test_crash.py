@@ -7,6 +7,7 @@ none that got an ERROR may appear.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -97,13 +98,13 @@ def _cut(name: str) -> Callable[[], None]:
 
             conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", db="test")
             async with conn.cursor() as cur:
-                await cur.execute("SELECT ID FROM information_schema.PROCESSLIST "
-                                  "WHERE DB = 'test' AND ID <> CONNECTION_ID()")
+                await cur.execute(
+                    "SELECT ID FROM information_schema.PROCESSLIST "
+                    "WHERE DB = 'test' AND ID <> CONNECTION_ID()"
+                )
                 for (pid,) in await cur.fetchall():
-                    try:
+                    with contextlib.suppress(Exception):  # already gone
                         await cur.execute(f"KILL {int(pid)}")
-                    except Exception:  # already gone
-                        pass
             conn.close()
         else:
             import redis.asyncio as aioredis
@@ -126,6 +127,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield Backend(name, f"sqlite:///{tmp_path}/queue.sqlite3", lambda: None)
         return
     if name == "redis":
+
         def cleanup() -> None:
             import redis
 
@@ -156,8 +158,9 @@ class Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _submitter(port: int, tag: int, ledger: Ledger, stop: threading.Event, limit: int,
-               pause: float) -> None:
+def _submitter(
+    port: int, tag: int, ledger: Ledger, stop: threading.Event, limit: int, pause: float
+) -> None:
     """Pipeline background submissions in batches; record each job's fate."""
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -169,8 +172,9 @@ def _submitter(port: int, tag: int, ledger: Ledger, stop: threading.Event, limit
         while not stop.is_set() and sent < limit:
             uniques = [b"c%d-%d" % (tag, sent + i) for i in range(50)]
             sent += len(uniques)
-            sock.sendall(b"".join(encode_request(P.SUBMIT_JOB_BG, b"crash", u, data=u)
-                                  for u in uniques))
+            sock.sendall(
+                b"".join(encode_request(P.SUBMIT_JOB_BG, b"crash", u, data=u) for u in uniques)
+            )
             replies: list[Packet] = []
             while len(replies) < len(uniques):
                 chunk = sock.recv(65536)
@@ -204,17 +208,21 @@ def _drain(port: int, seconds: float = 60) -> list[bytes]:
             sock.sendall(encode_request(P.GRAB_JOB_UNIQ) * 20)
             packets: list[Packet] = []
             while len(packets) < 20:
-                packets.extend(e for e in decoder.feed(sock.recv(65536))
-                               if isinstance(e, Packet))
-            done = b"".join(encode_request(P.WORK_COMPLETE, p.args[0], data=b"")
-                            for p in packets if p.type == P.JOB_ASSIGN_UNIQ)
+                packets.extend(e for e in decoder.feed(sock.recv(65536)) if isinstance(e, Packet))
+            done = b"".join(
+                encode_request(P.WORK_COMPLETE, p.args[0], data=b"")
+                for p in packets
+                if p.type == P.JOB_ASSIGN_UNIQ
+            )
             seen.extend(p.args[2] for p in packets if p.type == P.JOB_ASSIGN_UNIQ)
             if done:
                 sock.sendall(done)
             if any(p.type == P.NO_JOB for p in packets):
                 sock.sendall(encode_request(P.ECHO_REQ, data=b"flush"))
-                while not any(isinstance(e, Packet) and e.type == P.ECHO_RES
-                              for e in decoder.feed(sock.recv(65536))):
+                while not any(
+                    isinstance(e, Packet) and e.type == P.ECHO_RES
+                    for e in decoder.feed(sock.recv(65536))
+                ):
                     pass
                 return seen
         raise AssertionError("drain did not finish in time")
@@ -235,12 +243,19 @@ def _admin(port: int, line: bytes) -> bytes:
 
 
 def _run_load(
-    port: int, ledger: Ledger, until: Callable[[], bool], clients: int = 4,
-    seconds: float = 30, limit: int = 4000, pause: float = 0.0,
+    port: int,
+    ledger: Ledger,
+    until: Callable[[], bool],
+    clients: int = 4,
+    seconds: float = 30,
+    limit: int = 4000,
+    pause: float = 0.0,
 ) -> tuple[threading.Event, list[threading.Thread]]:
     stop = threading.Event()
-    threads = [threading.Thread(target=_submitter, args=(port, i, ledger, stop, limit, pause))
-               for i in range(clients)]
+    threads = [
+        threading.Thread(target=_submitter, args=(port, i, ledger, stop, limit, pause))
+        for i in range(clients)
+    ]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + seconds
@@ -289,13 +304,13 @@ def test_backend_connections_cut_under_load(backend: Backend, tmp_path: Path) ->
         pytest.skip("SQLite is embedded: there is no connection to cut")
     port = free_port()
     log = tmp_path / "server.log"
-    server = start_geartrain(["--verbose", "INFO"], port=port, queue=backend.url,
-                             log_path=str(log))
+    server = start_geartrain(["--verbose", "INFO"], port=port, queue=backend.url, log_path=str(log))
     ledger = Ledger()
     try:
         # Paced, so that the load is still running when the connections are cut.
-        stop, threads = _run_load(port, ledger, lambda: len(ledger.acked) >= 500, clients=2,
-                                  limit=100_000, pause=0.02)
+        stop, threads = _run_load(
+            port, ledger, lambda: len(ledger.acked) >= 500, clients=2, limit=100_000, pause=0.02
+        )
         for _ in range(3):
             backend.cut()
             time.sleep(0.3)
