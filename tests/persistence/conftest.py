@@ -67,8 +67,6 @@ class Harness:
     """One backend, one prefix: builds stores, kills connections, cleans up."""
 
     kind = "?"
-    #: False for backends with no server connection to kill (SQLite).
-    can_kill = True
 
     def __init__(self) -> None:
         self.prefix = unique_prefix()
@@ -122,7 +120,6 @@ class MemoryHarness(Harness):
 
 class SqliteHarness(Harness):
     kind = "sqlite"
-    can_kill = False
 
     def __init__(self, directory: Path) -> None:
         super().__init__()
@@ -254,6 +251,22 @@ def build_harness(kind: str, tmp_path: Path) -> Harness:
 @pytest.fixture(params=BACKENDS)
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     """Every backend in turn, each on a fresh prefix that is dropped afterwards."""
+    h = build_harness(request.param, tmp_path)
+    try:
+        yield h
+    finally:
+        await asyncio.wait_for(h.teardown(), 30)
+
+
+#: Backends with a server connection that can be killed (SQLite has none).
+CONNECTED_BACKENDS = [kind for kind in BACKENDS if kind != "sqlite"]
+
+
+@pytest.fixture(params=CONNECTED_BACKENDS)
+async def connected_harness(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    """Like ``harness``, for the backends whose connection the server side can kill."""
     h = build_harness(request.param, tmp_path)
     try:
         yield h

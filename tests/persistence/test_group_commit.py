@@ -149,3 +149,16 @@ def test_prefix_must_be_a_plain_name(prefix: str) -> None:
 def test_prefix_accepts_plain_names() -> None:
     assert check_prefix("geartrain") == "geartrain"
     assert check_prefix("_Q_2" + "x" * 44) == "_Q_2" + "x" * 44
+
+
+async def test_a_closed_store_can_be_opened_again() -> None:
+    backing = MemoryBacking()
+    store = MemoryStore(backing, **FAST)
+    await store.open()
+    await store.add(job(1))
+    await store.close()
+
+    await store.open()
+    await store.add(job(2))
+    assert [j.id for j in await store.load()] == [1, 2]
+    await store.close()

@@ -226,6 +226,9 @@ class GroupCommitStore(ABC):
     async def open(self) -> None:
         if self._writer is not None:
             raise RuntimeError(f"{self.name} queue store is already open")
+        self._closing = False
+        self._close_requested.clear()
+        self._down_reason = None
         try:
             async with asyncio.timeout(self.timeout):
                 await self._connect()
