@@ -86,7 +86,7 @@ class Settings:
     def validate(self) -> None:
         if self.verbose.upper() not in LEVELS:
             raise ValueError(f"unknown log level {self.verbose!r}; use one of {list(LEVELS)}")
-        if not 0 < self.port < 65536:
+        if not 0 <= self.port < 65536:  # 0 = any free port (tests)
             raise ValueError(f"port {self.port} out of range")
         if len(self.handle_prefix()) >= 52:
             raise ValueError("job handle prefix too long: handles must stay under 64 bytes")
