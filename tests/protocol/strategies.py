@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from geartrain.protocol.codec import AdminLine, BadPacket, Event, Packet, encode
-from geartrain.protocol.constants import ARGUMENTS, MAX_ADMIN_LINE, REQ, RES, ErrorCode
+from geartrain.protocol.constants import (
+    ARGUMENTS,
+    MAX_ADMIN_LINE,
+    REQ,
+    REQUEST_TYPES,
+    RES,
+    RESPONSE_TYPES,
+    ErrorCode,
+)
 
 TYPES = sorted(ARGUMENTS)
 #: Bodies above the codec's accumulate threshold take its other path; keep some.
@@ -33,6 +41,20 @@ def header(magic: bytes, ptype: int, size: int) -> bytes:
     return magic + ptype.to_bytes(4, "big") + size.to_bytes(4, "big")
 
 
+def native(magic: bytes) -> frozenset[int]:
+    """The types that travel in the direction of this magic, the ones a decoder splits."""
+    return REQUEST_TYPES if magic == REQ else RESPONSE_TYPES
+
+
+def received(magic: bytes, packet: Packet) -> Packet:
+    """What the receiver of ``magic`` packets gets for ``packet``.
+
+    Types that never travel in that direction come out unsplit, with no arguments:
+    the receiver answers them as unexpected whatever their body (PROTOCOL.md §2.2).
+    """
+    return packet if packet.type in native(magic) else Packet(packet.type, ())
+
+
 def needs_nuls(ptype: int) -> int:
     count, has_data = ARGUMENTS[ptype]
     return count if has_data else max(count - 1, 0)
@@ -42,9 +64,13 @@ no_nul = st.binary(max_size=12).map(lambda b: b.replace(b"\0", b""))
 
 
 @st.composite
-def packets(draw: st.DrawFn, data: st.SearchStrategy[bytes] | None = None) -> Packet:
-    """Any packet the codec can round-trip: arguments without NUL, any data."""
-    ptype = draw(st.sampled_from(TYPES))
+def packets(
+    draw: st.DrawFn,
+    data: st.SearchStrategy[bytes] | None = None,
+    types: frozenset[int] | None = None,
+) -> Packet:
+    """Any packet the codec can encode unambiguously: arguments without NUL, any data."""
+    ptype = draw(st.sampled_from(TYPES if types is None else sorted(types)))
     count, has_data = ARGUMENTS[ptype]
     args = tuple(draw(no_nul) for _ in range(count))
     payload = draw(data if data is not None else st.binary(max_size=40)) if has_data else b""
@@ -63,7 +89,16 @@ large_data = st.integers(LARGE_MIN, 70_000).map(pattern)
 @st.composite
 def packet_messages(draw: st.DrawFn, magic: bytes, large: bool = False) -> Message:
     packet = draw(packets(large_data if large else None))
-    return Message(encode(packet.type, *packet.args, data=packet.data, magic=magic), packet)
+    wire = encode(packet.type, *packet.args, data=packet.data, magic=magic)
+    return Message(wire, received(magic, packet))
+
+
+@st.composite
+def foreign_messages(draw: st.DrawFn, magic: bytes) -> Message:
+    """A type that never travels this way, with any body, NULs or not."""
+    ptype = draw(st.sampled_from(sorted(set(TYPES) - native(magic))))
+    body = draw(st.binary(max_size=30))
+    return Message(header(magic, ptype, len(body)) + body, Packet(ptype, ()))
 
 
 @st.composite
@@ -77,7 +112,7 @@ def wrong_magic_messages(draw: st.DrawFn, magic: bytes) -> Message:
 @st.composite
 def short_messages(draw: st.DrawFn, magic: bytes) -> Message:
     """A body with fewer NULs than its type needs: reported, skipped, never desynced."""
-    ptype = draw(st.sampled_from([t for t in TYPES if needs_nuls(t)]))
+    ptype = draw(st.sampled_from([t for t in sorted(native(magic)) if needs_nuls(t)]))
     nuls = draw(st.integers(0, needs_nuls(ptype) - 1))
     parts = [draw(no_nul) for _ in range(nuls + 1)]
     body = b"\0".join(parts)
@@ -106,6 +141,7 @@ def messages(magic: bytes, text: bool, large: bool = False) -> st.SearchStrategy
         packet_messages(magic),
         wrong_magic_messages(magic),
         short_messages(magic),
+        foreign_messages(magic),
     ]
     if text:
         options.append(admin_messages())
