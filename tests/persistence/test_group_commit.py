@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Unpack
 
 import pytest
 
-from geartrain.server.persistence._batch import backoff_delay, check_prefix
+from geartrain.server.persistence._batch import Batch, StoreOptions, backoff_delay, check_prefix
 from geartrain.server.persistence.base import QueueError, StoredJob
 from geartrain.server.persistence.memory import MemoryBacking, MemoryStore
 
 pytestmark = pytest.mark.timeout(30)
 
-FAST = {"backoff_initial": 0.01, "backoff_max": 0.05, "close_timeout": 1.0}
+FAST: StoreOptions = {"backoff_initial": 0.01, "backoff_max": 0.05, "close_timeout": 1.0}
 
 
 def job(job_id: int) -> StoredJob:
@@ -162,3 +163,40 @@ async def test_a_closed_store_can_be_opened_again() -> None:
     await store.add(job(2))
     assert [j.id for j in await store.load()] == [1, 2]
     await store.close()
+
+
+class HangingStore(MemoryStore):
+    """Writes hang (like a silent network partition) ``hangs`` times, then work."""
+
+    def __init__(self, hangs: int, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(MemoryBacking(), **options)
+        self.hangs = hangs
+
+    async def _write(self, batch: Batch) -> None:
+        if self.hangs:
+            self.hangs -= 1
+            await asyncio.Event().wait()
+        await super()._write(batch)
+
+
+async def test_a_hanging_write_counts_as_a_lost_connection() -> None:
+    store = HangingStore(hangs=1, timeout=0.2, **FAST)
+    await store.open()
+
+    await asyncio.wait_for(store.add(job(1)), 5)  # retried on a fresh connection
+
+    assert store.reconnects == 1
+    await store.close()
+    assert sorted(store.backing.jobs) == [1]
+
+
+async def test_close_fails_the_adds_of_a_write_that_never_returns() -> None:
+    store = HangingStore(hangs=99, timeout=60, backoff_initial=0.01, close_timeout=0.2)
+    await store.open()
+    pending = store.add(job(1))
+    await asyncio.sleep(0.05)  # the writer is now stuck inside _write
+
+    await asyncio.wait_for(store.close(), 5)
+
+    with pytest.raises(QueueError, match="closed"):
+        await asyncio.wait_for(pending, 1)

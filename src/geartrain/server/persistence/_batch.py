@@ -177,6 +177,7 @@ class GroupCommitStore(ABC):
         self.failed_batches = 0
         self.reconnects = 0
         self._pending: deque[_Op] = deque()
+        self._in_flight: list[_Op] = []  # the batch being written right now
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._io_lock = asyncio.Lock()
@@ -293,6 +294,10 @@ class GroupCommitStore(ABC):
                     self._down_reason or "backend too slow",
                 )
                 await asyncio.gather(writer, return_exceptions=True)
+        # Whatever the cancelled writer held: its outcome is unknown, so those adds
+        # fail (at worst the job was stored anyway and runs once more after a restart).
+        self._pending.extendleft(reversed(self._in_flight))
+        self._in_flight = []
         self._fail_pending_adds(f"{self.name}: queue store closed")
         await self._disconnect()
 
@@ -311,12 +316,13 @@ class GroupCommitStore(ABC):
                 continue
             if self._failures:
                 await self._sleep_unless_closing(self._retry_delay())
-            ops = self._take()
+            ops = self._in_flight = self._take()
             try:
                 await self._commit(ops)
             except Exception as exc:  # a bug in a backend hook must not kill the writer
                 logger.exception("%s: unexpected error in the queue writer", self.name)
                 self._batch_failed(ops, exc, lost=False)
+            self._in_flight = []
 
     def _retry_delay(self) -> float:
         return backoff_delay(self._failures - 1, self.backoff_initial, self.backoff_max)
@@ -399,9 +405,9 @@ class GroupCommitStore(ABC):
 
     async def _reconnect_once(self, exc: BaseException) -> bool:
         logger.info("%s: connection lost (%s), reconnecting", self.name, describe(exc))
-        await self._disconnect()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with self._io_lock, asyncio.timeout(self.timeout):
+                await self._disconnect()
                 await self._connect()
         except Exception as err:
             logger.warning("%s: reconnect failed: %s", self.name, describe(err))
@@ -418,9 +424,11 @@ class GroupCommitStore(ABC):
                 backoff_delay(attempt, self.backoff_initial, self.backoff_max)
             )
             attempt += 1
-            await self._disconnect()
+            if self._down_reason is None:  # load() reconnected while we slept
+                break
             try:
-                async with asyncio.timeout(self.timeout):
+                async with self._io_lock, asyncio.timeout(self.timeout):
+                    await self._disconnect()
                     await self._connect()
             except Exception as exc:
                 self._down_reason = describe(exc)
