@@ -180,7 +180,7 @@ class HangingStore(MemoryStore):
 
 
 async def test_a_hanging_write_counts_as_a_lost_connection() -> None:
-    store = HangingStore(hangs=1, timeout=0.2, **FAST)
+    store = HangingStore(hangs=1, timeout=0.2, backoff_initial=0.01, close_timeout=1.0)
     await store.open()
 
     await asyncio.wait_for(store.add(job(1)), 5)  # retried on a fresh connection
