@@ -103,7 +103,7 @@ class Decoder:
         "_acc_fill",
         "_acc_head",
         "_dead",
-        "_foreign",
+        "_layout",
         "_rest",
         "expect",
         "max_size",
@@ -126,8 +126,7 @@ class Decoder:
         self._dead = False
         # Types that never travel in this direction are not split into arguments:
         # the receiver answers them as unexpected, whatever their body.
-        accepted = REQUEST_TYPES if expect == REQ else RESPONSE_TYPES
-        self._foreign = frozenset(range(1, MAX_PACKET_TYPE + 1)) - accepted
+        self._layout = _LAYOUTS[REQ if expect == REQ else RES]
 
     @property
     def buffered(self) -> int:
@@ -207,10 +206,7 @@ class Decoder:
             if magic != expect:
                 events.append(_wrong_magic(expect, ptype))
                 continue
-            if ptype in self._foreign:
-                events.append(Packet(ptype, ()))
-            else:
-                events.append(_make_packet(ptype, buf, body_start, body_end))
+            events.append(_make_packet(self._layout, ptype, buf, body_start, body_end))
         return pos
 
     def _start_accumulator(
@@ -237,11 +233,7 @@ class Decoder:
         if magic != self.expect:
             events.append(_wrong_magic(self.expect, ptype))
         else:
-            events.append(
-                Packet(ptype, ())
-                if ptype in self._foreign
-                else _make_packet(ptype, acc, 0, len(acc))
-            )
+            events.append(_make_packet(self._layout, ptype, acc, 0, len(acc)))
         return data[take:] if take < len(data) else b""
 
     def _die(self, events: list[Event], code: bytes, text: bytes) -> int:
@@ -257,27 +249,68 @@ def _wrong_magic(expect: bytes, ptype: int) -> BadPacket:
     return BadPacket(ErrorCode.INVALID_MAGIC, text, fatal=False, type=ptype)
 
 
-def _make_packet(ptype: int, buf: bytes | bytearray, start: int, end: int) -> Event:
-    count, has_data = ARGUMENTS[ptype]
-    if count == 0:
-        return Packet(ptype, (), _slice(buf, start, end) if has_data else b"")
-    wanted = count if has_data else count - 1
+_tuple_new = tuple.__new__
+#: (NULs to split on, has trailing data, argument count) per type. Types foreign to
+#: a decoder's direction get (0, False, 0): no split, handed over as Packet(type, ()).
+Layout = list[tuple[int, bool, int]]
+
+
+def _layout(accepted: frozenset[int]) -> Layout:
+    table: Layout = [(0, False, 0)] * (MAX_PACKET_TYPE + 1)
+    for ptype, (count, has_data) in ARGUMENTS.items():
+        if ptype in accepted:
+            table[ptype] = (count if has_data else max(count - 1, 0), has_data, count)
+    return table
+
+
+_LAYOUTS = {REQ: _layout(REQUEST_TYPES), RES: _layout(RESPONSE_TYPES)}
+
+
+def _make_packet(
+    layout: Layout, ptype: int, buf: bytes | bytearray, start: int, end: int
+) -> Packet | BadPacket:
+    wanted, has_data, count = layout[ptype]
+    if end - start >= _VIEW_AT and has_data:
+        return _make_large_packet(wanted, ptype, count, buf, start, end)
+    body = buf[start:end]
+    if type(body) is not bytes:
+        body = bytes(body)
+    if not wanted:
+        if has_data:
+            return _tuple_new(Packet, (ptype, (), body))
+        # One unterminated argument (CAN_DO, GET_STATUS, ...) or none at all.
+        return _tuple_new(Packet, (ptype, (body,) if count else (), b""))
+    parts = body.split(b"\0", wanted)
+    if len(parts) <= wanted:
+        return _missing_nuls(ptype, count)
+    if has_data:
+        data = parts.pop()
+        return _tuple_new(Packet, (ptype, tuple(parts), data))
+    return _tuple_new(Packet, (ptype, tuple(parts), b""))
+
+
+def _make_large_packet(
+    wanted: int, ptype: int, count: int, buf: bytes | bytearray, start: int, end: int
+) -> Packet | BadPacket:
+    # Find the few NUL-terminated arguments at the front without copying the body;
+    # the data is then a zero-copy view when it sits in an accumulated buffer.
     args: list[bytes] = []
     for _ in range(wanted):
         nul = buf.find(b"\0", start, end)
         if nul < 0:
-            return BadPacket(
-                ErrorCode.INVALID_PACKET,
-                b"Packet type %d needs %d NUL-separated arguments" % (ptype, count),
-                fatal=False,
-                type=ptype,
-            )
+            return _missing_nuls(ptype, count)
         args.append(bytes(buf[start:nul]))
         start = nul + 1
-    if has_data:
-        return Packet(ptype, tuple(args), _slice(buf, start, end))
-    args.append(bytes(buf[start:end]))
-    return Packet(ptype, tuple(args), b"")
+    return Packet(ptype, tuple(args), _slice(buf, start, end))
+
+
+def _missing_nuls(ptype: int, count: int) -> BadPacket:
+    return BadPacket(
+        ErrorCode.INVALID_PACKET,
+        b"Packet type %d needs %d NUL-separated arguments" % (ptype, count),
+        fatal=False,
+        type=ptype,
+    )
 
 
 # -- encoding ----------------------------------------------------------------------
