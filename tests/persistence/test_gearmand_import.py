@@ -22,6 +22,7 @@ import pytest
 from geartrain.server.persistence.base import StoredJob
 from geartrain.server.persistence.gearmand_import import (
     add_all,
+    import_into,
     read_gearmand_queue,
     read_gearmand_sqlite,
     rows_to_jobs,
@@ -227,3 +228,35 @@ def test_missing_table_and_bad_priority_are_refused(tmp_path: Path) -> None:
 async def test_unknown_source_scheme_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot import"):
         await read_gearmand_queue("redis://localhost/0")
+
+
+async def test_import_into_numbers_after_stored_jobs_and_never_duplicates(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "gearmand.db"
+    with sqlite3.connect(source) as con:
+        con.execute(
+            "CREATE TABLE gearman_queue (unique_key TEXT, function_name TEXT, priority INTEGER,"
+            " data BLOB, when_to_run INTEGER, PRIMARY KEY (unique_key, function_name))"
+        )
+        con.execute("INSERT INTO gearman_queue VALUES ('a', 'f', 1, x'01', 0)")
+        con.execute("INSERT INTO gearman_queue VALUES ('b', 'f', 0, x'02', 1900000000)")
+    con.close()
+    target = str(tmp_path / "geartrain.db")
+    store = SqliteStore(target)
+    await store.open()
+    await store.add(StoredJob(10, b"own", b"", b"mine", 1))
+    await store.close()
+
+    assert await import_into(SqliteStore(target), f"sqlite:///{source}") == 2
+    assert await import_into(SqliteStore(target), f"sqlite:///{source}") == 0  # a restart
+
+    reopened = SqliteStore(target)
+    await reopened.open()
+    jobs = await reopened.load()
+    await reopened.close()
+    assert jobs == [
+        StoredJob(11, b"f", b"b", b"\x02", 0, when=1_900_000_000),
+        StoredJob(10, b"own", b"", b"mine", 1),
+        StoredJob(12, b"f", b"a", b"\x01", 1),
+    ]

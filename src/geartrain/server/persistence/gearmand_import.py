@@ -30,22 +30,30 @@ Text columns: SQLite rows keep their exact bytes. MySQL and PostgreSQL return
 ``VARCHAR`` columns decoded by the server, so uniques and function names come back as
 their UTF-8 encoding, which is exact for the ASCII names and UUID uniques clients send.
 
-The source is only read. To migrate, add the jobs to a store before the server starts::
+The source is only read; drop or rename the gearmand table once the migration is done.
+:func:`import_into` does the whole migration on a store that is not open yet: it opens
+the store, numbers the imported jobs after the largest stored id, skips jobs that an
+earlier import already copied (same function, unique, data, priority and ``when``; so
+leaving an import option on across restarts does not duplicate work), adds the rest in
+a few group commits and closes the store again::
 
-    jobs = await read_gearmand_queue("sqlite:////var/lib/gearman/queue.db",
-                                     first_id=next_id)
-    await add_all(store, jobs)
+    added = await import_into(store, "sqlite:////var/lib/gearman/queue.db")
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .base import QueueStore, StoredJob
+
+logger = logging.getLogger(__name__)
 
 SQLITE_DEFAULT_TABLE = "gearman_queue"
 MYSQL_DEFAULT_TABLE = "gearman_queue"
@@ -120,6 +128,7 @@ async def read_gearmand_postgres(
     dsn: str, *, table: str = POSTGRES_DEFAULT_TABLE, first_id: int = 1
 ) -> list[StoredJob]:
     """Jobs of a gearmand ``-q Postgres`` table (needs ``geartrain[postgres]``)."""
+    _require("asyncpg")
     import asyncpg
 
     table = _check_table(table)
@@ -144,6 +153,7 @@ async def read_gearmand_mysql(
     first_id: int = 1,
 ) -> list[StoredJob]:
     """Jobs of a gearmand ``-q MySQL`` table (needs ``geartrain[mysql]``)."""
+    _require("aiomysql")
     import aiomysql
 
     table = _check_table(table)
@@ -207,3 +217,52 @@ async def read_gearmand_queue(
 async def add_all(store: QueueStore, jobs: Sequence[StoredJob]) -> None:
     """Add ``jobs`` to an open store, all at once so they share a few transactions."""
     await asyncio.gather(*(store.add(job) for job in jobs))
+
+
+def _require(module: str) -> None:
+    # Same actionable message as open_store() when the optional driver is missing.
+    from . import _require as require
+
+    require(module)
+
+
+def _identity(job: StoredJob) -> tuple[bytes, bytes, bytes, int, int]:
+    return (job.function, job.unique, job.data, job.priority, job.when)
+
+
+async def import_into(store: QueueStore, source: str, *, table: str | None = None) -> int:
+    """Copy the jobs of a gearmand queue into ``store``; returns how many were added.
+
+    Args:
+        store: a store that is NOT open; it is opened, filled and closed here, so the
+            server can then open it and replay the imported jobs with the rest.
+        source: the gearmand queue URL (see :func:`read_gearmand_queue`).
+        table: the gearmand table, if not given in the URL.
+
+    Raises:
+        QueueError: the store cannot be opened or written, or a driver is missing.
+        ValueError: the source URL or its contents are unusable.
+    """
+    await store.open()
+    try:
+        existing = await store.load()
+        first_id = max((job.id for job in existing), default=0) + 1
+        found = await read_gearmand_queue(source, table=table)
+        already = Counter(_identity(job) for job in existing)
+        fresh: list[StoredJob] = []
+        for job in found:
+            key = _identity(job)
+            if already[key]:
+                already[key] -= 1
+                continue
+            fresh.append(dataclasses.replace(job, id=first_id + len(fresh)))
+        await add_all(store, fresh)
+    finally:
+        await store.close()
+    # Not the URL: it may carry a password.
+    logger.info(
+        "imported %d jobs from the gearmand queue (%d were already present)",
+        len(fresh),
+        len(found) - len(fresh),
+    )
+    return len(fresh)
