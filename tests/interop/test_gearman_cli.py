@@ -195,3 +195,40 @@ def test_worker_status_and_data_packets(any_server: ServerProcess, procs: Proces
     assert out.replace(b"33% Complete\n", b"") == b"part1,part2,end"
     assert b"33% Complete\n" in out
     assert admin(any_server, "status") == b"chunks\t0\t0\t0\n.\n"
+
+
+def _cli_session(server: ServerProcess, procs: Processes) -> list[tuple[int, bytes, bytes]]:
+    """A series of gearman CLI calls; returns what each printed and its exit status."""
+    start_cli_worker(procs, server, "count_lines", "wc", "-l")
+    start_cli_worker(procs, server, "cat", "cat")
+    start_cli_worker(procs, server, "broken", "false")
+    calls: list[tuple[tuple[str, ...], bytes]] = [
+        (("-f", "count_lines"), b"a\nb\nc\n"),
+        (("-f", "cat", "one", "two"), b""),
+        (("-P", "-f", "cat", "prefixed"), b""),
+        (("-n", "-f", "cat"), b"x\ny\n"),
+        (("-N", "-f", "cat"), b"x\ny\n"),
+        (("-s", "-f", "count_lines"), b"ignored\n"),
+        (("-I", "-f", "cat", "high"), b""),
+        (("-L", "-f", "cat", "low"), b""),
+        (("-u", "uniq", "-f", "cat", "with unique"), b""),
+        (("-b", "-u", "bg-unique", "-f", "nobody", "later"), b""),
+        (("-f", "broken", "x"), b""),
+    ]
+    seen = []
+    for args, stdin in calls:
+        result = gearman(server, *args, stdin=stdin)
+        seen.append((result.returncode, result.stdout, result.stderr))
+    return seen
+
+
+def test_cli_session_same_as_gearmand(server_pair: dict[str, ServerProcess]) -> None:
+    """The same CLI calls print exactly the same bytes against both servers."""
+    seen = {}
+    for kind, server in server_pair.items():
+        procs = Processes()
+        try:
+            seen[kind] = _cli_session(server, procs)
+        finally:
+            procs.stop_all()
+    assert seen["geartrain"] == seen["gearmand"]

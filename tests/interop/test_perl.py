@@ -262,3 +262,40 @@ def test_worker_timeout_registration(any_server: ServerProcess, procs: Processes
     # The Perl worker names itself with 30 random lowercase letters (SET_CLIENT_ID).
     client_id = line.split(" ")[2]
     assert len(client_id) == 30 and client_id.isalpha() and client_id.islower()
+
+
+SESSION = r"""
+my $c = client(exceptions => 1);
+my @log;
+my $r = $c->do_task("reverse", "Hello", {timeout => 10});
+push @log, $$r;
+my @status;
+$r = $c->do_task("progress", "x", {timeout => 10, on_status => sub { push @status, [@_] }});
+push @log, [$$r, \@status];
+my $ts = $c->new_task_set;
+my %results;
+for my $word (qw(one two)) {
+    $ts->add_task("reverse", $word, {on_complete => sub { $results{$word} = ${ $_[0] } }});
+}
+$ts->wait(timeout => 10);
+push @log, \%results;
+my $h = $c->dispatch_background("nobody", "x", {uniq => "perl-bg"});
+my $s = $c->get_status($h);
+push @log, [$s->known ? 1 : 0, $s->running ? 1 : 0, $s->percent];
+push @log, $c->dispatch_background("nobody", "y", {uniq => "perl-bg"}) eq $h ? "same" : "new";
+out(\@log);
+"""
+
+
+def test_perl_session_same_as_gearmand(server_pair: dict[str, ServerProcess]) -> None:
+    """One Perl client session against a Perl worker: identical results on both servers."""
+    seen = {}
+    for kind, server in server_pair.items():
+        procs = Processes()
+        try:
+            start_perl_worker(procs, server, 4)
+            seen[kind] = perl_json(server, SESSION)
+        finally:
+            procs.stop_all()
+    assert seen["gearmand"][0] == "olleH"  # the session really ran
+    assert seen["geartrain"] == seen["gearmand"]

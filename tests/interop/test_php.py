@@ -317,3 +317,66 @@ work_jobs($w, 1);
 def test_ping(any_server: ServerProcess) -> None:
     got = php_json(any_server, 'echo json_encode([client()->ping("x"), worker()->ping("y")]);')
     assert got == [True, True]
+
+
+SESSION_WORKER = (
+    PRELUDE
+    + r"""
+$w = worker();
+$w->addFunction("reverse", function ($job) { return strrev($job->workload()); });
+$w->addFunction("fails", function ($job) { $job->sendFail(); return GEARMAN_WORK_FAIL; });
+$w->addFunction("sends_exception", function ($job) {
+    $job->sendException("it broke");
+    return GEARMAN_WORK_EXCEPTION;
+});
+$w->addFunction("chatty", function ($job) {
+    $job->sendStatus(2, 3);
+    $job->sendData("d1");
+    return "final";
+});
+work_jobs($w, 8);
+"""
+)
+
+SESSION_CLIENT = r"""
+$c = client();
+$log = [];
+$log[] = [$c->doNormal("reverse", "abc"), $c->returnCode()];
+$log[] = [$c->doHigh("reverse", "high"), $c->returnCode()];
+$log[] = [$c->doLow("reverse", "low"), $c->returnCode()];
+$log[] = [$c->doNormal("fails", "x"), $c->returnCode()];
+$seen = [];
+$c->setCompleteCallback(function ($t) use (&$seen) { $seen[] = ["complete", $t->data()]; });
+$c->setDataCallback(function ($t) use (&$seen) { $seen[] = ["data", $t->data()]; });
+$c->setStatusCallback(function ($t) use (&$seen) {
+    $seen[] = ["status", $t->taskNumerator(), $t->taskDenominator()];
+});
+$c->setExceptionCallback(function ($t) use (&$seen) { $seen[] = ["exception", $t->data()]; });
+$c->setFailCallback(function ($t) use (&$seen) { $seen[] = ["fail"]; });
+$c->addTask("chatty", "go");
+$c->runTasks();
+$c->addTask("reverse", "task", null, "t1");
+$c->runTasks();
+$c->addTask("sends_exception", "x");
+$c->runTasks();
+$log[] = $seen;
+$handle = $c->doBackground("reverse", "bg");
+$log[] = [substr($handle, 0, 2), $c->returnCode()];
+$log[] = $c->jobStatus("H:nowhere:1");
+$log[] = $c->ping("echo me");
+echo json_encode($log);
+"""
+
+
+def test_php_session_same_as_gearmand(server_pair: dict[str, ServerProcess]) -> None:
+    """One PHP client session against a PHP worker: identical results on both servers."""
+    seen = {}
+    for kind, server in server_pair.items():
+        procs = Processes()
+        try:
+            start_php_worker(procs, server, SESSION_WORKER, "reverse", 8)
+            seen[kind] = php_json(server, SESSION_CLIENT)
+        finally:
+            procs.stop_all()
+    assert seen["gearmand"][0] == ["cba", 0]  # the session really ran
+    assert seen["geartrain"] == seen["gearmand"]
