@@ -23,7 +23,9 @@ gone away") is reopened by the group-commit writer with jittered exponential bac
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Unpack
 
 from ._batch import (
@@ -35,11 +37,14 @@ from ._batch import (
     check_prefix,
     from_row,
 )
-from .base import StoredJob
+from .base import QueueError, StoredJob
 
 if TYPE_CHECKING:
     import aiomysql
 
+#: max_allowed_packet of MariaDB 10.2+ and MySQL 8; replaced by the server's value once
+#: connected.
+DEFAULT_MAX_PACKET = 16 * 1024 * 1024
 #: Client-side error codes (CR_*) meaning the connection is gone: 2006 server has gone
 #: away, 2013 lost connection during query, 2003 can't connect, 2055 lost (SSL).
 _LOST_CONNECTION_CODES = {2003, 2006, 2013, 2055}
@@ -82,6 +87,8 @@ class MysqlStore(GroupCommitStore):
         }
         self.table = f"`{check_prefix(prefix)}_jobs`"
         self._con: aiomysql.Connection | None = None
+        #: The server's max_allowed_packet, read at connect time.
+        self.max_packet = DEFAULT_MAX_PACKET
 
     @property
     def thread_id(self) -> int | None:
@@ -103,6 +110,26 @@ class MysqlStore(GroupCommitStore):
             connect_timeout=self.timeout,
         )
         _fix_bytes_escaping(self._con)
+        async with self._con.cursor() as cur:
+            await cur.execute("SELECT @@max_allowed_packet")
+            row = await cur.fetchone()
+        await self._con.commit()
+        self.max_packet = int(row[0])
+
+    def add(self, job: StoredJob) -> Awaitable[None]:
+        # A statement over max_allowed_packet makes the server drop the connection (and
+        # gearmand loop, its issue #126); refuse such a job up front with a clear reason.
+        size = _statement_size(job)
+        if size > self.max_packet:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_exception(
+                QueueError(
+                    f"mysql: job of {size} bytes as SQL exceeds the server's"
+                    f" max_allowed_packet ({self.max_packet}); raise it or use another queue"
+                )
+            )
+            return future
+        return super().add(job)
 
     async def _disconnect(self) -> None:
         con, self._con = self._con, None
@@ -181,6 +208,12 @@ class MysqlStore(GroupCommitStore):
             if code in _LOST_CONNECTION_CODES or code in _KILLED_CODES:
                 return True
         return self._con is None or self._con.closed
+
+
+def _statement_size(job: StoredJob) -> int:
+    """Upper bound of the INSERT for ``job`` alone: bytes go as hex, two chars each."""
+    blobs = len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
+    return 2 * blobs + 1024
 
 
 def _escape_bytes(value: bytes) -> str:

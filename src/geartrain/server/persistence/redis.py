@@ -33,12 +33,14 @@ the group-commit writer with jittered exponential backoff; see ``_batch.py``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Unpack, cast
 
 from ._batch import Batch, GroupCommitStore, StoreOptions, check_prefix
-from .base import StoredJob
+from .base import QueueError, StoredJob
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -111,6 +113,16 @@ class RedisStore(GroupCommitStore):
         self.retries_key = f"{prefix}:retries"
         self.client_name = client_name
         self._client: Redis | None = None
+
+    def add(self, job: StoredJob) -> Awaitable[None]:
+        # Refused here rather than in the batch, so it cannot fail other jobs' adds.
+        if not 0 <= job.id < ID_LIMIT:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_exception(
+                QueueError(f"redis: job id {job.id} is outside the queue's range [0, 2**51)")
+            )
+            return future
+        return super().add(job)
 
     def _redis(self) -> Redis:
         if self._client is None:

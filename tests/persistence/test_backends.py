@@ -1,0 +1,129 @@
+"""Backend specifics the shared contract cannot see: storage layout and limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from geartrain.server.persistence.base import QueueError, StoredJob
+
+from .conftest import POSTGRES_URL, REDIS_URL, Harness, build_harness
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def job(job_id: int, priority: int = 1, size: int = 10) -> StoredJob:
+    return StoredJob(job_id, b"fn", b"", b"d" * size, priority)
+
+
+async def made(kind: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = build_harness(kind, tmp_path)
+    try:
+        yield harness
+    finally:
+        await asyncio.wait_for(harness.teardown(), 30)
+
+
+@pytest.fixture
+async def redis_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async for harness in made("redis", tmp_path):
+        yield harness
+
+
+@pytest.fixture
+async def mysql_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async for harness in made("mysql", tmp_path):
+        yield harness
+
+
+@pytest.fixture
+async def postgres_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async for harness in made("postgres", tmp_path):
+        yield harness
+
+
+async def test_redis_layout_is_three_keys_ordered_by_priority_then_id(
+    redis_harness: Harness,
+) -> None:
+    from redis.asyncio import Redis
+
+    store = await redis_harness.opened()
+    await asyncio.gather(*(store.add(job(i, priority=i % 3)) for i in range(1, 31)))
+    store.update_retries(5, 2)
+    store.remove(7)
+    await store.close()
+
+    prefix = redis_harness.prefix
+    client = Redis.from_url(REDIS_URL)
+    try:
+        assert sorted(await client.keys(f"{prefix}:*")) == [
+            f"{prefix}:{name}".encode() for name in ("jobs", "order", "retries")
+        ]
+        assert await client.hlen(f"{prefix}:jobs") == 29
+        order: list[tuple[bytes, float]] = await client.zrange(
+            f"{prefix}:order", 0, -1, withscores=True
+        )
+        assert [int(member) for member, _ in order] == [
+            i for _, i in sorted((i % 3, i) for i in range(1, 31)) if i != 7
+        ]
+        assert all(score == (int(m) % 3) * 2**51 + int(m) for m, score in order)
+        assert await client.hgetall(f"{prefix}:retries") == {b"5": b"2"}
+    finally:
+        await client.aclose()
+
+
+async def test_redis_refuses_ids_beyond_exact_double_scores(redis_harness: Harness) -> None:
+    store = await redis_harness.opened()
+    with pytest.raises(QueueError, match="2\\*\\*51"):
+        await store.add(job(2**51))
+    await store.add(job(2**51 - 1, priority=2))  # the largest id that still sorts exactly
+    await store.close()
+    loaded = await (await redis_harness.opened()).load()
+    assert [j.id for j in loaded] == [2**51 - 1]
+
+
+async def test_mysql_refuses_a_job_larger_than_max_allowed_packet(
+    mysql_harness: Harness,
+) -> None:
+    store = await mysql_harness.opened()
+    limit = getattr(store, "max_packet", 0)
+    assert limit > 0
+
+    with pytest.raises(QueueError, match="max_allowed_packet"):
+        await store.add(job(1, size=limit // 2 + 1))
+
+    assert not store.is_down  # refused up front: the connection was never at risk
+    await store.add(job(2, size=1000))
+    await store.close()
+    assert [j.id for j in await (await mysql_harness.opened()).load()] == [2]
+
+
+async def test_postgres_table_is_named_after_the_prefix(postgres_harness: Harness) -> None:
+    import asyncpg
+
+    store = await postgres_harness.opened()
+    await store.add(job(1))
+    await store.close()
+
+    con = await asyncpg.connect(POSTGRES_URL)
+    try:
+        columns = await con.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = $1 ORDER BY ordinal_position",
+            f"{postgres_harness.prefix}_jobs",
+        )
+    finally:
+        await con.close()
+    assert [(c["column_name"], c["data_type"]) for c in columns] == [
+        ("id", "bigint"),
+        ("priority", "smallint"),
+        ("function", "bytea"),
+        ("unique_key", "bytea"),
+        ("data", "bytea"),
+        ("when_to_run", "bigint"),
+        ("reducer", "bytea"),
+        ("retries", "integer"),
+    ]
