@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -63,8 +64,9 @@ async def test_redis_layout_is_three_keys_ordered_by_priority_then_id(
             f"{prefix}:{name}".encode() for name in ("jobs", "order", "retries")
         ]
         assert await client.hlen(f"{prefix}:jobs") == 29
-        order: list[tuple[bytes, float]] = await client.zrange(
-            f"{prefix}:order", 0, -1, withscores=True
+        order = cast(
+            "list[tuple[bytes, float]]",
+            await client.zrange(f"{prefix}:order", 0, -1, withscores=True),
         )
         assert [int(member) for member, _ in order] == [
             i for _, i in sorted((i % 3, i) for i in range(1, 31)) if i != 7
