@@ -10,7 +10,8 @@ from typing import Unpack
 
 import pytest
 
-from geartrain.server.persistence._batch import Batch, StoreOptions, backoff_delay, check_prefix
+from geartrain.server.persistence._batch import Batch, StoreOptions, backoff_delay
+from geartrain.server.persistence._rows import check_prefix
 from geartrain.server.persistence.base import QueueError, StoredJob
 from geartrain.server.persistence.memory import MemoryBacking, MemoryStore
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable
@@ -438,45 +437,3 @@ class GroupCommitStore(ABC):
             self.reconnects += 1
             self._down_reason = None
             self._failures = 0
-
-
-_PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}\Z")
-
-
-def check_prefix(prefix: str) -> str:
-    """Validate a table/key prefix; it is spliced into SQL, so it must be a plain name.
-
-    48 characters leaves room for the ``_jobs`` suffix within MySQL's 64-character
-    identifier limit (PostgreSQL allows 63).
-    """
-    if not _PREFIX_RE.match(prefix):
-        raise ValueError(
-            f"invalid queue prefix {prefix!r}: use letters, digits and _ "
-            "(not starting with a digit), at most 48 characters"
-        )
-    return prefix
-
-
-#: Column order of :func:`as_row`, shared by the SQL backends.
-SQL_COLUMNS = "id, priority, function, unique_key, data, when_to_run, reducer, retries"
-SqlRow = tuple[int, int, bytes, bytes, bytes, int, bytes, int]
-
-
-def as_row(job: StoredJob) -> SqlRow:
-    """``job`` as a row in :data:`SQL_COLUMNS` order."""
-    return (job.id, job.priority, job.function, job.unique, job.data, job.when, job.reducer,
-            job.retries)  # fmt: skip
-
-
-def from_row(row: SqlRow) -> StoredJob:
-    """Inverse of :func:`as_row`; bytes() accepts memoryview and bytearray rows too."""
-    return StoredJob(
-        id=int(row[0]),
-        priority=int(row[1]),
-        function=bytes(row[2]),
-        unique=bytes(row[3]),
-        data=bytes(row[4]),
-        when=int(row[5]),
-        reducer=bytes(row[6]),
-        retries=int(row[7]),
-    )

@@ -28,15 +28,8 @@ import contextlib
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Unpack
 
-from ._batch import (
-    SQL_COLUMNS,
-    Batch,
-    GroupCommitStore,
-    StoreOptions,
-    as_row,
-    check_prefix,
-    from_row,
-)
+from ._batch import Batch, GroupCommitStore, StoreOptions
+from ._rows import SQL_COLUMNS, as_row, check_prefix, from_row
 from .base import QueueError, StoredJob
 
 if TYPE_CHECKING:

@@ -21,15 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Unpack
 
-from ._batch import (
-    SQL_COLUMNS,
-    Batch,
-    GroupCommitStore,
-    StoreOptions,
-    as_row,
-    check_prefix,
-    from_row,
-)
+from ._batch import Batch, GroupCommitStore, StoreOptions
+from ._rows import SQL_COLUMNS, as_row, check_prefix, from_row
 from .base import StoredJob
 
 if TYPE_CHECKING:

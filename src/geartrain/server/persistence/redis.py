@@ -19,10 +19,10 @@ Layout (three keys per queue, so ``load`` never needs ``KEYS`` or ``SCAN``):
 
 A hash per job (``<prefix>:job:<id>``) was the alternative. Three fixed keys win on
 every count that matters here: no per-key overhead (~70 bytes each in Redis) for
-millions of jobs, ``load`` fetches ``LOAD_CHUNK`` records with one ``HMGET`` instead of
-one command per key (and needs the index sorted set either way), ``HLEN``/``ZCARD`` give the queue size atomically, and an operator can delete
-a queue with one ``DEL``. The cost: a queue lives on one Redis node (no sharding, as
-with any single sorted set).
+millions of jobs; ``load`` fetches ``LOAD_CHUNK`` records with one ``HMGET`` instead of
+one command per key (and needs the index sorted set either way); ``HLEN``/``ZCARD``
+give the queue size atomically; an operator deletes a queue with one ``DEL``. The
+cost: a queue lives on one Redis node (no sharding, as with any single sorted set).
 
 Every batch is one ``MULTI … EXEC`` pipeline: one round trip, applied atomically.
 Unlike gearmand's redis queue (which refuses them), epoch jobs are stored like any other.
@@ -42,7 +42,8 @@ import struct
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Unpack, cast
 
-from ._batch import Batch, GroupCommitStore, StoreOptions, check_prefix
+from ._batch import Batch, GroupCommitStore, StoreOptions
+from ._rows import check_prefix
 from .base import QueueError, StoredJob
 
 if TYPE_CHECKING:

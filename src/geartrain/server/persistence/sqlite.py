@@ -41,15 +41,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar, Unpack
 
-from ._batch import (
-    SQL_COLUMNS,
-    Batch,
-    GroupCommitStore,
-    StoreOptions,
-    as_row,
-    check_prefix,
-    from_row,
-)
+from ._batch import Batch, GroupCommitStore, StoreOptions
+from ._rows import SQL_COLUMNS, as_row, check_prefix, from_row
 from .base import QueueError, StoredJob
 
 T = TypeVar("T")
