@@ -98,9 +98,14 @@ class Harness:
         """Delete the tables/keys this harness created."""
 
     async def teardown(self) -> None:
-        for store in self.stores:
-            await store.close()
-        await self.drop()
+        try:
+            # A store stuck in a failed test must not keep its table alive.
+            await asyncio.gather(
+                *(asyncio.wait_for(store.close(), 15) for store in self.stores),
+                return_exceptions=True,
+            )
+        finally:
+            await self.drop()
 
 
 class MemoryHarness(Harness):
