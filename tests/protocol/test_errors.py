@@ -217,6 +217,20 @@ class TestMissingNuls:
         assert events[0].type == P.SUBMIT_JOB
         assert events[1] == NEXT_PACKET
 
+    @pytest.mark.parametrize("ptype", [P.SUBMIT_JOB, P.WORK_COMPLETE, P.SUBMIT_REDUCE_JOB])
+    def test_large_body_short_of_nuls_in_one_read(self, ptype: int) -> None:
+        # Large bodies take their own path (data handed out without a copy); the
+        # search for NULs must still stop at the end of the body, not find the
+        # NUL that starts the next packet's magic.
+        body = b"f" * 100_000
+        wire = header(REQ, ptype, len(body)) + body + NEXT
+        events = Decoder().feed(wire)
+        assert len(events) == 2
+        assert isinstance(events[0], BadPacket)
+        assert events[0].code == ErrorCode.INVALID_PACKET
+        assert events[0].type == ptype
+        assert events[1] == NEXT_PACKET
+
     def test_decoder_keeps_working_after_many_bad_packets(self) -> None:
         bad = header(REQ, P.WORK_STATUS, 3) + b"abc"
         decoder = Decoder()

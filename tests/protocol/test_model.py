@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from geartrain.protocol.codec import Decoder, Event
-from geartrain.protocol.constants import REQ
+from geartrain.protocol.constants import REQ, RES
 
 from .helpers import check_event_shape
 from .strategies import Message, comparable, messages
@@ -66,10 +66,26 @@ class DecoderMachine(RuleBasedStateMachine):
         self.returned_exactly_the_complete_messages()
 
 
-TestDecoderMachine = DecoderMachine.TestCase
-TestDecoderMachine.settings = settings(
+class ClientDecoderMachine(DecoderMachine):
+    """The same model for a client or worker: response magic, no text lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoder = Decoder(expect=RES, text=False)
+
+    @rule(message=messages(RES, text=False, large=True))
+    def queue(self, message: Message) -> None:
+        self.stream += message.wire
+        self.expected.append((len(self.stream), message.event))
+
+
+MODEL_SETTINGS = settings(
     max_examples=60,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+TestDecoderMachine = DecoderMachine.TestCase
+TestDecoderMachine.settings = MODEL_SETTINGS
+TestClientDecoderMachine = ClientDecoderMachine.TestCase
+TestClientDecoderMachine.settings = MODEL_SETTINGS
