@@ -13,7 +13,6 @@ import sqlite3
 import struct
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,7 +27,7 @@ from geartrain.server.persistence.gearmand_import import (
     rows_to_jobs,
 )
 from geartrain.server.persistence.sqlite import SqliteStore
-from tests.support import GEARMAND, ServerProcess, start_gearmand
+from tests.support import GEARMAND, ServerProcess, free_port, wait_for_port
 
 from .conftest import MYSQL_URL, POSTGRES_URL, require_service
 
@@ -78,12 +77,31 @@ def submit_raw(server: ServerProcess, kind: int, *args: bytes) -> None:
     assert (magic, kind) == (b"\0RES", JOB_CREATED), (kind, payload)
 
 
-def fill_gearmand(args: list[str]) -> None:
-    """Run gearmand with ``args``, queue the test jobs, stop it cleanly."""
+def start_gearmand(args: list[str], workdir: Path) -> ServerProcess:
+    """gearmand on a free port, with its pid file in ``workdir``.
+
+    Not ``--pid-file=/dev/null``: gearmand unlinks its pid file when it exits, which
+    would delete /dev/null itself.
+    """
+    assert GEARMAND is not None
+    port = free_port()
+    cmd = [GEARMAND, "-L", "127.0.0.1", "-p", str(port), "--threads=0", "-l", "none",
+           f"--pid-file={workdir / 'gearmand.pid'}", *args]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    server = ServerProcess("gearmand", port, proc)
     try:
-        server = start_gearmand(args)
+        wait_for_port("127.0.0.1", port, proc=proc)
     except (RuntimeError, TimeoutError) as exc:
+        server.kill()
         pytest.skip(f"gearmand would not start with {' '.join(args)}: {exc}")
+    return server
+
+
+def fill_gearmand(args: list[str], workdir: Path) -> None:
+    """Run gearmand with ``args``, queue the test jobs, stop it cleanly."""
+    server = start_gearmand(args, workdir)
     try:
         for function, unique, data, flag, _ in SUBMISSIONS:
             submit_cli(server, function, unique, data, flag)
@@ -115,7 +133,7 @@ def check_imported(jobs: list[StoredJob], first_id: int) -> None:
 async def test_import_from_gearmand_sqlite(tmp_path: Path) -> None:
     need_gearmand()
     db = tmp_path / "gearmand.db"
-    fill_gearmand(["-q", "libsqlite3", "--libsqlite3-db", str(db)])
+    fill_gearmand(["-q", "libsqlite3", "--libsqlite3-db", str(db)], tmp_path)
 
     jobs = read_gearmand_sqlite(str(db), first_id=41)
 
@@ -131,32 +149,20 @@ async def test_import_from_gearmand_sqlite(tmp_path: Path) -> None:
     await reopened.close()
 
 
-@pytest.fixture
-def mysql_table() -> Iterator[str]:
+async def test_import_from_gearmand_mysql(tmp_path: Path) -> None:
+    need_gearmand()
     require_service("mysql")
     table = f"gt_gearmand_{uuid.uuid4().hex[:10]}"
-    yield table
-    subprocess.run(
-        ["mysql", "-h", "127.0.0.1", "-u", "root", "test", "-e", f"DROP TABLE IF EXISTS {table}"],
-        capture_output=True,
-        timeout=15,
-        check=False,
-    )
-
-
-async def test_import_from_gearmand_mysql(mysql_table: str) -> None:
-    need_gearmand()
     parts = urlsplit(MYSQL_URL)
-    database = parts.path.lstrip("/")
-    fill_gearmand([
-        "-q", "MySQL", f"--mysql-host={parts.hostname}", f"--mysql-port={parts.port}",
-        f"--mysql-user={parts.username}", f"--mysql-db={database}",
-        f"--mysql-table={mysql_table}",
-    ])  # fmt: skip
     try:
-        jobs = await read_gearmand_queue(f"{MYSQL_URL}?table={mysql_table}", first_id=1)
+        fill_gearmand([
+            "-q", "MySQL", f"--mysql-host={parts.hostname}", f"--mysql-port={parts.port}",
+            f"--mysql-user={parts.username}", f"--mysql-db={parts.path.lstrip('/')}",
+            f"--mysql-table={table}",
+        ], tmp_path)  # fmt: skip
+        jobs = await read_gearmand_queue(f"{MYSQL_URL}?table={table}", first_id=1)
     finally:
-        await _drop_mysql(mysql_table)
+        await _drop_mysql(table)
     check_imported(jobs, 1)
 
 
@@ -174,7 +180,7 @@ async def _drop_mysql(table: str) -> None:
         con.close()
 
 
-async def test_import_from_gearmand_postgres() -> None:
+async def test_import_from_gearmand_postgres(tmp_path: Path) -> None:
     need_gearmand()
     require_service("postgres")
     table = f"gt_gearmand_{uuid.uuid4().hex[:10]}"
@@ -184,7 +190,9 @@ async def test_import_from_gearmand_postgres() -> None:
         f" user={parts.username}"
     )
     try:
-        fill_gearmand(["-q", "Postgres", "--libpq-conninfo", conninfo, f"--libpq-table={table}"])
+        fill_gearmand(
+            ["-q", "Postgres", "--libpq-conninfo", conninfo, f"--libpq-table={table}"], tmp_path
+        )
         jobs = await read_gearmand_queue(POSTGRES_URL, table=table, first_id=7)
     finally:
         import asyncpg

@@ -30,7 +30,7 @@ Failures:
 * If that reconnect fails too, the store goes *down*: pending adds fail, new adds fail
   fast, and the writer reconnects with jittered exponential backoff until it succeeds
   (or the store is closed), then resumes with the removes it kept.
-* Any other failure (disk full, constraint, oversized packet) fails that batch's adds
+* Any other failure (disk full, a locked file, a constraint) fails that batch's adds
   and leaves the connection up; the next batch waits a backoff delay so that kept
   removes that keep failing cannot spin the loop.
 
@@ -201,7 +201,10 @@ class GroupCommitStore(ABC):
 
     @abstractmethod
     async def _load(self) -> list[StoredJob]:
-        """Every record, in ascending id order (the base sorts by priority, stably)."""
+        """Every record in id order, or already in (priority, id) order.
+
+        The base then sorts by priority alone, stably, which yields (priority, id).
+        """
 
     @abstractmethod
     async def _write(self, batch: Batch) -> None:
