@@ -29,6 +29,7 @@ from typing import Any
 import loadgen
 import procstat
 import servers
+import spy
 from loadgen import Load
 
 HI, LO = "+", "-"
@@ -153,7 +154,9 @@ def noisy(res: dict[str, Any]) -> bool:
     return bool(res.get("ok")) and res.get("foreign_cpu_s", 0.0) > 0.15 * wall + 0.2
 
 
-def measure(row: Row, spec: servers.ServerSpec, opts: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    row: Row, spec: servers.ServerSpec, opts: argparse.Namespace, rnd: int
+) -> dict[str, Any]:
     """One row against one fresh server; a disturbed run is repeated, the quietest kept."""
     best: dict[str, Any] | None = None
     for attempt in range(1 + opts.retry_noisy):
@@ -161,8 +164,17 @@ def measure(row: Row, spec: servers.ServerSpec, opts: argparse.Namespace) -> dic
         load = copy.deepcopy(quick(row.load) if opts.quick else row.load)
         load.timeout = opts.timeout
         try:
-            with servers.running(spec, opts.server_log) as srv:
+            with servers.running(spec, opts.server_log, load.size) as srv:
+                recorder = None
+                if opts.profile and "geartrain" in spec.command:
+                    path = os.path.join(opts.profile, f"{row.name}-{spec.name}-r{rnd}.txt")
+                    recorder = spy.start(srv.pid, path)
+                    time.sleep(0.5)  # py-spy attaches
                 res = loadgen.run(load, srv.port, srv.pid)
+                if recorder is not None:
+                    spy.stop(recorder)
+                    res["profile"] = path
+                    log("\n".join(spy.summarize(path, 8)))
                 if srv.proc.poll() is not None:
                     res.update(ok=False, error=f"server exited with {srv.proc.returncode}")
         except RuntimeError as exc:
@@ -324,6 +336,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--settle", type=float, default=5.0, help="max s to wait for an idle machine")
     ap.add_argument("--retry-noisy", type=int, default=1, help="re-runs of a disturbed row run")
     ap.add_argument("--server-log", default="", help="server output (default: a temp file)")
+    ap.add_argument(
+        "--profile",
+        default="",
+        metavar="DIR",
+        help="record geartrain servers with py-spy into DIR (adds its overhead to their figures)",
+    )
     opts = ap.parse_args(argv)
     if opts.quick and "--rounds" not in " ".join(argv or sys.argv):
         opts.rounds = 1
@@ -339,6 +357,7 @@ def pick_servers(opts: argparse.Namespace) -> list[servers.ServerSpec]:
         old = [s for s in specs if s.name == name]
         if old:
             old[0].command = cmd
+            old[0].big_args = ""
         else:
             specs.append(servers.ServerSpec(name, cmd))
     if opts.only:
@@ -357,20 +376,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"unknown rows {unknown}; have {list(ROWS)}")
     rows = [ROWS[n] for n in names_wanted]
     specs = pick_servers(opts)
-    names = [s.name for s in specs]
+    if opts.profile:
+        if not spy.available():
+            sys.exit("--profile needs py-spy: pip install py-spy")
+        os.makedirs(opts.profile, exist_ok=True)
     if not opts.server_log:
         fd, opts.server_log = tempfile.mkstemp(prefix="geartrain-bench-", suffix=".log")
         os.close(fd)
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
-        "python": platform.python_version(),
-        "servers": {
-            s.name: {"command": s.command, "version": servers.version_of(s)} for s in specs
-        },
-        "rounds": opts.rounds,
-        "quick": opts.quick,
-    }
+    meta = describe(specs, opts)
     for s in specs:
         log(f"{s.name}: {meta['servers'][s.name]['version']}: {s.command}")
     log(f"server output goes to {opts.server_log}")
@@ -380,13 +393,38 @@ def main(argv: list[str] | None = None) -> int:
         log(f"round {rnd + 1}/{opts.rounds}")
         for row in rows:
             for spec in specs:
-                res = measure(row, spec, opts)
+                res = measure(row, spec, opts, rnd)
                 res["round"] = rnd
                 results.append(res)
+    return report(results, rows, specs, meta, opts, time.monotonic() - t0)
+
+
+def describe(specs: list[servers.ServerSpec], opts: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
+        "python": platform.python_version(),
+        "servers": {
+            s.name: {"command": s.command, "version": servers.version_of(s)} for s in specs
+        },
+        "rounds": opts.rounds,
+        "quick": opts.quick,
+    }
+
+
+def report(
+    results: list[dict[str, Any]],
+    rows: list[Row],
+    specs: list[servers.ServerSpec],
+    meta: dict[str, Any],
+    opts: argparse.Namespace,
+    elapsed: float,
+) -> int:
+    names = [s.name for s in specs]
     table = summarize(results, rows, names)
     print(
         f"\n{meta['date']}, {meta['host']}, Python {meta['python']}; {opts.rounds} round(s) "
-        f"alternating {' '.join(names)}, {time.monotonic() - t0:.0f} s"
+        f"alternating {' '.join(names)}, {elapsed:.0f} s"
         + (" (QUICK: reduced counts, not comparable to full runs)" if opts.quick else "")
     )
     for s in specs:

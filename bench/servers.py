@@ -25,10 +25,21 @@ GEARMAND_ARGS = "-L 127.0.0.1 -p {port} --threads=0 -q builtin -l none --hashtab
 GEARTRAIN_ARGS = "-m geartrain serve -L 127.0.0.1 -p {port}"
 
 
+#: geartrain refuses packets over 64 MiB by default (gearmand has no cap); rows with
+#: bigger payloads start it with a cap that fits them.
+BIG_PACKET_ARGS = "--max-packet-size 536870912"
+
+
 @dataclass
 class ServerSpec:
     name: str
     command: str  # template: {port}, {tmp}
+    big_args: str = ""  # appended for payloads over 64 MiB
+
+    def command_for(self, payload_size: int) -> str:
+        if self.big_args and payload_size > 64 << 20:
+            return f"{self.command} {self.big_args}"
+        return self.command
 
 
 def default_specs(sqlite: bool) -> list[ServerSpec]:
@@ -81,11 +92,14 @@ def _listening(port: int) -> bool:
 class Server:
     """One running server process."""
 
-    def __init__(self, spec: ServerSpec, log_path: str, start_timeout: float = 20.0) -> None:
+    def __init__(
+        self, spec: ServerSpec, log_path: str, payload_size: int = 0, start_timeout: float = 20.0
+    ) -> None:
         self.spec = spec
         self.port = free_port()
         self.tmp = tempfile.mkdtemp(prefix="geartrain-bench-")
-        argv = shlex.split(spec.command.format(port=self.port, tmp=self.tmp))
+        command = spec.command_for(payload_size)
+        argv = shlex.split(command.format(port=self.port, tmp=self.tmp))
         with open(log_path, "ab") as log:
             log.write(f"\n=== {' '.join(argv)}\n".encode())
             log.flush()
@@ -119,8 +133,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(spec: ServerSpec, log_path: str) -> Iterator[Server]:
-    server = Server(spec, log_path)
+def running(spec: ServerSpec, log_path: str, payload_size: int = 0) -> Iterator[Server]:
+    server = Server(spec, log_path, payload_size)
     try:
         yield server
     finally:

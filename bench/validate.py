@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 run.settle(opts.settle)
                 load = copy.deepcopy(row.load)
                 load.timeout = opts.timeout
-                with servers.running(spec, log_path) as srv:
+                with servers.running(spec, log_path, load.size) as srv:
                     if harness == "gearbench":
                         res = run_gearbench(opts.gearbench, load, srv, opts.timeout)
                     else:
