@@ -9,7 +9,10 @@ from collections.abc import Callable
 from typing import Unpack
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from geartrain.server.persistence import redis as redis_record
 from geartrain.server.persistence._batch import Batch, StoreOptions, backoff_delay
 from geartrain.server.persistence._rows import check_prefix
 from geartrain.server.persistence.base import QueueError, StoredJob
@@ -201,3 +204,74 @@ async def test_close_fails_the_adds_of_a_write_that_never_returns() -> None:
 
     with pytest.raises(QueueError, match="closed"):
         await asyncio.wait_for(pending, 1)
+
+
+# -- properties ------------------------------------------------------------------------
+
+
+@st.composite
+def operation_sequences(draw: st.DrawFn) -> list[tuple[str, int, int]]:
+    """add/remove/retries sequences as the server makes them: ids are never reused."""
+    ops: list[tuple[str, int, int]] = []
+    next_id, added = 1, list[int]()
+    for _ in range(draw(st.integers(0, 40))):
+        kind = draw(st.sampled_from(["add", "add", "remove", "retries"]))
+        if kind == "add" or not added:
+            ops.append(("add", next_id, draw(st.integers(0, 2))))
+            added.append(next_id)
+            next_id += 1
+        else:
+            ops.append((kind, draw(st.sampled_from(added)), draw(st.integers(0, 5))))
+    return ops
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=operation_sequences(), max_batch=st.integers(1, 8))
+def test_any_batching_has_the_effect_of_applying_operations_in_order(
+    ops: list[tuple[str, int, int]], max_batch: int
+) -> None:
+    model: dict[int, StoredJob] = {}
+    for kind, job_id, value in ops:
+        if kind == "add":
+            model[job_id] = StoredJob(job_id, b"f", b"", b"%d" % job_id, value)
+        elif kind == "remove":
+            model.pop(job_id, None)
+        elif job_id in model:
+            model[job_id].retries = value
+
+    async def run() -> dict[int, StoredJob]:
+        backing = MemoryBacking()
+        store = MemoryStore(backing, max_batch=max_batch)
+        await store.open()
+        adds = []
+        for kind, job_id, value in ops:
+            if kind == "add":
+                adds.append(store.add(StoredJob(job_id, b"f", b"", b"%d" % job_id, value)))
+            elif kind == "remove":
+                store.remove(job_id)
+            else:
+                store.update_retries(job_id, value)
+            if job_id % 3 == 0:
+                await asyncio.sleep(0)  # let some batches go out mid-sequence
+        await asyncio.gather(*adds)
+        await store.close()
+        return backing.jobs
+
+    assert asyncio.run(run()) == model
+
+
+@given(
+    job=st.builds(
+        StoredJob,
+        id=st.integers(0, 2**51 - 1),
+        function=st.binary(max_size=40),
+        unique=st.binary(max_size=70),
+        data=st.binary(max_size=300),
+        priority=st.integers(0, 2),
+        when=st.integers(-(2**63), 2**63 - 1),
+        reducer=st.binary(max_size=20),
+        retries=st.just(0),
+    )
+)
+def test_redis_record_round_trips(job: StoredJob) -> None:
+    assert redis_record.unpack(job.id, redis_record.pack(job), 0) == job
