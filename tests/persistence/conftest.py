@@ -59,6 +59,63 @@ def require_service(kind: str) -> None:
         unavailable(f"{kind} server not reachable at {host}:{port}: {exc}")
 
 
+class TcpProxy:
+    """A TCP relay in front of a service; ``cut`` simulates the service going away.
+
+    ``cut`` aborts every relayed connection and stops listening (clients then get
+    "connection refused"); ``start`` listens again on the same port.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._transports: set[asyncio.WriteTransport] = set()
+
+    def url_for(self, url: str) -> str:
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@" if credentials else ""
+        return parts._replace(netloc=f"{netloc}127.0.0.1:{self.port}").geturl()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        for transport in self._transports:
+            transport.abort()
+        self._transports.clear()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._transports |= {writer.transport, up_writer.transport}
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def unique_prefix() -> str:
     return f"gt_test_{uuid.uuid4().hex[:12]}"
 
@@ -68,27 +125,53 @@ class Harness:
 
     kind = "?"
 
+    #: The service URL (network backends only).
+    url = ""
+
     def __init__(self) -> None:
         self.prefix = unique_prefix()
         self.stores: list[GroupCommitStore] = []
+        self.proxy: TcpProxy | None = None
 
-    def _build(self, **options: Any) -> GroupCommitStore:
+    def _build(self, url: str, **options: Any) -> GroupCommitStore:
         raise NotImplementedError
 
-    def make(self, **options: Any) -> GroupCommitStore:
-        """A new, unopened store on this harness's storage."""
+    def make(self, *, proxied: bool = False, **options: Any) -> GroupCommitStore:
+        """A new, unopened store on this harness's storage.
+
+        ``proxied`` routes it through :attr:`proxy`, so that :meth:`cut` can take the
+        service away from it (start the proxy first with :meth:`start_proxy`).
+        """
         options.setdefault("backoff_initial", 0.01)
         options.setdefault("backoff_max", 0.2)
         options.setdefault("close_timeout", 5.0)
         options.setdefault("timeout", 10.0)
-        store = self._build(**options)
+        url = self.url
+        if proxied and url:  # (memory has no URL: it cuts its backing instead)
+            assert self.proxy is not None
+            url = self.proxy.url_for(url)
+        store = self._build(url, **options)
         self.stores.append(store)
         return store
 
-    async def opened(self, **options: Any) -> GroupCommitStore:
-        store = self.make(**options)
+    async def opened(self, *, proxied: bool = False, **options: Any) -> GroupCommitStore:
+        store = self.make(proxied=proxied, **options)
         await store.open()
         return store
+
+    async def start_proxy(self) -> None:
+        parts = urlsplit(self.url)
+        self.proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 0)
+        await self.proxy.start()
+
+    async def cut(self) -> None:
+        """The service becomes unreachable for proxied stores (connections drop)."""
+        assert self.proxy is not None
+        await self.proxy.cut()
+
+    async def restore(self) -> None:
+        assert self.proxy is not None
+        await self.proxy.start()
 
     async def kill(self, store: GroupCommitStore) -> None:
         """Make the server side drop ``store``'s connection."""
@@ -105,6 +188,8 @@ class Harness:
                 return_exceptions=True,
             )
         finally:
+            if self.proxy is not None:
+                await self.proxy.cut()
             await self.drop()
 
 
@@ -115,12 +200,24 @@ class MemoryHarness(Harness):
         super().__init__()
         self.backing = MemoryBacking()
 
-    def _build(self, **options: Any) -> GroupCommitStore:
+    def _build(self, url: str, **options: Any) -> GroupCommitStore:
         return MemoryStore(self.backing, **options)
 
     async def kill(self, store: GroupCommitStore) -> None:
         assert isinstance(store, MemoryStore)
         store.break_connection()
+
+    async def start_proxy(self) -> None:
+        pass  # the backing itself can refuse connections
+
+    async def cut(self) -> None:
+        self.backing.refuse_connects = True
+        for store in self.stores:
+            assert isinstance(store, MemoryStore)
+            store.break_connection()
+
+    async def restore(self) -> None:
+        self.backing.refuse_connects = False
 
 
 class SqliteHarness(Harness):
@@ -130,19 +227,18 @@ class SqliteHarness(Harness):
         super().__init__()
         self.path = str(directory / "queue.db")
 
-    def _build(self, **options: Any) -> GroupCommitStore:
+    def _build(self, url: str, **options: Any) -> GroupCommitStore:
         return SqliteStore(self.path, prefix=self.prefix, **options)
 
 
 class PostgresHarness(Harness):
     kind = "postgres"
+    url = POSTGRES_URL
 
-    def _build(self, **options: Any) -> GroupCommitStore:
+    def _build(self, url: str, **options: Any) -> GroupCommitStore:
         from geartrain.server.persistence.postgres import PostgresStore
 
-        return PostgresStore(
-            POSTGRES_URL, prefix=self.prefix, application_name=self.prefix, **options
-        )
+        return PostgresStore(url, prefix=self.prefix, application_name=self.prefix, **options)
 
     async def _admin(self, func: Callable[[Any], Awaitable[Any]]) -> Any:
         import asyncpg
@@ -169,11 +265,12 @@ class PostgresHarness(Harness):
 
 class MysqlHarness(Harness):
     kind = "mysql"
+    url = MYSQL_URL
 
-    def _build(self, **options: Any) -> GroupCommitStore:
+    def _build(self, url: str, **options: Any) -> GroupCommitStore:
         from geartrain.server.persistence.mysql import MysqlStore
 
-        parts = urlsplit(MYSQL_URL)
+        parts = urlsplit(url)
         return MysqlStore(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 3306,
@@ -212,11 +309,12 @@ class MysqlHarness(Harness):
 
 class RedisHarness(Harness):
     kind = "redis"
+    url = REDIS_URL
 
-    def _build(self, **options: Any) -> GroupCommitStore:
+    def _build(self, url: str, **options: Any) -> GroupCommitStore:
         from geartrain.server.persistence.redis import RedisStore
 
-        return RedisStore(REDIS_URL, prefix=self.prefix, client_name=self.prefix, **options)
+        return RedisStore(url, prefix=self.prefix, client_name=self.prefix, **options)
 
     async def kill(self, store: GroupCommitStore) -> None:
         from redis.asyncio import Redis

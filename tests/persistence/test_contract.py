@@ -234,3 +234,39 @@ async def test_reconnects_after_server_kills_connection(connected_harness: Harne
     assert 1 not in loaded
     assert loaded[2].retries == 5
     assert acked - {1} <= set(loaded), sorted(acked - {1} - set(loaded))
+
+
+async def test_outage_fails_adds_fast_keeps_removes_and_recovers(
+    connected_harness: Harness,
+) -> None:
+    harness = connected_harness
+    await harness.start_proxy()
+    store = await harness.opened(proxied=True)
+    acked: set[int] = set()
+    await asyncio.gather(*(store.add(job(i)) for i in range(1, 11)))
+    acked.update(range(1, 11))
+
+    await harness.cut()
+    store.remove(1)
+    store.update_retries(2, 4)
+    # The first write after the cut finds the backend gone and the store goes down.
+    deadline = time.monotonic() + 20
+    next_id = 100
+    while not store.is_down:
+        assert time.monotonic() < deadline, "the outage was never noticed"
+        with pytest.raises(QueueError):
+            await asyncio.wait_for(store.add(job(next_id)), 15)
+        next_id += 1
+    started = time.monotonic()
+    with pytest.raises(QueueError, match="unavailable"):
+        await store.add(job(next_id))
+    assert time.monotonic() - started < 0.1  # fails fast: no round trip while down
+
+    await harness.restore()
+    await _add_until_success(store, next_id + 1, acked)
+    await store.close()
+
+    loaded = {j.id: j for j in await reload(harness)}
+    assert 1 not in loaded  # the remove was kept through the outage
+    assert loaded[2].retries == 4
+    assert acked - {1} <= set(loaded)
