@@ -12,9 +12,11 @@ URL                                         store
 ``postgres://…``                            ``pip install 'geartrain[postgres]'``
 ``mysql://user:pw@host:3306/db``            :class:`~.mysql.MysqlStore`, needs
 ``mariadb://…``                             ``pip install 'geartrain[mysql]'``
-``redis://host:6379/0``, ``rediss://…``     :class:`~.redis.RedisStore`, needs
-                                            ``pip install 'geartrain[redis]'``
+``redis://host:6379/0``, ``rediss://…``,    :class:`~.redis.RedisStore`, needs
+``unix:///path/redis.sock``                 ``pip install 'geartrain[redis]'``
 ==========================================  ==============================================
+
+A relative SQLite path is relative to the server's working directory.
 
 Query parameters understood for every backend (and removed before the URL reaches the
 driver):
@@ -22,7 +24,8 @@ driver):
 * ``prefix=NAME``: names the storage: table ``NAME_jobs`` for SQL backends, keys
   ``NAME:jobs`` / ``NAME:order`` / ``NAME:retries`` for Redis. Overrides the ``prefix``
   argument of :func:`open_store` (default ``geartrain``). ``table=NAME`` is accepted as a
-  synonym. Letters, digits and ``_`` only.
+  synonym and means the same (``?table=myqueue`` gives table ``myqueue_jobs``: one rule
+  for every backend). Letters, digits and ``_`` only, at most 48 characters.
 * ``batch=N``: at most N operations per transaction (default 5000).
 * ``timeout=SECONDS``: a write slower than this counts as a lost connection (default 30).
 
