@@ -8,7 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -109,44 +111,11 @@ def start_geartrain(
 def start_gearmand(
     args: Sequence[str] = (), port: int | None = None, log_path: str | None = None
 ) -> ServerProcess:
-    """Start the real C gearmand (Debian's gearman-job-server) on 127.0.0.1."""
-    if GEARMAND is None:
-        raise RuntimeError("gearmand is not installed (apt-get install gearman-job-server)")
-    port = port or free_port()
-    cmd = [
-        GEARMAND,
-        "-L",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "--threads=0",
-        "-l",
-        log_path or "none",
-        "--pid-file=/dev/null",
-        *args,
-    ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-    )
-    server = ServerProcess("gearmand", port, proc, log_path=log_path or "")
-    try:
-        wait_for_port("127.0.0.1", port, proc=proc)
-    except BaseException:
-        server.kill()
-        raise
-    return server
+    """Start the real C gearmand (Debian's gearman-job-server) on 127.0.0.1.
 
-
-# gearmand deletes its pid file when it exits, so the "--pid-file=/dev/null" used by
-# start_gearmand above removes the machine's /dev/null (every later redirection to it then
-# creates a plain file). This replacement gives each gearmand a pid file of its own in a
-# private temporary directory, removed when the server is stopped.
-def _start_gearmand_with_own_pid_file(
-    args: Sequence[str] = (), port: int | None = None, log_path: str | None = None
-) -> ServerProcess:
-    import tempfile
-    import weakref
-
+    Each gets a pid file in a private temporary directory: gearmand deletes its pid
+    file when it exits, so pointing it at /dev/null would delete /dev/null.
+    """
     if GEARMAND is None:
         raise RuntimeError("gearmand is not installed (apt-get install gearman-job-server)")
     port = port or free_port()
@@ -177,6 +146,3 @@ def _start_gearmand_with_own_pid_file(
     finally:
         weakref.finalize(server, shutil.rmtree, piddir, ignore_errors=True)
     return server
-
-
-start_gearmand = _start_gearmand_with_own_pid_file  # noqa: F811
