@@ -475,3 +475,26 @@ def test_server_survives_abrupt_disconnects(any_server: ServerProcess) -> None:
         kind, _ = worker.recv()
         assert kind == P.NO_JOB  # the half-sent job never existed
     server_alive(any_server)
+
+
+def test_functions_outlive_their_workers_and_duplicate_can_do(any_server: ServerProcess) -> None:
+    """gearmand counts a repeated CAN_DO twice; geartrain counts it once (documented in the
+    README, allowed by PROTOCOL.md §15.15)."""
+    with Conn(any_server) as worker:
+        worker.register(b"dup", b"dup")
+        if is_gearmand(any_server):
+            assert admin(any_server, "status") == b"dup\t0\t0\t2\n.\n"
+            assert b" 127.0.0.1 - : dup dup\n" in admin(any_server, "workers")
+        else:
+            assert admin(any_server, "status") == b"dup\t0\t0\t1\n.\n"
+            assert b" 127.0.0.1 - : dup\n" in admin(any_server, "workers")
+    with Conn(any_server) as conn:
+        assert conn.admin("status") == b"dup\t0\t0\t0\n.\n"
+
+
+def test_client_id_up_to_127_bytes(any_server: ServerProcess) -> None:
+    client_id = bytes(range(0x41, 0x41 + 26)) * 5  # 130 bytes, no spaces
+    with Conn(any_server) as conn:
+        conn.register(b"cid", client_id=client_id)
+        workers = conn.admin("workers")
+    assert b" " + client_id[:127] + b" : cid\n" in workers
