@@ -23,6 +23,7 @@ Three rules keep this fast and safe:
 
 from __future__ import annotations
 
+import mmap
 import struct
 from typing import Final, NamedTuple
 
@@ -48,6 +49,8 @@ _pack_header = _HEADER.pack
 #: Incomplete bodies above this size are collected in a preallocated buffer
 #: instead of re-joining the tail on every read.
 _ACCUMULATE_AT: Final = 4096
+#: Bodies at least this large are collected in an anonymous memory mapping.
+_MAP_AT: Final = 1 << 20
 #: Trailing data above this size is returned as a memoryview (no copy).
 _VIEW_AT: Final = 65536
 
@@ -82,8 +85,11 @@ class BadPacket(NamedTuple):
 Event = Packet | AdminLine | BadPacket
 
 
-def _slice(buf: bytes | bytearray, start: int, end: int) -> Data:
-    if end - start >= _VIEW_AT and isinstance(buf, bytearray):
+Buffer = bytes | bytearray | mmap.mmap
+
+
+def _slice(buf: Buffer, start: int, end: int) -> Data:
+    if end - start >= _VIEW_AT and not isinstance(buf, bytes):
         return memoryview(buf)[start:end]
     return bytes(buf[start:end])
 
@@ -120,7 +126,7 @@ class Decoder:
         self.max_size = max_size
         self.text = text
         self._rest = b""
-        self._acc: bytearray | None = None
+        self._acc: mmap.mmap | bytearray | None = None
         self._acc_fill = 0
         self._acc_head: tuple[bytes, int] = (b"", 0)
         self._dead = False
@@ -212,7 +218,10 @@ class Decoder:
     def _start_accumulator(
         self, magic: bytes, ptype: int, size: int, buf: bytes, start: int, events: list[Event]
     ) -> None:
-        self._acc = bytearray(size)
+        # Above _MAP_AT, an anonymous mapping rather than a bytearray: its pages are
+        # committed only as the body arrives, so a header that announces a huge body
+        # and sends nothing costs no memory.
+        self._acc = mmap.mmap(-1, size) if size >= _MAP_AT else bytearray(size)
         self._acc_head = (magic, ptype)
         chunk = memoryview(buf)[start:]
         self._acc[: len(chunk)] = chunk
@@ -267,7 +276,7 @@ _LAYOUTS = {REQ: _layout(REQUEST_TYPES), RES: _layout(RESPONSE_TYPES)}
 
 
 def _make_packet(
-    layout: Layout, ptype: int, buf: bytes | bytearray, start: int, end: int
+    layout: Layout, ptype: int, buf: Buffer, start: int, end: int
 ) -> Packet | BadPacket:
     wanted, has_data, count = layout[ptype]
     if end - start >= _VIEW_AT and has_data:
@@ -290,7 +299,7 @@ def _make_packet(
 
 
 def _make_large_packet(
-    wanted: int, ptype: int, count: int, buf: bytes | bytearray, start: int, end: int
+    wanted: int, ptype: int, count: int, buf: Buffer, start: int, end: int
 ) -> Packet | BadPacket:
     # Find the few NUL-terminated arguments at the front without copying the body;
     # the data is then a zero-copy view when it sits in an accumulated buffer.
