@@ -389,8 +389,14 @@ class GroupCommitStore(ABC):
         for op in ops:
             if isinstance(op, _Add) and not op.future.done():
                 op.future.set_exception(error)
-        # Removes and retry updates go back in front, in their original order.
-        self._pending.extendleft(reversed([op for op in ops if not isinstance(op, _Add)]))
+        # Removes and retry updates go back in front, in their original order. A
+        # refused add is also undone: when the connection died during COMMIT the rows
+        # may have been written although we report failure, and a job its client was
+        # told is not queued must never run after a restart.
+        kept: list[_Op] = [op for op in ops if not isinstance(op, _Add)]
+        if lost:
+            kept.extend(_Remove(op.job.id) for op in ops if isinstance(op, _Add))
+        self._pending.extendleft(reversed(kept))
         if lost:
             self._down_reason = reason
             self._fail_pending_adds(f"{self.name} unavailable: {reason}")
