@@ -217,10 +217,15 @@ async def _open_store(settings: Settings) -> Any:
         store = open_store(settings.queue, prefix=settings.queue_prefix)
     except Exception as exc:  # a bad URL or a missing driver: say which
         raise StartupError(f"persistent queue {settings.queue!r}: {exc}") from exc
-    if settings.import_gearmand and store is not None:
+    if settings.import_gearmand:
+        if store is None:
+            raise StartupError("--import-gearmand needs a persistent queue (not --queue none)")
         from geartrain.server.persistence.gearmand_import import import_into
 
-        await import_into(store, settings.import_gearmand)
+        try:
+            await import_into(store, settings.import_gearmand)
+        except Exception as exc:  # bad URL, missing driver, unreachable database
+            raise StartupError(f"importing the gearmand queue failed: {exc}") from exc
     return store
 
 

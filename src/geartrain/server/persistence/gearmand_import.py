@@ -30,12 +30,13 @@ Text columns: SQLite rows keep their exact bytes. MySQL and PostgreSQL return
 ``VARCHAR`` columns decoded by the server, so uniques and function names come back as
 their UTF-8 encoding, which is exact for the ASCII names and UUID uniques clients send.
 
-The source is only read; drop or rename the gearmand table once the migration is done.
 :func:`import_into` does the whole migration on a store that is not open yet: it opens
 the store, numbers the imported jobs after the largest stored id, skips jobs that an
-earlier import already copied (same function, unique, data, priority and ``when``; so
-leaving an import option on across restarts does not duplicate work), adds the rest in
-a few group commits and closes the store again::
+earlier, interrupted import already copied (same function, unique, data, priority and
+``when``), adds the rest in a few group commits and closes the store again. Once they
+are durable it renames the gearmand table to ``<table>_imported_<unix time>`` (rows
+kept), so leaving the import option on across restarts never brings back jobs that
+have run since; a missing table imports nothing. Stop gearmand before importing::
 
     added = await import_into(store, "sqlite:////var/lib/gearman/queue.db")
 """
@@ -43,10 +44,12 @@ a few group commits and closes the store again::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -58,11 +61,16 @@ logger = logging.getLogger(__name__)
 SQLITE_DEFAULT_TABLE = "gearman_queue"
 MYSQL_DEFAULT_TABLE = "gearman_queue"
 POSTGRES_DEFAULT_TABLE = "queue"
+_MYSQL_NO_SUCH_TABLE = 1146
 
 _TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,63}\Z")
 
 #: One gearmand row: unique, function, priority, data, when (None where NULL).
 GearmandRow = tuple[bytes | None, bytes | None, int | None, bytes | None, int | None]
+
+
+class NoGearmandTable(ValueError):
+    """The gearmand queue table does not exist (never created, or already imported)."""
 
 
 def _check_table(table: str) -> str:
@@ -113,7 +121,7 @@ def read_gearmand_sqlite(
         columns = {row[1] for row in con.execute(f'PRAGMA table_info("{table}")')}
         con.text_factory = bytes  # gearmand binds uniques as TEXT but they are raw bytes
         if not columns:
-            raise ValueError(f"{path}: no table {table!r}")
+            raise NoGearmandTable(f"{path}: no table {table!r}")
         when = "when_to_run" if "when_to_run" in columns else "NULL"
         rows = con.execute(
             f'SELECT unique_key, function_name, priority, data, {when} FROM "{table}"'
@@ -137,6 +145,8 @@ async def read_gearmand_postgres(
         rows = await con.fetch(
             f'SELECT unique_key, function_name, priority, data, when_to_run FROM "{table}"'
         )
+    except asyncpg.UndefinedTableError as exc:
+        raise NoGearmandTable(f"no table {table!r}") from exc
     finally:
         await con.close()
     return rows_to_jobs(rows, first_id)
@@ -162,9 +172,14 @@ async def read_gearmand_mysql(
     )
     try:
         async with con.cursor() as cur:
-            await cur.execute(
-                f"SELECT unique_key, function_name, priority, data, when_to_run FROM `{table}`"
-            )
+            try:
+                await cur.execute(
+                    f"SELECT unique_key, function_name, priority, data, when_to_run FROM `{table}`"
+                )
+            except aiomysql.ProgrammingError as exc:
+                if exc.args and exc.args[0] == _MYSQL_NO_SUCH_TABLE:
+                    raise NoGearmandTable(f"no table {table!r}") from exc
+                raise
             rows = await cur.fetchall()
     finally:
         con.close()
@@ -214,6 +229,56 @@ async def read_gearmand_queue(
     raise ValueError(f"cannot import a gearmand queue from {url!r}: use sqlite, mysql or postgres")
 
 
+async def retire_gearmand_queue(url: str, *, table: str | None = None) -> str:
+    """Rename an imported gearmand table to ``<table>_imported_<unix time>``.
+
+    The rows are kept (nothing is deleted), but the next start-up finds no table and
+    imports nothing: jobs that ran on geartrain never come back. A gearmand started
+    on the same database later creates a fresh, empty table. Returns the new name.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    params = dict(parse_qsl(parts.query))
+    default = POSTGRES_DEFAULT_TABLE if scheme.startswith("postgres") else SQLITE_DEFAULT_TABLE
+    old = _check_table(params.pop("table", None) or table or default)
+    new = _check_table(f"{old}_imported_{int(time.time())}")
+    if scheme == "sqlite":
+        path = unquote(parts.path[1:])
+
+        def rename() -> None:
+            with contextlib.closing(sqlite3.connect(path)) as con:
+                con.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
+                con.commit()
+
+        await asyncio.to_thread(rename)
+    elif scheme in ("mysql", "mariadb"):
+        _require("aiomysql")
+        import aiomysql
+
+        con = await aiomysql.connect(
+            host=parts.hostname or "localhost",
+            port=parts.port or 3306,
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password or ""),
+            db=unquote(parts.path.lstrip("/")) or None,
+        )
+        try:
+            async with con.cursor() as cur:
+                await cur.execute(f"RENAME TABLE `{old}` TO `{new}`")
+        finally:
+            con.close()
+    else:
+        _require("asyncpg")
+        import asyncpg
+
+        pg = await asyncpg.connect(urlunsplit(parts._replace(query=urlencode(params))))
+        try:
+            await pg.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
+        finally:
+            await pg.close()
+    return new
+
+
 async def add_all(store: QueueStore, jobs: Sequence[StoredJob]) -> None:
     """Add ``jobs`` to an open store, all at once so they share a few transactions."""
     await asyncio.gather(*(store.add(job) for job in jobs))
@@ -247,7 +312,11 @@ async def import_into(store: QueueStore, source: str, *, table: str | None = Non
     try:
         existing = await store.load()
         first_id = max((job.id for job in existing), default=0) + 1
-        found = await read_gearmand_queue(source, table=table)
+        try:
+            found = await read_gearmand_queue(source, table=table)
+        except NoGearmandTable as exc:
+            logger.warning("no gearmand queue to import (%s): already imported?", exc)
+            return 0
         already = Counter(_identity(job) for job in existing)
         fresh: list[StoredJob] = []
         for job in found:
@@ -259,10 +328,13 @@ async def import_into(store: QueueStore, source: str, *, table: str | None = Non
         await add_all(store, fresh)
     finally:
         await store.close()
+    # Only once every job is durable here: then the old table stops being a source.
+    retired = await retire_gearmand_queue(source, table=table)
     # Not the URL: it may carry a password.
-    logger.info(
-        "imported %d jobs from the gearmand queue (%d were already present)",
+    logger.warning(
+        "imported %d jobs from the gearmand queue (%d were already present); its table is now %s",
         len(fresh),
         len(found) - len(fresh),
+        retired,
     )
     return len(fresh)
