@@ -240,7 +240,7 @@ async def retire_gearmand_queue(url: str, *, table: str | None = None) -> str:
     scheme = parts.scheme.lower()
     params = dict(parse_qsl(parts.query))
     default = POSTGRES_DEFAULT_TABLE if scheme.startswith("postgres") else SQLITE_DEFAULT_TABLE
-    old = _check_table(params.pop("table", None) or table or default)
+    old = _check_table(params.pop("table", "") or table or default)
     new = _check_table(f"{old}_imported_{int(time.time())}")
     if scheme == "sqlite":
         path = unquote(parts.path[1:])
