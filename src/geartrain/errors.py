@@ -1,7 +1,9 @@
 """The exceptions geartrain raises, under one root.
 
 Every error a caller can meet derives from :class:`GeartrainError`, so
-``except GeartrainError`` is enough to catch them all. Errors that have a
+``except GeartrainError`` is enough to catch them all. The one exception is
+:class:`WorkerAborted`, which derives from ``BaseException`` for the reason
+``KeyboardInterrupt`` does. Errors that have a
 well-known standard-library meaning also derive from it (timeouts are
 :class:`TimeoutError`, lost connections are :class:`ConnectionError`) so that
 generic retry code keeps working.
@@ -91,5 +93,10 @@ class WorkFail(GeartrainError):
     """
 
 
-class WorkerAborted(GeartrainError):
-    """A second termination signal asked a worker to stop without finishing its jobs."""
+class WorkerAborted(BaseException):
+    """A second termination signal asked a worker to stop without finishing its jobs.
+
+    The blocking worker raises it from the signal handler, in the middle of the
+    job function. Like ``KeyboardInterrupt`` it is not an ``Exception``, so that
+    an ``except Exception`` in job code (or in logging) cannot swallow it.
+    """
