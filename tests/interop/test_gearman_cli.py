@@ -232,3 +232,13 @@ def test_cli_session_same_as_gearmand(server_pair: dict[str, ServerProcess]) -> 
         finally:
             procs.stop_all()
     assert seen["geartrain"] == seen["gearmand"]
+
+
+def test_large_workload(any_server: ServerProcess, procs: Processes) -> None:
+    # ``gearman -w`` writes the whole workload to its command before reading the output, so the
+    # command must not echo megabytes back (``cat`` would deadlock on the pipe).
+    start_cli_worker(procs, any_server, "wcc", "wc", "-c")
+    data = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    assert gearman(any_server, "-f", "wcc", stdin=data, timeout=30).ok().out.strip() == str(
+        len(data)
+    )

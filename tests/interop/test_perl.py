@@ -299,3 +299,20 @@ def test_perl_session_same_as_gearmand(server_pair: dict[str, ServerProcess]) ->
             procs.stop_all()
     assert seen["gearmand"][0] == "olleH"  # the session really ran
     assert seen["geartrain"] == seen["gearmand"]
+
+
+def test_job_server_status(any_server: ServerProcess, procs: Processes) -> None:
+    """Gearman::Client's admin helper parses ``status`` lines."""
+    start_perl_worker(procs, any_server, 1)
+    with Conn(any_server) as conn:
+        conn.submit(b"perl_status", b"", b"x", P.SUBMIT_JOB_BG)
+    got = perl_json(any_server, "out(client()->get_job_server_status);")
+    assert got == {
+        f"127.0.0.1:{any_server.port}": {
+            "perl_status": {"queued": "1", "running": "0", "capable": "0"},
+            "reverse": {"queued": "0", "running": "0", "capable": "1"},
+            "dies": {"queued": "0", "running": "0", "capable": "1"},
+            "progress": {"queued": "0", "running": "0", "capable": "1"},
+            "slow": {"queued": "0", "running": "0", "capable": "1"},
+        }
+    }

@@ -380,3 +380,34 @@ def test_php_session_same_as_gearmand(server_pair: dict[str, ServerProcess]) -> 
             procs.stop_all()
     assert seen["gearmand"][0] == ["cba", 0]  # the session really ran
     assert seen["geartrain"] == seen["gearmand"]
+
+
+def test_job_status_by_unique_key(any_server: ServerProcess) -> None:
+    """libgearman's GET_STATUS_UNIQUE: STATUS_RES_UNIQUE is matched by its first field."""
+    got = php_json(
+        any_server,
+        r"""
+$c = client();
+$c->doBackground("by_unique", "x", "php-unique");
+echo json_encode([$c->jobStatusByUniqueKey("php-unique"), $c->jobStatusByUniqueKey("nope")]);
+""",
+    )
+    assert got == [[True, False, 0, 0], [False, False, 0, 0]]
+
+
+def test_worker_id_shown_by_workers(any_server: ServerProcess, procs: Processes) -> None:
+    worker_code = (
+        PRELUDE
+        + r"""
+$w = worker();
+$w->setId("php-worker-7");
+$w->addFunction("ident", function ($job) { return "ok"; });
+work_jobs($w, 1);
+"""
+    )
+    start_php_worker(procs, any_server, worker_code, "ident", 1)
+    with Conn(any_server) as conn:
+        wait_until(
+            lambda: b" php-worker-7 : ident\n" in conn.admin("workers"),
+            what="the PHP worker's id in 'workers'",
+        )
