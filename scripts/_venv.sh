@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/test and scripts/serve: create or reuse the virtualenv .venv in the
 # repository and install geartrain into it in editable mode with the given extras.
 # Usage (sourced, from the repository root): ensure_venv "dev"
