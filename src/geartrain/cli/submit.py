@@ -15,7 +15,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import click
 
@@ -75,6 +75,37 @@ def _count_lines(source: BinaryIO) -> int | None:
     return count
 
 
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+        self.done = 0
+        self._drawn = 0.0
+
+    def update(self, steps: int) -> None:
+        self.done += steps
+        now = time.monotonic()
+        if now - self._drawn >= 0.1 or self.done >= self.total:
+            self._drawn = now
+            self._draw()
+
+    def finish(self) -> None:
+        self._draw()
+        self.stream.write("\n")
+        self.stream.flush()
+
+    def _draw(self) -> None:
+        filled = self.WIDTH * self.done // self.total
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        percent = 100 * self.done // self.total
+        self.stream.write(f"\rjobs [{bar}] {self.done}/{self.total} {percent:3d}%")
+        self.stream.flush()
+
+
 class _Runner:
     """Keeps a window of jobs in flight and prints results in input order."""
 
@@ -86,6 +117,7 @@ class _Runner:
         self.in_flight: deque[SyncTask] = deque()
         self.status = EXIT_OK
         self.finished = 0
+        self.progress: _Progress | None = None
 
     def add(self, task: SyncTask, window: int, deadline: float | None) -> None:
         self.in_flight.append(task)
@@ -99,8 +131,10 @@ class _Runner:
             task.wait(timeout)
         except GeartrainTimeout as exc:
             self._report(task, exc)
-            return
-        self._output(task)
+        else:
+            self._output(task)
+        if self.progress is not None:
+            self.progress.update(1)
 
     def _output(self, task: SyncTask) -> None:
         self.finished += 1
@@ -213,9 +247,8 @@ def submit(
         raise click.UsageError(str(exc)) from exc
     with Client(servers, exceptions=True) as client:
         runner = _Runner(client, prefix, background, verbose)
-        bar = None
-        if show and total:
-            bar = click.progressbar(length=total, file=sys.stderr, label="jobs")
+        bar = _Progress(total, sys.stderr) if show and total else None
+        runner.progress = bar
         try:
             for data in _payloads(payload, source, by_line, per_line_strip):
                 for function in functions:
@@ -227,11 +260,9 @@ def submit(
                         click.echo(f"geartrain submit: {exc}", err=True)
                         sys.exit(exit_code(exc))
                     runner.add(task, window, deadline)
-                    if bar is not None:
-                        bar.update(1)
             while runner.in_flight:
                 runner.retire(deadline)
         finally:
             if bar is not None:
-                bar.render_finish()
+                bar.finish()
     sys.exit(runner.status)
