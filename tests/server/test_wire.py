@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from collections.abc import Awaitable
 
 from geartrain.protocol.codec import encode_request
@@ -317,3 +318,50 @@ async def test_stored_jobs_are_replayed_in_priority_then_fifo_order(connect) -> 
         client.send(P.SUBMIT_JOB_BG, b"f", b"fresh", data=b"x")
         await client.packet()
         assert max(store.rows) == 5  # ids continue after the replayed ones
+
+
+async def test_epoch_job_wakes_a_sleeping_worker_when_due(server: Server, connect) -> None:
+    client, worker = await connect(), await connect()
+    worker.send(P.CAN_DO, b"later")
+    worker.send(P.PRE_SLEEP)
+    when = int(time.time()) + 2
+    client.send(P.SUBMIT_JOB_EPOCH, b"later", b"e1", b"%d" % when, data=b"x")
+    ((_, (handle,), _),) = await client.packets(1)
+    worker.send(P.GRAB_JOB)
+    assert await worker.packets(1) == [(P.NO_JOB, (), b"")]
+    worker.send(P.PRE_SLEEP)
+    assert await worker.packets(1, wait=5) == [(P.NOOP, (), b"")]
+    assert time.time() >= when
+    worker.send(P.GRAB_JOB)
+    assert await worker.packets(1) == [(P.JOB_ASSIGN, (handle, b"later"), b"x")]
+
+
+async def test_epoch_that_no_clock_reaches_is_refused(server: Server, connect) -> None:
+    client = await connect()
+    client.send(P.SUBMIT_JOB_EPOCH, b"f", b"", b"9" * 30, data=b"x")
+    client.send(P.SUBMIT_JOB_EPOCH, b"f", b"", b"soon", data=b"y")  # strtoll: 0, runs now
+    refused, created = await client.packets(2)
+    assert refused[:2] == (P.ERROR, (b"INVALID_PACKET", b"Epoch time is not a valid number"))
+    assert created[0] == P.JOB_CREATED
+    assert server.scheduler.jobs[created[1][0]].state.name == "QUEUED"
+
+
+async def test_can_do_timeout_requeues_and_the_late_result_is_refused(connect) -> None:
+    async with running_server(job_retries=2) as srv:
+        client, slow, fast = await connect(srv), await connect(srv), await connect(srv)
+        slow.send(P.CAN_DO_TIMEOUT, b"f", b"10")  # ms, raised to the 1 s floor
+        client.send(P.SUBMIT_JOB, b"f", b"", data=b"x")
+        ((_, (handle,), _),) = await client.packets(1)
+        slow.send(P.GRAB_JOB)
+        await slow.packet()
+        started = time.monotonic()
+        fast.send(P.CAN_DO, b"f")
+        fast.send(P.PRE_SLEEP)
+        assert await fast.packets(1, wait=5) == [(P.NOOP, (), b"")]
+        assert time.monotonic() - started >= 0.9
+        fast.send(P.GRAB_JOB)
+        assert (await fast.packet()).args[0] == handle
+        slow.send(P.WORK_COMPLETE, handle, data=b"too late")
+        assert (await slow.packet()).args[0] == b"JOB_NOT_FOUND"
+        fast.send(P.WORK_COMPLETE, handle, data=b"ok")
+        assert await client.packets(1) == [(P.WORK_COMPLETE, (handle,), b"ok")]
