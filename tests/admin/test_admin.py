@@ -15,7 +15,10 @@ from tests.support import ServerProcess, free_port
 
 
 def test_status_priority_status_jobs_and_unique_jobs(any_server: ServerProcess) -> None:
-    with Client([any_server.address], timeout=10) as client, AdminClient(any_server.address) as admin:
+    with (
+        Client([any_server.address], timeout=10) as client,
+        AdminClient(any_server.address) as admin,
+    ):
         handles = [
             client.submit_background("adm", b"1", unique="u-high", priority=Priority.HIGH),
             client.submit_background("adm", b"2", unique="u-low", priority=Priority.LOW),
@@ -32,9 +35,12 @@ def test_status_priority_status_jobs_and_unique_jobs(any_server: ServerProcess) 
 
 
 def test_workers_lists_registrations_and_client_ids(any_server: ServerProcess) -> None:
-    with worker_thread(
-        any_server.address, {"w1": lambda j: b"", "w2": lambda j: b""}, client_id="adm-worker"
-    ), AdminClient(any_server.address) as admin:
+    with (
+        worker_thread(
+            any_server.address, {"w1": lambda j: b"", "w2": lambda j: b""}, client_id="adm-worker"
+        ),
+        AdminClient(any_server.address) as admin,
+    ):
         wait_until(lambda: registered(admin.status(), "w2") == 1)
         [me] = [w for w in admin.workers() if w.client_id == "adm-worker"]
         assert sorted(me.functions) == ["w1", "w2"]
@@ -48,9 +54,11 @@ def test_running_job_is_counted(any_server: ServerProcess) -> None:
         assert release.wait(10)
         return b""
 
-    with worker_thread(any_server.address, {"hold": hold}), Client(
-        [any_server.address], timeout=10
-    ) as client, AdminClient(any_server.address) as admin:
+    with (
+        worker_thread(any_server.address, {"hold": hold}),
+        Client([any_server.address], timeout=10) as client,
+        AdminClient(any_server.address) as admin,
+    ):
         task = client.submit("hold")
         wait_until(lambda: [s for s in admin.status() if s.function == "hold" and s.running == 1])
         release.set()
@@ -58,7 +66,10 @@ def test_running_job_is_counted(any_server: ServerProcess) -> None:
 
 
 def test_create_drop_maxqueue_cancel(any_server: ServerProcess) -> None:
-    with AdminClient(any_server.address) as admin, Client([any_server.address], timeout=10) as client:
+    with (
+        AdminClient(any_server.address) as admin,
+        Client([any_server.address], timeout=10) as client,
+    ):
         admin.create_function("made")
         assert "made" in {s.function for s in admin.status()}
         admin.drop_function("made")
@@ -90,7 +101,14 @@ def test_version_verbose_getpid_ping(any_server: ServerProcess) -> None:
     with AdminClient(any_server.address) as admin:
         assert admin.version()
         assert admin.verbose() in {
-            "FATAL", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"
+            "FATAL",
+            "ALERT",
+            "CRITICAL",
+            "ERROR",
+            "WARNING",
+            "NOTICE",
+            "INFO",
+            "DEBUG",
         }
         assert admin.getpid() == any_server.proc.pid
         assert 0 < admin.ping() < 5
@@ -114,8 +132,9 @@ async def test_async_admin(any_server: ServerProcess) -> None:
     with Client([any_server.address], timeout=10) as client:
         handle = client.submit_background("async-adm", b"x", unique="au")
     async with AsyncAdminClient(f"127.0.0.1:{any_server.port}") as admin:
-        assert [s for s in await admin.status() if s.function == "async-adm"][0].total == 1
-        assert [p for p in await admin.priority_status() if p.function == "async-adm"][0].normal == 1
+        assert next(s for s in await admin.status() if s.function == "async-adm").total == 1
+        prio = await admin.priority_status()
+        assert next(p for p in prio if p.function == "async-adm").normal == 1
         assert handle.decode() in {j.handle for j in await admin.jobs()}
         assert "au" in await admin.unique_jobs()
         assert await admin.workers()

@@ -86,9 +86,7 @@ def test_typed_parsers() -> None:
     assert parse_status([b"a b\t3\t1\t2"]) == [FunctionStatus("a b", 3, 1, 2)]
     assert parse_status([b"f\t3\t1\t2"])[0].queued == 2
     assert parse_priority_status([b"p\t1\t2\t3\t4"]) == [PriorityStatus("p", 1, 2, 3, 4)]
-    assert parse_workers(
-        [b"40 127.0.0.1 - : pa pa", b"39 127.0.0.1  :", b"41 ::1 my id : f"]
-    ) == [
+    assert parse_workers([b"40 127.0.0.1 - : pa pa", b"39 127.0.0.1  :", b"41 ::1 my id : f"]) == [
         WorkerInfo(40, "127.0.0.1", "-", ("pa", "pa")),
         WorkerInfo(39, "127.0.0.1", "", ()),
         WorkerInfo(41, "::1", "my id", ("f",)),

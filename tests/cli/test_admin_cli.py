@@ -119,8 +119,10 @@ def test_json_output(busy_server: ServerProcess) -> None:
 
 def test_ping_and_top(busy_server: ServerProcess) -> None:
     code, out, _ = ours(busy_server, "ping", "-c", "3")
-    assert code == 0 and len(out.splitlines()) == 3 and all(
-        line.endswith(b" ms") for line in out.splitlines()
+    assert (
+        code == 0
+        and len(out.splitlines()) == 3
+        and all(line.endswith(b" ms") for line in out.splitlines())
     )
     assert len(json.loads(ours(busy_server, "--json", "ping")[1])["rtt"]) == 1
     code, out, _ = ours(busy_server, "top", "--iterations", "2", "--interval", "0.1")
@@ -129,7 +131,7 @@ def test_ping_and_top(busy_server: ServerProcess) -> None:
     table = out.decode().splitlines()
     queued = [line.split() for line in table if line.startswith("queued ")]
     assert queued[0] == ["queued", "2", "0", "0"]
-    assert [line.split() for line in table if line.startswith("served ")][0][3] == "1"
+    assert next(line.split() for line in table if line.startswith("served "))[3] == "1"
 
 
 def test_as_subprocess(any_server: ServerProcess) -> None:

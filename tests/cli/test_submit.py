@@ -39,9 +39,7 @@ FUNCTIONS = {"rev": reverse, "chunks": chunks, "fail": fail, "meta": echo_meta}
 
 def run(server: ServerProcess, *args: str, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
     runner = CliRunner()
-    result = runner.invoke(
-        submit, ["-h", "127.0.0.1", "-p", str(server.port), *args], input=stdin
-    )
+    result = runner.invoke(submit, ["-h", "127.0.0.1", "-p", str(server.port), *args], input=stdin)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout_bytes, result.stderr_bytes
@@ -99,7 +97,9 @@ def test_exit_codes(any_server: ServerProcess) -> None:
     assert result.exit_code == 3 and b"no job server reachable" in result.stderr_bytes
 
 
-def test_environment_names_the_server(any_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_names_the_server(
+    any_server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GEARMAN_SERVERS", f"127.0.0.1:{free_port()},127.0.0.1:{any_server.port}")
     with worker_thread(any_server.address, FUNCTIONS):
         result = CliRunner().invoke(submit, ["-f", "rev", "env"])

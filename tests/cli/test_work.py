@@ -26,8 +26,17 @@ PID_COMMAND = ["sh", "-c", "printf %s $PPID"]  # the worker process that ran the
 @contextmanager
 def geartrain_work(server: ServerProcess, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "geartrain", "work", "-p", str(server.port),
-         "--poll-interval", "0.2", *args]
+        [
+            sys.executable,
+            "-m",
+            "geartrain",
+            "work",
+            "-p",
+            str(server.port),
+            "--poll-interval",
+            "0.2",
+            *args,
+        ]
     )
     try:
         yield proc
@@ -51,23 +60,30 @@ def test_command_output_is_the_result_and_count_ends_it(any_server: ServerProces
 
 
 def test_failing_command_fails_the_job_and_no_command_echoes(any_server: ServerProcess) -> None:
-    with geartrain_work(
-        any_server, "-c", "1", "-f", "bad", "--", "sh", "-c", "cat >/dev/null; exit 3"
-    ) as proc, Client([any_server.address], timeout=20) as client:
+    with (
+        geartrain_work(
+            any_server, "-c", "1", "-f", "bad", "--", "sh", "-c", "cat >/dev/null; exit 3"
+        ) as proc,
+        Client([any_server.address], timeout=20) as client,
+    ):
         with pytest.raises(JobFailed):
             client.call("bad", b"x")
         assert proc.wait(20) == 0
-    with geartrain_work(any_server, "-c", "1", "-f", "echo") as proc, Client(
-        [any_server.address], timeout=20
-    ) as client:
+    with (
+        geartrain_work(any_server, "-c", "1", "-f", "echo") as proc,
+        Client([any_server.address], timeout=20) as client,
+    ):
         assert client.call("echo", b"\0same\0") == b"\0same\0"
         assert proc.wait(20) == 0
 
 
 def test_per_line_output_is_sent_as_data(any_server: ServerProcess) -> None:
-    with geartrain_work(
-        any_server, "-c", "1", "-N", "-f", "lines", "--", "printf", "a\\nb\\n"
-    ) as proc, Client([any_server.address], timeout=20) as client:
+    with (
+        geartrain_work(
+            any_server, "-c", "1", "-N", "-f", "lines", "--", "printf", "a\\nb\\n"
+        ) as proc,
+        Client([any_server.address], timeout=20) as client,
+    ):
         task = client.submit("lines")
         data = [u.data for u in task.stream(20) if u.kind is UpdateKind.DATA]
         assert data == [b"a", b"b"] and task.outcome() == b""
@@ -100,9 +116,12 @@ def test_supervisor_restarts_a_crashed_worker(any_server: ServerProcess) -> None
 
 
 def test_max_lifetime_replaces_idle_process(any_server: ServerProcess) -> None:
-    with geartrain_work(
-        any_server, "--max-lifetime", "0.5", "-f", "pid", "--", *PID_COMMAND
-    ) as proc, Client([any_server.address], timeout=20) as client:
+    with (
+        geartrain_work(
+            any_server, "--max-lifetime", "0.5", "-f", "pid", "--", *PID_COMMAND
+        ) as proc,
+        Client([any_server.address], timeout=20) as client,
+    ):
         first = client.call("pid")
         wait_until(lambda: client.call("pid", unique=os.urandom(4).hex()) != first, timeout=20)
         proc.send_signal(signal.SIGTERM)

@@ -71,8 +71,9 @@ async def test_as_completed_yields_in_finishing_order(any_server: ServerProcess)
         return job.payload
 
     # Two workers so the fast job is not stuck behind the slow one.
-    with worker_thread(any_server.address, {"gated": gated}), worker_thread(
-        any_server.address, {"gated": gated}
+    with (
+        worker_thread(any_server.address, {"gated": gated}),
+        worker_thread(any_server.address, {"gated": gated}),
     ):
         async with AsyncClient([any_server.address], timeout=10) as client:
             slow = await client.submit("gated", b"slow")

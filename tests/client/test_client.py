@@ -28,9 +28,10 @@ def reverse(job: Job) -> bytes:
 
 
 def test_call_returns_the_result(any_server: ServerProcess) -> None:
-    with worker_thread(any_server.address, {"reverse": reverse}), Client(
-        [any_server.address], timeout=10
-    ) as client:
+    with (
+        worker_thread(any_server.address, {"reverse": reverse}),
+        Client([any_server.address], timeout=10) as client,
+    ):
         assert client.call("reverse", b"hello") == b"olleh"
         assert client.call("reverse", "zwölf") == "zwölf".encode()[::-1]
         assert client.call("reverse", b"") == b""
@@ -39,9 +40,10 @@ def test_call_returns_the_result(any_server: ServerProcess) -> None:
 
 def test_large_payload_round_trip(any_server: ServerProcess) -> None:
     payload = bytes(range(256)) * 8192  # 2 MiB
-    with worker_thread(any_server.address, {"reverse": reverse}), Client(
-        [any_server.address], timeout=30
-    ) as client:
+    with (
+        worker_thread(any_server.address, {"reverse": reverse}),
+        Client([any_server.address], timeout=30) as client,
+    ):
         assert client.call("reverse", payload) == payload[::-1]
 
 
@@ -88,9 +90,10 @@ def test_updates_stream_in_order(any_server: ServerProcess) -> None:
         job.send_data(b"two")
         return b"done"
 
-    with worker_thread(any_server.address, {"chatty": chatty}), Client(
-        [any_server.address], timeout=10
-    ) as client:
+    with (
+        worker_thread(any_server.address, {"chatty": chatty}),
+        Client([any_server.address], timeout=10) as client,
+    ):
         task = client.submit("chatty", b"")
         updates = [(u.kind, u.data, u.numerator, u.denominator) for u in task.stream(10)]
     assert updates == [
@@ -106,14 +109,17 @@ def test_updates_stream_in_order(any_server: ServerProcess) -> None:
 
 def test_many_jobs_in_flight_with_callbacks(any_server: ServerProcess) -> None:
     completed: list[bytes] = []
-    with worker_thread(any_server.address, {"reverse": reverse}), Client(
-        [any_server.address], timeout=20
-    ) as client:
+    with (
+        worker_thread(any_server.address, {"reverse": reverse}),
+        Client([any_server.address], timeout=20) as client,
+    ):
         tasks = [
             client.submit(
                 "reverse",
                 f"job-{i}",
-                callback=lambda u: completed.append(u.data) if u.kind is UpdateKind.COMPLETE else None,
+                callback=lambda u: (
+                    completed.append(u.data) if u.kind is UpdateKind.COMPLETE else None
+                ),
             )
             for i in range(200)
         ]
@@ -180,9 +186,10 @@ def test_epoch_job_waits_for_its_time(any_server: ServerProcess) -> None:
         ran.append(time.time())
         return b""
 
-    with worker_thread(any_server.address, {"stamp": stamp}), Client(
-        [any_server.address], timeout=10
-    ) as client:
+    with (
+        worker_thread(any_server.address, {"stamp": stamp}),
+        Client([any_server.address], timeout=10) as client,
+    ):
         when = int(time.time()) + 2
         handle = client.submit_background("stamp", b"later", when=when)
         assert handle
@@ -202,9 +209,10 @@ def test_status_of_running_job_and_unknown_handle(any_server: ServerProcess) -> 
         assert release.wait(10)
         return b"ok"
 
-    with worker_thread(any_server.address, {"slow": slow}), Client(
-        [any_server.address], timeout=10
-    ) as client:
+    with (
+        worker_thread(any_server.address, {"slow": slow}),
+        Client([any_server.address], timeout=10) as client,
+    ):
         task = client.submit("slow", unique="status-test")
         for update in task.stream(10):
             if update.kind is UpdateKind.STATUS:
@@ -233,9 +241,10 @@ def test_coalesced_foreground_jobs_share_one_run(any_server: ServerProcess) -> N
         assert release.wait(10)
         return b"shared"
 
-    with Client([any_server.address], timeout=10) as one, Client(
-        [any_server.address], timeout=10
-    ) as two:
+    with (
+        Client([any_server.address], timeout=10) as one,
+        Client([any_server.address], timeout=10) as two,
+    ):
         first = one.submit("once", b"a", unique="same")
         second = two.submit("once", b"b", unique="same")
         assert first.wait_created(10) == second.wait_created(10)
@@ -261,9 +270,10 @@ def test_lost_connection_raises_and_does_not_resubmit(any_server: ServerProcess)
 def test_failover_to_next_server_when_one_is_down(any_server: ServerProcess) -> None:
     dead = ("127.0.0.1", free_port())
     servers = [dead, any_server.address]
-    with worker_thread(any_server.address, {"reverse": reverse}), Client(
-        servers, timeout=10, connect_timeout=1
-    ) as client:
+    with (
+        worker_thread(any_server.address, {"reverse": reverse}),
+        Client(servers, timeout=10, connect_timeout=1) as client,
+    ):
         results = [client.call("reverse", f"x{i}", unique=f"u{i}") for i in range(20)]
         assert results == [f"x{i}".encode()[::-1] for i in range(20)]
         assert client.echo(b"still here") == b"still here"

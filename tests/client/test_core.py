@@ -177,8 +177,10 @@ def test_connection_lost_fails_everything_outstanding() -> None:
 
 
 def test_stream_split_at_every_byte_gives_the_same_result() -> None:
-    stream = res(P.JOB_CREATED, b"H:1") + res(P.WORK_DATA, b"H:1", data=b"abc") + res(
-        P.WORK_COMPLETE, b"H:1", data=b"xyz"
+    stream = (
+        res(P.JOB_CREATED, b"H:1")
+        + res(P.WORK_DATA, b"H:1", data=b"abc")
+        + res(P.WORK_COMPLETE, b"H:1", data=b"xyz")
     )
     for cut in range(len(stream) + 1):
         proto = ClientProtocol()

@@ -45,9 +45,10 @@ def test_kill_one_of_three_servers_mid_run(three_servers: list[ServerProcess]) -
         return job.payload.upper()
 
     victim = three_servers[1]
-    with worker_thread(addresses, {"up": work}) as worker, Client(
-        addresses, timeout=30, connect_timeout=1
-    ) as client:
+    with (
+        worker_thread(addresses, {"up": work}) as worker,
+        Client(addresses, timeout=30, connect_timeout=1) as client,
+    ):
         wait_until(lambda: len(worker.connected) == 3)
         before = [client.submit("up", f"a{i}", unique=f"a{i}") for i in range(30)]
         assert client.gather(before) == [f"A{i}".encode() for i in range(30)]

@@ -45,7 +45,9 @@ def php_worker(any_server: ServerProcess) -> Iterator[subprocess.Popen[bytes]]:
     proc.wait(10)
 
 
-def test_our_client_with_php_worker(any_server: ServerProcess, php_worker: subprocess.Popen[bytes]) -> None:
+def test_our_client_with_php_worker(
+    any_server: ServerProcess, php_worker: subprocess.Popen[bytes]
+) -> None:
     with Client([any_server.address], timeout=15) as client:
         assert client.call("php_reverse", b"hello php") == b"php olleh"
         task = client.submit("php_chunks", b"", unique="uniq-1")
@@ -63,8 +65,22 @@ def test_our_client_with_gearman_cli_worker(any_server: ServerProcess) -> None:
     if GEARMAN is None:
         pytest.skip("the gearman command-line tool is not installed (gearman-tools)")
     worker = subprocess.Popen(
-        [GEARMAN, "-w", "-h", "127.0.0.1", "-p", str(any_server.port), "-c", "2", "-f", "tr",
-         "--", "tr", "a-z", "A-Z"],
+        [
+            GEARMAN,
+            "-w",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(any_server.port),
+            "-c",
+            "2",
+            "-f",
+            "tr",
+            "--",
+            "tr",
+            "a-z",
+            "A-Z",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

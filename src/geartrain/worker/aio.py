@@ -113,9 +113,8 @@ class AsyncWorker(BaseWorker):
         """
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._stop = asyncio.Event()
-        self._aborted = False
-        self.state.accepting = True
+        # stop() may come before this coroutine first runs; it must still count.
+        self.state.accepting = not self._stop.is_set()
         self.state.limit = max_jobs
         start = self.jobs_done
         uninstall = self._install_signals() if handle_signals else None
@@ -131,7 +130,9 @@ class AsyncWorker(BaseWorker):
                 keeper.cancel()
             await asyncio.gather(*keepers, return_exceptions=True)
             await self._close_all()
+            self._stop = asyncio.Event()  # ready for another work()
         if self._aborted:
+            self._aborted = False
             raise WorkerAborted("worker aborted")
         return self.jobs_done - start
 
