@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from geartrain.protocol.codec import Data
 
 
+NO_CLIENTS: tuple[()] = ()
+
+
 class JobState(enum.IntEnum):
     PENDING = 0  # background job waiting for the persistent queue to confirm it
     SCHEDULED = 1  # epoch job whose time has not come
@@ -33,6 +36,7 @@ class Job:
         "clients",
         "data",
         "denominator",
+        "error",
         "function",
         "handle",
         "key",
@@ -70,10 +74,14 @@ class Job:
         self.retries = 0
         self.numerator = 0
         self.denominator = 0
-        self.clients: list[Peer] = []
+        # Most jobs are background jobs nobody waits for: share one empty tuple
+        # rather than give each its own list (less memory, one object fewer for the
+        # cyclic collector to track per queued job).
+        self.clients: list[Peer] | tuple[()] = NO_CLIENTS
         self.worker: Peer | None = None
         self.state = JobState.QUEUED
         self.store_id = 0  # id in the persistent queue, 0 when not stored
+        self.error = b""  # why the persistent queue refused the job
         self.pending: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
 

@@ -39,7 +39,7 @@ from geartrain.protocol.codec import Data, encode, encode_head
 from geartrain.protocol.constants import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE, ErrorCode
 from geartrain.protocol.constants import PacketType as P
 
-from .jobs import Function, Job, JobState, Peer
+from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
 from .persistence.base import QueueError, QueueStore, StoredJob
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class Scheduler:
         self._next_store_id = 1
         self._epoch: list[tuple[float, int, Job]] = []
         self._epoch_timer: Timer | None = None
+        self._group: WriteGroup | None = None
         self._epoch_at = 0.0
 
     # -- functions ---------------------------------------------------------------
@@ -162,6 +163,12 @@ class Scheduler:
         return job
 
     def _persist(self, job: Job) -> None:
+        """Hand a background job to the store; it becomes runnable once durable.
+
+        Jobs submitted in one loop turn form a write group: they share one future,
+        which the connections wait on for their JOB_CREATED replies, so a group
+        commit of a thousand jobs costs a couple of callbacks rather than thousands.
+        """
         assert self.store is not None
         job.state = JobState.PENDING
         job.function.pending += 1
@@ -177,31 +184,43 @@ class Scheduler:
             job.reducer,
             job.retries,
         )
-        future: asyncio.Future[None]
+        group = self._group
+        if group is None:
+            loop = asyncio.get_running_loop()
+            group = self._group = WriteGroup(loop.create_future())
+            loop.call_soon(self._close_group)
+        written: asyncio.Future[None]
         try:
-            future = asyncio.ensure_future(self.store.add(record))
+            written = asyncio.ensure_future(self.store.add(record))
         except QueueError as exc:  # a store may refuse synchronously
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-        job.pending = future
-        future.add_done_callback(lambda fut: self._on_durable(job, fut))
+            written = asyncio.get_running_loop().create_future()
+            written.set_exception(exc)
+        group.jobs.append(job)
+        group.writes.append(written)
+        job.pending = group.done
 
-    def _on_durable(self, job: Job, future: asyncio.Future[None]) -> None:
-        if job.state is not JobState.PENDING:  # cancelled while being written
-            if not future.cancelled() and future.exception() is None and self.store:
-                self.store.remove(job.store_id)
-            return
-        if future.cancelled() or future.exception() is not None:
-            logger.warning(
-                "persistent queue refused job %r: %s",
-                job.handle,
-                "cancelled" if future.cancelled() else future.exception(),
-            )
-            job.store_id = 0
-            self._unlink(job)
-            return
-        job.function.pending -= 1
-        self._release(job)
+    def _close_group(self) -> None:
+        group = self._group
+        self._group = None
+        if group is not None:
+            group.wait(self._settle_group)
+
+    def _settle_group(self, group: WriteGroup) -> None:
+        for job, written in zip(group.jobs, group.writes, strict=True):
+            error = _write_error(written)
+            if job.state is not JobState.PENDING:  # cancelled while being written
+                if error is None and self.store is not None:
+                    self.store.remove(job.store_id)
+                continue
+            if error is not None:
+                logger.warning("persistent queue refused job %r: %s", job.handle, error)
+                job.error = error.encode(errors="replace") or b"QUEUE_ERROR"
+                job.store_id = 0
+                self._unlink(job)
+            else:
+                job.function.pending -= 1
+                self._release(job)
+        group.done.set_result(None)
 
     def _release(self, job: Job) -> None:
         """Make an acknowledged job runnable now, or schedule it for its epoch."""
@@ -374,7 +393,7 @@ class Scheduler:
         for job in list(peer.assigned):
             self._requeue(job, "worker disconnected")
         for job in list(peer.waiting):
-            job.clients.remove(peer)
+            job.clients.remove(peer)  # type: ignore[union-attr]
             if (
                 not job.clients
                 and not job.background
@@ -488,7 +507,7 @@ class Scheduler:
             del job.function.uniques[job.key]
         for client in job.clients:
             client.waiting.pop(job, None)
-        job.clients = []
+        job.clients = NO_CLIENTS
         if job.store_id and self.store is not None and state_was_durable(job):
             self.store.remove(job.store_id)
             job.store_id = 0
@@ -543,6 +562,38 @@ class Scheduler:
             raise ValueError("job handle prefix too long: handles must stay under 64 bytes")
 
 
+class WriteGroup:
+    """Background jobs handed to the store in one loop turn, acknowledged together."""
+
+    __slots__ = ("done", "jobs", "writes")
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done  # resolved once every write of the group has settled
+        self.jobs: list[Job] = []
+        self.writes: list[asyncio.Future[None]] = []
+
+    def wait(self, settle: Callable[[WriteGroup], None]) -> None:
+        """Call ``settle(self)`` once every write has succeeded or failed."""
+
+        # Stores commit in order, so the last open write usually settles last and
+        # one callback on it is enough; if not, look again.
+        def check(_: object = None) -> None:
+            still_open = [w for w in self.writes if not w.done()]
+            if still_open:
+                still_open[-1].add_done_callback(check)
+            else:
+                settle(self)
+
+        check()
+
+
+def _write_error(written: asyncio.Future[None]) -> str | None:
+    if written.cancelled():
+        return "persistent queue write cancelled"
+    exc = written.exception()
+    return None if exc is None else str(exc)
+
+
 def state_was_durable(job: Job) -> bool:
     """A stored job whose write was acknowledged (a PENDING one is removed on ack)."""
     return job.pending is None or job.pending.done()
@@ -553,7 +604,10 @@ def _attach(peer: Peer, job: Job) -> None:
     # attaches it twice and sends every result twice (PROTOCOL.md §5).
     if job not in peer.waiting:
         peer.waiting[job] = None
-        job.clients.append(peer)
+        if job.clients:
+            job.clients.append(peer)
+        else:
+            job.clients = [peer]
 
 
 def _atoi(text: bytes) -> int:
