@@ -44,6 +44,11 @@ from geartrain.protocol.constants import MAX_UNIQUE_SIZE
 
 P = PacketType
 
+#: Largest packet body accepted from a server: anything the 32-bit size field
+#: allows. The decoder's smaller default protects a server from its clients; a
+#: client asked for its results and gearmand passes bodies of any size.
+MAX_BODY = 2**32 - 1
+
 #: (priority, background) -> the SUBMIT packet that carries it.
 SUBMIT_TYPES: dict[tuple[Priority, bool], PacketType] = {
     (Priority.HIGH, False): P.SUBMIT_JOB_HIGH,
@@ -315,7 +320,7 @@ class ClientProtocol:
     """
 
     def __init__(self, *, exceptions: bool = False, client_id: bytes | str | None = None) -> None:
-        self._decoder = Decoder(expect=RES, text=False)
+        self._decoder = Decoder(expect=RES, max_size=MAX_BODY, text=False)
         self._outbox = bytearray()
         self._pending: deque[Task | Reply] = deque()
         self._running: dict[bytes, list[Task]] = {}

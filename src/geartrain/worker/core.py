@@ -27,7 +27,7 @@ import enum
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from geartrain.client.core import to_bytes
+from geartrain.client.core import MAX_BODY, to_bytes
 from geartrain.errors import ProtocolError
 from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType
 from geartrain.protocol.codec import encode_request
@@ -81,7 +81,7 @@ class WorkerProtocol:
         self.key = key
         self.state = ConnState.IDLE
         self.hungry = True
-        self._decoder = Decoder(expect=RES, text=False)
+        self._decoder = Decoder(expect=RES, max_size=MAX_BODY, text=False)
         self._outbox = bytearray()
 
     def data_to_send(self) -> bytes:
