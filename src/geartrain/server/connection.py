@@ -43,7 +43,15 @@ _JOIN_LIMIT = 65536
 #: more requests from that connection.
 _MAX_HELD = 10000
 
-Placeholder = tuple["asyncio.Future[None]", Callable[["asyncio.Future[None]"], bytes]]
+
+class _Waiting:
+    """A place in the output held for replies that wait on a persistent write."""
+
+    __slots__ = ("future", "replies")
+
+    def __init__(self, future: asyncio.Future[None], reply: Callable[[], bytes]) -> None:
+        self.future = future
+        self.replies = [reply]
 
 
 class Connection(Peer, asyncio.Protocol):
@@ -79,7 +87,7 @@ class Connection(Peer, asyncio.Protocol):
         self._out_size = 0
         self._flush_scheduled = False
         self._in_receive = False
-        self._held: deque[Data | Placeholder] | None = None
+        self._held: deque[Data | _Waiting] | None = None
         self._paused = False
         self._eof = False
         self.closed = False
@@ -170,16 +178,19 @@ class Connection(Peer, asyncio.Protocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def send_after(
-        self, future: asyncio.Future[None], reply: Callable[[asyncio.Future[None]], bytes]
-    ) -> None:
-        """Send ``reply(future)`` once ``future`` is done, holding later output behind it."""
-        if self._held is None:
+    def send_after(self, future: asyncio.Future[None], reply: Callable[[], bytes]) -> None:
+        """Send ``reply()`` once ``future`` is done, holding later output behind it."""
+        held = self._held
+        if held is None:
             if future.done():
-                self.send(reply(future))
+                self.send(reply())
                 return
-            self._held = deque()
-        self._held.append((future, reply))
+            held = self._held = deque()
+        last = held[-1] if held else None
+        if isinstance(last, _Waiting) and last.future is future:
+            last.replies.append(reply)  # same write group: one callback serves all
+            return
+        held.append(_Waiting(future, reply))
         future.add_done_callback(self._release_held)
         if self._held_full() and self.transport is not None and not self._paused:
             self._paused = True
@@ -193,21 +204,22 @@ class Connection(Peer, asyncio.Protocol):
         if held is None or self.closed:
             return
         out = self._out
+        size = 0
         while held:
             item = held[0]
-            if type(item) is tuple:
-                future, reply = item
-                if not future.done():
+            if isinstance(item, _Waiting):
+                if not item.future.done():
                     break
                 held.popleft()
-                packet = reply(future)
-                out.append(packet)
-                self._out_size += len(packet)
+                for reply in item.replies:
+                    packet = reply()
+                    out.append(packet)
+                    size += len(packet)
             else:
                 held.popleft()
-                assert not isinstance(item, tuple)
                 out.append(item)
-                self._out_size += len(item)
+                size += len(item)
+        self._out_size += size
         if not held:
             self._held = None
             if self._eof:
@@ -223,7 +235,10 @@ class Connection(Peer, asyncio.Protocol):
         ):
             self._paused = False
             transport.resume_reading()
-        self._flush()
+        # Many groups may settle in one loop turn: flush once, after all of them.
+        if out and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -238,8 +253,8 @@ class Connection(Peer, asyncio.Protocol):
         elif size <= _JOIN_LIMIT:
             self.transport.write(b"".join(out))
         else:
-            for part in out:
-                self.transport.write(part)
+            # Large parts go out as they are (one writev on uvloop), never joined.
+            self.transport.writelines(out)
 
     # -- errors --------------------------------------------------------------------
 
