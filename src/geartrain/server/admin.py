@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from geartrain.protocol.numbers import parse_c_int
+
 from .jobs import Function
 
 if TYPE_CHECKING:
@@ -121,7 +123,7 @@ def _maxqueue(conn: Connection, args: list[bytes]) -> bytes:
     if not args:
         return _INCOMPLETE % b"maxqueue"
     f: Function | None = conn.scheduler.functions.get(args[0])
-    numbers = [max(_atoi(word), 0) for word in args[1:4]]
+    numbers = [max(parse_c_int(word), 0) for word in args[1:4]]
     if f is not None:
         if not numbers:
             f.max_queue = [0, 0, 0]
@@ -152,15 +154,6 @@ def _shutdown(conn: Connection, args: list[bytes]) -> bytes:
     graceful = bool(args) and args[0].lower() == b"graceful"
     conn.server.request_stop(graceful=graceful)
     return OK
-
-
-def _atoi(word: bytes) -> int:
-    sign = -1 if word.startswith(b"-") else 1
-    digits = word.lstrip(b"+-")
-    end = 0
-    while end < len(digits) and 48 <= digits[end] <= 57:
-        end += 1
-    return sign * int(digits[:end]) if end else 0
 
 
 COMMANDS: dict[bytes, Command] = {

@@ -55,7 +55,7 @@ class Server:
         """Open the queue, replay stored jobs, then listen. Raises on failure."""
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self.scheduler._call_later = loop.call_later
+        self.scheduler.use_timers(loop.call_later)
         if self.store is not None:
             await self.store.open()
             started = time.monotonic()

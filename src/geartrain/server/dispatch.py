@@ -7,7 +7,6 @@ themselves live in the scheduler.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from geartrain.protocol.constants import (
     Priority,
 )
 from geartrain.protocol.constants import PacketType as P
+from geartrain.protocol.numbers import parse_c_int
 
 from .jobs import Job, JobState
 from .scheduler import NO_JOB, Error
@@ -41,24 +41,17 @@ _NOT_FOUND_EXCEPTION = b"An exception was received for a job that does not exist
 def _reply_submitted(conn: Connection, result: Job | Error) -> None:
     if isinstance(result, tuple):
         conn.send_error(*result)
-        return
-    pending = result.pending
-    if pending is None:
+    elif result.pending is None:
         conn.send(encode(P.JOB_CREATED, result.handle))
     else:
-        # A stored job is acknowledged only once durable; its future says so.
-        handle = result.handle
-        conn.send_after(pending, lambda fut: _created_or_error(handle, fut))
+        # A stored job is acknowledged only once durable (or refused by the store).
+        conn.send_after(result.pending, lambda: _created_or_error(result))
 
 
-def _created_or_error(handle: bytes, future: asyncio.Future[None]) -> bytes:
-    if future.cancelled():
-        return encode(P.ERROR, ErrorCode.QUEUE_ERROR, b"persistent queue write cancelled")
-    exc = future.exception()
-    if exc is not None:
-        text = str(exc).encode(errors="replace") or b"QUEUE_ERROR"
-        return encode(P.ERROR, ErrorCode.QUEUE_ERROR, text)
-    return encode(P.JOB_CREATED, handle)
+def _created_or_error(job: Job) -> bytes:
+    if job.error:
+        return encode(P.ERROR, ErrorCode.QUEUE_ERROR, job.error)
+    return encode(P.JOB_CREATED, job.handle)
 
 
 def _submitter(priority: int, background: bool) -> Handler:
@@ -96,10 +89,7 @@ def _reducer(background: bool) -> Handler:
 def _parse_epoch(text: bytes) -> int | None:
     # gearmand uses strtoll: garbage means 0 (run now); we keep that, but reject
     # values no clock will reach instead of dropping the connection.
-    digits = text.strip()
-    if not digits or not digits.lstrip(b"-").isdigit():
-        return 0
-    value = int(digits)
+    value = parse_c_int(text)
     if value > 2**63 - 1:
         return None
     return max(value, 0)
@@ -114,7 +104,7 @@ def can_do(conn: Connection, packet: Packet) -> None:
 
 def can_do_timeout(conn: Connection, packet: Packet) -> None:
     name, timeout = packet.args
-    conn.scheduler.can_do(conn, name, _parse_int(timeout))
+    conn.scheduler.can_do(conn, name, parse_c_int(timeout))
 
 
 def cant_do(conn: Connection, packet: Packet) -> None:
@@ -274,18 +264,6 @@ def option_req(conn: Connection, packet: Packet) -> None:
 
 def not_expected(conn: Connection, packet: Packet) -> None:
     conn.send_error(ErrorCode.INVALID_COMMAND, b"Command not expected")
-
-
-def _parse_int(text: bytes) -> int:
-    digits = text.strip()
-    sign = -1 if digits.startswith(b"-") else 1
-    digits = digits.lstrip(b"+-")
-    end = 0
-    while end < len(digits) and 48 <= digits[end] <= 57:
-        end += 1
-    if end == 0 or end > 20:
-        return 0
-    return sign * int(digits[:end])
 
 
 def _table() -> list[Handler]:

@@ -28,19 +28,20 @@ callables it is given, so tests drive it with fakes.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any, Protocol
 
 from geartrain.protocol.codec import Data, encode, encode_head
-from geartrain.protocol.constants import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE, ErrorCode
+from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode
 from geartrain.protocol.constants import PacketType as P
+from geartrain.protocol.numbers import parse_c_int
 
+from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
 from .persistence.base import QueueError, QueueStore, StoredJob
+from .writes import WriteGroup, acknowledged, record_of, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +53,6 @@ _PASS_THROUGH = 65536
 _MIN_TIMEOUT_MS = 1000
 
 Error = tuple[bytes, bytes]  # (code, text) of an ERROR packet
-
-
-class Timer(Protocol):
-    def cancel(self) -> None: ...
-
-
-CallLater = Callable[..., Any]
 
 
 class Scheduler:
@@ -94,10 +88,13 @@ class Scheduler:
         self.jobs: dict[bytes, Job] = {}
         self._counter = 0
         self._next_store_id = 1
-        self._epoch: list[tuple[float, int, Job]] = []
-        self._epoch_timer: Timer | None = None
+        self._epoch = EpochQueue(self._epoch_due, clock, call_later)
         self._group: WriteGroup | None = None
-        self._epoch_at = 0.0
+
+    def use_timers(self, call_later: CallLater) -> None:
+        """Set the timer factory once an event loop runs (``loop.call_later``)."""
+        self._call_later = call_later
+        self._epoch.call_later = call_later
 
     # -- functions ---------------------------------------------------------------
 
@@ -129,12 +126,7 @@ class Scheduler:
         if len(unique) > MAX_UNIQUE_SIZE:
             return ErrorCode.ARGUMENT_TOO_LARGE, b"Unique value too large"
         f = self.functions.get(name) or self.function(name)
-        key: object = None
-        if unique:
-            if unique != b"-":
-                key = unique
-            elif data:
-                key = (b"-", bytes(data))
+        key = coalescing_key(unique, data)
         if key is not None:
             existing = f.uniques.get(key)
             if existing is not None:
@@ -174,16 +166,7 @@ class Scheduler:
         job.function.pending += 1
         job.store_id = self._next_store_id
         self._next_store_id += 1
-        record = StoredJob(
-            job.store_id,
-            job.function.name,
-            job.unique,
-            bytes(job.data),
-            job.priority,
-            job.when,
-            job.reducer,
-            job.retries,
-        )
+        record = record_of(job)
         group = self._group
         if group is None:
             loop = asyncio.get_running_loop()
@@ -207,7 +190,7 @@ class Scheduler:
 
     def _settle_group(self, group: WriteGroup) -> None:
         for job, written in zip(group.jobs, group.writes, strict=True):
-            error = _write_error(written)
+            error = write_error(written)
             if job.state is not JobState.PENDING:  # cancelled while being written
                 if error is None and self.store is not None:
                     self.store.remove(job.store_id)
@@ -242,31 +225,16 @@ class Scheduler:
     def _schedule(self, job: Job) -> None:
         job.state = JobState.SCHEDULED
         job.function.scheduled += 1
-        heapq.heappush(self._epoch, (float(job.when), self._counter, job))
-        self._arm_epoch_timer()
+        self._epoch.add(job)
 
-    def _arm_epoch_timer(self) -> None:
-        if not self._epoch or self._call_later is None:
-            return
-        first = self._epoch[0][0]
-        if self._epoch_timer is not None:
-            if self._epoch_at <= first:
-                return
-            self._epoch_timer.cancel()
-        self._epoch_at = first
-        delay = max(0.0, first - self._clock())
-        self._epoch_timer = self._call_later(delay, self.run_due_jobs)
+    def _epoch_due(self, job: Job) -> None:
+        if job.state is JobState.SCHEDULED:  # not cancelled or abandoned meanwhile
+            job.function.scheduled -= 1
+            self._enqueue(job)
 
     def run_due_jobs(self) -> None:
         """Move every epoch job whose time has come into its queue and wake workers."""
-        self._epoch_timer = None
-        now = self._clock()
-        while self._epoch and self._epoch[0][0] <= now:
-            job = heapq.heappop(self._epoch)[2]
-            if job.state is JobState.SCHEDULED:
-                job.function.scheduled -= 1
-                self._enqueue(job)
-        self._arm_epoch_timer()
+        self._epoch.run_due()
 
     # -- workers -----------------------------------------------------------------
 
@@ -411,8 +379,8 @@ class Scheduler:
         return job
 
     def work_status(self, job: Job, numerator: bytes, denominator: bytes, body: bytes) -> None:
-        job.numerator = _atoi(numerator)
-        job.denominator = _atoi(denominator)
+        job.numerator = parse_c_int(numerator) & 0xFFFFFFFF
+        job.denominator = parse_c_int(denominator) & 0xFFFFFFFF
         if job.clients:
             packet = encode(P.WORK_STATUS, job.handle, numerator, denominator)
             for client in job.clients:
@@ -508,7 +476,7 @@ class Scheduler:
         for client in job.clients:
             client.waiting.pop(job, None)
         job.clients = NO_CLIENTS
-        if job.store_id and self.store is not None and state_was_durable(job):
+        if job.store_id and self.store is not None and acknowledged(job):
             self.store.remove(job.store_id)
             job.store_id = 0
 
@@ -544,11 +512,7 @@ class Scheduler:
             job.reducer = record.reducer
             job.retries = record.retries
             job.store_id = record.id
-            key: object = None
-            if record.unique and record.unique != b"-":
-                key = record.unique
-            elif record.unique == b"-" and record.data:
-                key = (b"-", record.data)
+            key = coalescing_key(record.unique, record.data)
             if key is not None and key not in f.uniques:
                 job.key = key
                 f.uniques[key] = job
@@ -557,46 +521,18 @@ class Scheduler:
             self._next_store_id = max(self._next_store_id, record.id + 1)
         return len(records)
 
-    def check_handle_prefix(self) -> None:
-        if len(self.handle_prefix) + 11 > MAX_HANDLE_SIZE:
-            raise ValueError("job handle prefix too long: handles must stay under 64 bytes")
 
+def coalescing_key(unique: bytes, data: Data) -> object:
+    """What makes two submissions of one function the same job (PROTOCOL.md §4.4).
 
-class WriteGroup:
-    """Background jobs handed to the store in one loop turn, acknowledged together."""
-
-    __slots__ = ("done", "jobs", "writes")
-
-    def __init__(self, done: asyncio.Future[None]) -> None:
-        self.done = done  # resolved once every write of the group has settled
-        self.jobs: list[Job] = []
-        self.writes: list[asyncio.Future[None]] = []
-
-    def wait(self, settle: Callable[[WriteGroup], None]) -> None:
-        """Call ``settle(self)`` once every write has succeeded or failed."""
-
-        # Stores commit in order, so the last open write usually settles last and
-        # one callback on it is enough; if not, look again.
-        def check(_: object = None) -> None:
-            still_open = [w for w in self.writes if not w.done()]
-            if still_open:
-                still_open[-1].add_done_callback(check)
-            else:
-                settle(self)
-
-        check()
-
-
-def _write_error(written: asyncio.Future[None]) -> str | None:
-    if written.cancelled():
-        return "persistent queue write cancelled"
-    exc = written.exception()
-    return None if exc is None else str(exc)
-
-
-def state_was_durable(job: Job) -> bool:
-    """A stored job whose write was acknowledged (a PENDING one is removed on ack)."""
-    return job.pending is None or job.pending.done()
+    The unique itself; for ``-``, the payload; nothing (never coalesce) for an empty
+    unique or ``-`` with an empty payload.
+    """
+    if not unique:
+        return None
+    if unique != b"-":
+        return unique
+    return (b"-", bytes(data)) if data else None
 
 
 def _attach(peer: Peer, job: Job) -> None:
@@ -608,14 +544,3 @@ def _attach(peer: Peer, job: Job) -> None:
             job.clients.append(peer)
         else:
             job.clients = [peer]
-
-
-def _atoi(text: bytes) -> int:
-    """C ``atoi`` on an unsigned 32-bit field: leading digits, else 0."""
-    digits = 0
-    for byte in text.lstrip(b" "):
-        if 48 <= byte <= 57:
-            digits = digits * 10 + byte - 48
-        else:
-            break
-    return digits & 0xFFFFFFFF
