@@ -41,11 +41,12 @@ def test_no_job_pre_sleep_noop_grab_cycle() -> None:
     assert state.connections["a"].state is ConnState.SLEEPING
     state.receive_data("a", encode(P.NOOP))
     assert sent(state, "a") == [(P.GRAB_JOB_UNIQ, ())]
-    events = state.receive_data("a", encode(P.JOB_ASSIGN_UNIQ, b"H:1", b"f", b"u", data=b"x\0y"))
-    assert events == [Assignment("a", b"H:1", b"f", b"u", b"x\0y")]
+    [job] = state.receive_data("a", encode(P.JOB_ASSIGN_UNIQ, b"H:1", b"f", b"u", data=b"x\0y"))
+    assert job == Assignment("a", b"H:1", b"f", b"u", b"x\0y")
     # Capacity 1 is used up: no new grab until the job ends.
     assert sent(state, "a") == []
-    state.finish(events[0], P.WORK_COMPLETE, b"ok")
+    assert isinstance(job, Assignment)
+    state.finish(job, P.WORK_COMPLETE, b"ok")
     assert sent(state, "a") == [(P.WORK_COMPLETE, (b"H:1",)), (P.GRAB_JOB_UNIQ, ())]
 
 
@@ -55,7 +56,7 @@ def test_work_fail_body_is_exactly_the_handle() -> None:
     state.connection_made("a")
     sent(state, "a")
     [job] = state.receive_data("a", encode(P.JOB_ASSIGN, b"H:7", b"f", data=b""))
-    assert job.unique == b""
+    assert isinstance(job, Assignment) and job.unique == b""
     state.finish(job, P.WORK_FAIL)
     wire = state.connections["a"].data_to_send()
     assert wire[12 : 12 + int.from_bytes(wire[8:12], "big")] == b"H:7"
@@ -81,6 +82,7 @@ def test_limit_stops_grabbing_and_lost_connection_orphans_jobs() -> None:
     state.connection_made("a")
     assert sent(state, "a").count((P.GRAB_JOB_UNIQ, ())) == 1
     [job] = state.receive_data("a", encode(P.JOB_ASSIGN_UNIQ, b"H:1", b"f", b"", data=b""))
+    assert isinstance(job, Assignment)
     assert state.limit == 0 and sent(state, "a") == []
     assert state.connection_lost("a") == [job]
     assert not state.finish(job, P.WORK_COMPLETE)

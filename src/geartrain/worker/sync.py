@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from geartrain.client.core import to_bytes
 from geartrain.client.servers import Address, ServerSpec, format_address, parse_servers
@@ -74,9 +74,17 @@ class BaseWorker:
         self.registry: dict[bytes, Registration] = {}
         self.jobs_done = 0
 
+    @overload
+    def register(self, function: str | bytes, func: F, *, timeout: float | None = None) -> F: ...
+
+    @overload
+    def register(
+        self, function: str | bytes, func: None = None, *, timeout: float | None = None
+    ) -> Callable[[F], F]: ...
+
     def register(
         self, function: str | bytes, func: F | None = None, *, timeout: float | None = None
-    ) -> Any:
+    ) -> F | Callable[[F], F]:
         """Register a function; usable as a call or as a decorator.
 
         Args:
