@@ -22,6 +22,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def admin_command(port: int, line: bytes, host: str = "127.0.0.1") -> bytes:
+    """Send one admin list command (status, workers, ...) and return its reply."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(line + b"\n")
+        reply = b""
+        while not reply.endswith(b".\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+
+
 def wait_for_port(
     host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
 ) -> None:

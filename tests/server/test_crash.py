@@ -23,7 +23,7 @@ import pytest
 from geartrain.protocol.codec import Decoder, Packet, encode_request
 from geartrain.protocol.constants import RES
 from geartrain.protocol.constants import PacketType as P
-from tests.support import ServerProcess, free_port, start_geartrain
+from tests.support import ServerProcess, admin_command, free_port, start_geartrain
 
 pytestmark = pytest.mark.slow
 
@@ -230,18 +230,6 @@ def _drain(port: int, seconds: float = 60) -> list[bytes]:
         sock.close()
 
 
-def _admin(port: int, line: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(line + b"\n")
-        reply = b""
-        while not reply.endswith(b".\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-        return reply
-
-
 def _run_load(
     port: int,
     ledger: Ledger,
@@ -277,7 +265,7 @@ def _restart_and_check(port: int, url: str, ledger: Ledger) -> None:
     # Completed jobs are gone from the store too: nothing comes back a third time.
     server = start_geartrain(port=port, queue=url)
     try:
-        assert _admin(port, b"status") in (b".\n", b"crash\t0\t0\t0\n.\n")
+        assert admin_command(port, b"status") in (b".\n", b"crash\t0\t0\t0\n.\n")
     finally:
         server.stop()
 

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support import GEARMAND, free_port, start_gearmand, start_geartrain
+from tests.support import GEARMAND, admin_command, free_port, start_gearmand, start_geartrain
 
 pytestmark = pytest.mark.interop
-
-
-def _admin(port: int, line: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(line + b"\n")
-        reply = b""
-        while not reply.endswith(b".\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-        return reply
 
 
 def test_jobs_queued_in_gearmand_sqlite_run_on_geartrain(tmp_path: Path) -> None:
@@ -67,7 +54,7 @@ def test_jobs_queued_in_gearmand_sqlite_run_on_geartrain(tmp_path: Path) -> None
         ["--import-gearmand", f"sqlite:///{old_queue}"], port=port, queue=new_queue
     )
     try:
-        assert _admin(port, b"prioritystatus") == b"mig\t1\t1\t1\t0\n.\n"
+        assert admin_command(port, b"prioritystatus") == b"mig\t1\t1\t1\t0\n.\n"
         done = subprocess.run(
             [
                 gearman,
@@ -87,7 +74,7 @@ def test_jobs_queued_in_gearmand_sqlite_run_on_geartrain(tmp_path: Path) -> None
             timeout=20,
         )
         assert done.returncode == 0
-        assert _admin(port, b"status") == b"mig\t0\t0\t0\n.\n"
+        assert admin_command(port, b"status") == b"mig\t0\t0\t0\n.\n"
     finally:
         server.stop()
     # Importing again does not bring the finished jobs back.
@@ -95,6 +82,6 @@ def test_jobs_queued_in_gearmand_sqlite_run_on_geartrain(tmp_path: Path) -> None
         ["--import-gearmand", f"sqlite:///{old_queue}"], port=port, queue=new_queue
     )
     try:
-        assert _admin(port, b"status") in (b".\n", b"mig\t0\t0\t0\n.\n")
+        assert admin_command(port, b"status") in (b".\n", b"mig\t0\t0\t0\n.\n")
     finally:
         server.stop()

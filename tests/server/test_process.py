@@ -35,6 +35,28 @@ def _read_packets(sock: socket.socket, count: int) -> list[Packet]:
     return packets
 
 
+def _serve(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``geartrain serve ARGS`` to completion (daemon parents and bad options)."""
+    return subprocess.run(
+        [sys.executable, "-m", "geartrain", "serve", *args],
+        capture_output=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _running_job(port: int) -> tuple[socket.socket, socket.socket, Packet]:
+    """A worker running a foreground job a client waits for; returns JOB_CREATED too."""
+    worker, client = _connect(port), _connect(port)
+    worker.sendall(encode_request(P.CAN_DO, b"slow"))
+    client.sendall(encode_request(P.SUBMIT_JOB, b"slow", b"", data=b"x"))
+    (created,) = _read_packets(client, 1)
+    worker.sendall(encode_request(P.GRAB_JOB))
+    (assigned,) = _read_packets(worker, 1)
+    assert assigned.type == P.JOB_ASSIGN
+    return worker, client, created
+
+
 def _wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> int | None:
     try:
         return proc.wait(seconds)
@@ -60,13 +82,7 @@ def test_sigterm_stops_cleanly_and_removes_the_pid_file(tmp_path: Path) -> None:
 def test_sigusr1_lets_running_jobs_finish_then_exits(tmp_path: Path) -> None:
     server = start_geartrain()
     try:
-        worker, client = _connect(server.port), _connect(server.port)
-        worker.sendall(encode_request(P.CAN_DO, b"slow"))
-        client.sendall(encode_request(P.SUBMIT_JOB, b"slow", b"", data=b"x"))
-        (created,) = _read_packets(client, 1)
-        worker.sendall(encode_request(P.GRAB_JOB))
-        (assigned,) = _read_packets(worker, 1)
-        assert assigned.type == P.JOB_ASSIGN
+        worker, client, created = _running_job(server.port)
         server.proc.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + 5
         refused = False
@@ -91,12 +107,7 @@ def test_sigusr1_lets_running_jobs_finish_then_exits(tmp_path: Path) -> None:
 def test_graceful_stop_never_hangs_forever() -> None:
     server = start_geartrain(["--graceful-timeout", "0.5"])
     try:
-        worker, client = _connect(server.port), _connect(server.port)
-        worker.sendall(encode_request(P.CAN_DO, b"stuck"))
-        client.sendall(encode_request(P.SUBMIT_JOB, b"stuck", b"", data=b"x"))
-        _read_packets(client, 1)
-        worker.sendall(encode_request(P.GRAB_JOB))
-        _read_packets(worker, 1)
+        worker, client, _ = _running_job(server.port)
         server.proc.send_signal(signal.SIGUSR1)
         assert _wait_exit(server.proc, 10) == 0
         worker.close()
@@ -108,27 +119,18 @@ def test_graceful_stop_never_hangs_forever() -> None:
 def test_daemon_parent_exits_zero_only_once_listening(tmp_path: Path) -> None:
     port = free_port()
     pid_file, log_file = tmp_path / "d.pid", tmp_path / "d.log"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geartrain",
-            "serve",
-            "-d",
-            "-L",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--queue",
-            "none",
-            "--pid-file",
-            str(pid_file),
-            "--log-file",
-            str(log_file),
-        ],
-        capture_output=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
+    done = _serve(
+        "-d",
+        "-L",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--queue",
+        "none",
+        "--pid-file",
+        str(pid_file),
+        "--log-file",
+        str(log_file),
     )
     assert done.returncode == 0, done.stderr
     pid = int(pid_file.read_text())
@@ -148,24 +150,7 @@ def test_daemon_parent_fails_when_the_port_is_taken() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "geartrain",
-                "serve",
-                "-d",
-                "-L",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "--queue",
-                "none",
-            ],
-            capture_output=True,
-            timeout=30,
-            stdin=subprocess.DEVNULL,
-        )
+        done = _serve("-d", "-L", "127.0.0.1", "-p", str(port), "--queue", "none")
     assert done.returncode == 1
     assert b"cannot listen" in done.stderr
 
@@ -225,26 +210,9 @@ def test_sighup_reopens_the_log_file(tmp_path: Path) -> None:
 
 
 def test_bad_options_fail_fast_with_a_message() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "geartrain", "serve", "--queue", "none", "--verbose", "LOUD"],
-        capture_output=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
+    done = _serve("--queue", "none", "--verbose", "LOUD")
     assert done.returncode == 2 and b"LOUD" in done.stderr
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geartrain",
-            "serve",
-            "--queue",
-            "none",
-            "--job-handle-prefix",
-            "H:" + "x" * 60,
-        ],
-        capture_output=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
+    done = _serve("--queue", "none", "--job-handle-prefix", "H:" + "x" * 60)
     assert done.returncode == 2 and b"prefix too long" in done.stderr
+    done = _serve("--queue", "none", "--import-gearmand", "sqlite:///nowhere.db")
+    assert done.returncode == 1 and b"needs a persistent queue" in done.stderr

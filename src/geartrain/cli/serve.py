@@ -210,6 +210,8 @@ def _write_pid_file(path: str) -> None:
 
 async def _open_store(settings: Settings) -> Any:
     if settings.queue.lower() in ("none", ""):
+        if settings.import_gearmand:
+            raise StartupError("--import-gearmand needs a persistent queue (not --queue none)")
         return None
     from geartrain.server.persistence import open_store
 
@@ -217,9 +219,7 @@ async def _open_store(settings: Settings) -> Any:
         store = open_store(settings.queue, prefix=settings.queue_prefix)
     except Exception as exc:  # a bad URL or a missing driver: say which
         raise StartupError(f"persistent queue {settings.queue!r}: {exc}") from exc
-    if settings.import_gearmand:
-        if store is None:
-            raise StartupError("--import-gearmand needs a persistent queue (not --queue none)")
+    if settings.import_gearmand and store is not None:
         from geartrain.server.persistence.gearmand_import import import_into
 
         try:
