@@ -177,3 +177,24 @@ async def test_async_worker_idle_timeout_and_stop(any_server: ServerProcess) -> 
     worker.stop()  # before the task even started: still honoured
     assert await asyncio.wait_for(serving, 10) == 0
     assert worker.connected == []
+
+
+async def test_async_worker_stops_promptly_despite_long_poll_interval(
+    any_server: ServerProcess,
+) -> None:
+    worker = AsyncWorker([any_server.address], poll_interval=60)
+    worker.register("nothing", lambda job: b"")
+    serving = asyncio.create_task(worker.work(handle_signals=False))
+    async with asyncio.timeout(10):
+        while not worker.connected:  # noqa: ASYNC110 - polling a plain attribute
+            await asyncio.sleep(0.02)
+    started = time.monotonic()
+    worker.stop()
+    assert await asyncio.wait_for(serving, 10) == 0
+    assert time.monotonic() - started < 2
+
+
+def test_sync_worker_stops_promptly_despite_long_poll_interval(any_server: ServerProcess) -> None:
+    with worker_thread(any_server.address, {"nothing": lambda job: b""}, poll_interval=60):
+        started = time.monotonic()
+    assert time.monotonic() - started < 5

@@ -81,6 +81,7 @@ class AsyncWorker(BaseWorker):
         """Stop taking jobs; :meth:`work` returns once the running ones finished."""
         self.state.accepting = False
         self._stop.set()
+        self._wake.set()
 
     def abort(self) -> None:
         """Cancel the running jobs and make :meth:`work` raise :class:`WorkerAborted`."""

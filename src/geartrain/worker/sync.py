@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import selectors
@@ -158,6 +159,10 @@ class Worker(BaseWorker):
         self.backoff = Backoff()
         self._sockets: dict[Address, socket.socket] = {}
         self._selector = selectors.DefaultSelector()
+        # While work() runs, stop() (from a signal handler or another thread)
+        # writes to this pair to end select() at once rather than after up to
+        # poll_interval seconds.
+        self._waker: tuple[socket.socket, socket.socket] | None = None
         self._stopping = False
         self._signals = 0
 
@@ -171,6 +176,10 @@ class Worker(BaseWorker):
         """Ask :meth:`work` to return after the job it is running (callable from a signal)."""
         self._stopping = True
         self.state.accepting = False
+        waker = self._waker
+        if waker is not None:
+            with contextlib.suppress(OSError):
+                waker[0].send(b"\0")
 
     @property
     def stopping(self) -> bool:
@@ -215,6 +224,7 @@ class Worker(BaseWorker):
         self.state.accepting = True
         self.state.limit = max_jobs
         done = 0
+        self._open_waker()
         restore = self._install_signals() if handle_signals else None
         try:
             started = last_job = last_poll = time.monotonic()
@@ -244,7 +254,22 @@ class Worker(BaseWorker):
             if restore is not None:
                 restore()
             self.close()
+            self._close_waker()
         return done
+
+    def _open_waker(self) -> None:
+        pair = socket.socketpair()
+        for sock in pair:
+            sock.setblocking(False)
+        self._selector.register(pair[1], selectors.EVENT_READ, None)
+        self._waker = pair
+
+    def _close_waker(self) -> None:
+        pair, self._waker = self._waker, None
+        if pair is not None:
+            self._selector.unregister(pair[1])
+            for sock in pair:
+                sock.close()
 
     # -- internals -----------------------------------------------------------------
 
@@ -312,11 +337,12 @@ class Worker(BaseWorker):
                 self._drop(address, reconnect=True)  # type: ignore[arg-type]
 
     def _poll(self, timeout: float) -> list[Assignment | ServerMessage]:
-        if not self._sockets:
-            time.sleep(timeout)  # nothing to wait on but the next reconnect
-            return []
         events: list[Assignment | ServerMessage] = []
         for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                with contextlib.suppress(OSError):
+                    key.fileobj.recv(4096)  # type: ignore[union-attr]
+                continue
             address: Address = key.data
             try:
                 data = key.fileobj.recv(_READ_SIZE)  # type: ignore[union-attr]
