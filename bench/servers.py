@@ -51,12 +51,11 @@ def default_specs(sqlite: bool) -> list[ServerSpec]:
     if gearmand:
         specs.append(ServerSpec("gearmand", f"{gearmand} {GEARMAND_ARGS}"))
     python = shlex.quote(sys.executable)
-    specs.append(ServerSpec("geartrain", f"{python} {GEARTRAIN_ARGS} --queue none"))
+    geartrain = f"{python} {GEARTRAIN_ARGS}"
+    specs.append(ServerSpec("geartrain", f"{geartrain} --queue none", BIG_PACKET_ARGS))
     if sqlite:
-        spec = ServerSpec(
-            "geartrain-sqlite", f"{python} {GEARTRAIN_ARGS} --queue sqlite:///{{tmp}}/q.db"
-        )
-        specs.append(spec)
+        cmd = f"{geartrain} --queue sqlite:///{{tmp}}/q.db"
+        specs.append(ServerSpec("geartrain-sqlite", cmd, BIG_PACKET_ARGS))
     return specs
 
 
