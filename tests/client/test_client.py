@@ -285,3 +285,16 @@ def test_no_server_at_all() -> None:
             client.submit("f", b"x")
         with pytest.raises(ConnectionError):  # NoServerAvailable is a ConnectionError
             client.echo()
+
+
+def test_failing_callback_does_not_break_other_tasks(any_server: ServerProcess) -> None:
+    def explode(update: object) -> None:
+        raise RuntimeError("callback bug")
+
+    with (
+        worker_thread(any_server.address, {"reverse": reverse}),
+        Client([any_server.address], timeout=10) as client,
+    ):
+        bad = client.submit("reverse", b"ab", callback=explode)
+        good = client.submit("reverse", b"cd")
+        assert client.gather([bad, good]) == [b"ba", b"dc"]

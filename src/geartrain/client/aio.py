@@ -23,7 +23,7 @@ from geartrain.protocol import Priority
 from .core import ClientProtocol, Event, JobStatus, Reply, RequestKind, Task, TaskCallback, Update
 from .core import to_bytes as _bytes
 from .servers import Address, ServerSpec, format_address, parse_servers, server_order
-from .sync import CONNECT_TIMEOUT, RETRY_AFTER, epoch_seconds
+from .sync import CONNECT_TIMEOUT, RETRY_AFTER, _run_callback, epoch_seconds
 
 _READ_SIZE = 256 * 1024
 
@@ -418,7 +418,7 @@ class AsyncClient:
             if isinstance(task, AsyncTask):
                 task._changed.set()
             if task.callback is not None:
-                task.callback(event)
+                _run_callback(task.callback, event)
 
 
 async def _done_then(task: AsyncTask, queue: asyncio.Queue[AsyncTask]) -> None:

@@ -9,6 +9,7 @@ updates of every other task in flight and calls their callbacks. A
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import selectors
 import socket
 import time
@@ -20,6 +21,8 @@ from geartrain.protocol import Priority
 from .core import ClientProtocol, Event, JobStatus, Reply, RequestKind, Task, TaskCallback, Update
 from .core import to_bytes as _bytes
 from .servers import Address, ServerSpec, format_address, parse_servers, server_order
+
+logger = logging.getLogger(__name__)
 
 #: Default seconds to wait for a TCP connection to a job server.
 CONNECT_TIMEOUT = 5.0
@@ -174,7 +177,8 @@ class Client:
             background: detach after JOB_CREATED (no result comes back).
             when: run no earlier than this Unix time or datetime
                 (SUBMIT_JOB_EPOCH; implies background, normal priority).
-            callback: called with every :class:`Update` of the task.
+            callback: called with every :class:`Update` of the task; an exception it
+                raises is logged, not propagated.
 
         Returns:
             The task; use :meth:`SyncTask.result`, :meth:`SyncTask.stream` or
@@ -426,7 +430,15 @@ class Client:
                 continue
             callback = event.task.callback
             if callback is not None:
-                callback(event)
+                _run_callback(callback, event)
+
+
+def _run_callback(callback: TaskCallback, update: Update) -> None:
+    # A failing callback must not break the I/O loop that serves every other task.
+    try:
+        callback(update)
+    except Exception:
+        logger.exception("task callback failed for %r", update.task)
 
 
 def _deadline(timeout: float | None) -> float | None:
