@@ -81,9 +81,9 @@ class SyncTask(Task):
     def stream(self, timeout: float | None = None) -> Iterator[Update]:
         """Yield the task's updates (CREATED, DATA, WARNING, STATUS, then the end) as they arrive.
 
-        ``timeout`` bounds the whole iteration.
+        ``timeout`` (default: the client's) bounds the whole iteration.
         """
-        deadline = _deadline(timeout)
+        deadline = _deadline(self._client._timeout(timeout))
         while True:
             if self.updates:
                 yield self.updates.popleft()
