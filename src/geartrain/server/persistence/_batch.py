@@ -40,6 +40,7 @@ Nothing here knows about SQL or Redis; backends implement the five ``_`` hooks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from abc import ABC, abstractmethod
@@ -66,6 +67,8 @@ DEFAULT_BACKOFF_INITIAL = 0.05
 DEFAULT_BACKOFF_MAX = 5.0
 #: How long close() keeps trying to flush pending removes before giving up on them.
 DEFAULT_CLOSE_TIMEOUT = 10.0
+#: Seconds removes and retry updates may wait to share a commit when no add is queued.
+LAZY_WRITE_DELAY = 0.05
 
 
 class StoreOptions(TypedDict, total=False):
@@ -178,6 +181,7 @@ class GroupCommitStore(ABC):
         self._pending: deque[_Op] = deque()
         self._in_flight: list[_Op] = []  # the batch being written right now
         self._wake = asyncio.Event()
+        self._lazy_wake: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
         self._io_lock = asyncio.Lock()
         self._down_reason: str | None = None
@@ -273,14 +277,39 @@ class GroupCommitStore(ABC):
 
     def remove(self, job_id: int) -> None:
         self._pending.append(_Remove(job_id))
-        self._wake.set()
+        self._wake_later()
 
     def update_retries(self, job_id: int, retries: int) -> None:
         self._pending.append(_Retries(job_id, retries))
+        self._wake_later()
+
+    def _wake_later(self) -> None:
+        # Nobody waits for a remove or a retry count: let them gather for a moment
+        # rather than pay one commit (one fsync, with SQLite FULL) for every few
+        # finished jobs. An add arriving meanwhile takes them along at once. If the
+        # server dies inside the delay, the finished job runs again after restart
+        # (delivery is at least once).
+        if self._lazy_wake is None and not self._wake.is_set():
+            loop = asyncio.get_running_loop()
+            self._lazy_wake = loop.call_later(LAZY_WRITE_DELAY, self._wake_lazy)
+
+    async def _gather_lazy_writes(self) -> None:
+        # Only removes and retry counts are queued: give more of them (or an add,
+        # which ends the wait) a moment to join this commit.
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LAZY_WRITE_DELAY):
+                await self._wake.wait()
+
+    def _wake_lazy(self) -> None:
+        self._lazy_wake = None
         self._wake.set()
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None
+        if self._lazy_wake is not None:
+            self._lazy_wake.cancel()
+            self._lazy_wake = None
         self._closing = True
         self._close_requested.set()
         self._wake.set()
@@ -318,6 +347,8 @@ class GroupCommitStore(ABC):
                 continue
             if self._failures:
                 await self._sleep_unless_closing(self._retry_delay())
+            elif not self._closing and not any(isinstance(op, _Add) for op in self._pending):
+                await self._gather_lazy_writes()
             ops = self._in_flight = self._take()
             try:
                 await self._commit(ops)
