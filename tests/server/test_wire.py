@@ -320,6 +320,27 @@ async def test_stored_jobs_are_replayed_in_priority_then_fifo_order(connect) -> 
         assert max(store.rows) == 5  # ids continue after the replayed ones
 
 
+async def test_coalescing_still_works_after_a_replay(connect) -> None:
+    store = SlowStore()
+    store.delay = 0
+    store.rows[7] = StoredJob(7, b"f", b"same", b"old payload", 1)
+    store.rows[8] = StoredJob(8, b"f", b"", b"anonymous", 1)
+    async with running_server(store=store) as srv:
+        client = await connect(srv)
+        client.send(P.SUBMIT_JOB, b"f", b"same", data=b"new payload")
+        client.send(P.GET_STATUS_UNIQUE, b"same")
+        (_, (handle,), _), status = await client.packets(2)
+        assert status == (P.STATUS_RES_UNIQUE, (b"same", b"1", b"0", b"0", b"0", b"1"), b"")
+        assert bytes(srv.scheduler.jobs[handle].data) == b"old payload"
+        assert len(store.rows) == 2  # coalesced: nothing new stored
+        worker = await connect(srv)
+        worker.send(P.CAN_DO, b"f")
+        worker.send(P.GRAB_JOB)
+        assert (await worker.packet()).args[0] == handle
+        worker.send(P.WORK_COMPLETE, handle, data=b"done")
+        assert await client.packets(1) == [(P.WORK_COMPLETE, (handle,), b"done")]
+
+
 async def test_epoch_job_wakes_a_sleeping_worker_when_due(server: Server, connect) -> None:
     client, worker = await connect(), await connect()
     worker.send(P.CAN_DO, b"later")
