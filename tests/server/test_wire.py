@@ -386,3 +386,40 @@ async def test_can_do_timeout_requeues_and_the_late_result_is_refused(connect) -
         assert (await slow.packet()).args[0] == b"JOB_NOT_FOUND"
         fast.send(P.WORK_COMPLETE, handle, data=b"ok")
         assert await client.packets(1) == [(P.WORK_COMPLETE, (handle,), b"ok")]
+
+
+async def test_a_client_that_stops_reading_is_dropped_not_buffered_forever(connect) -> None:
+    async with running_server(max_packet_size=256 * 1024) as srv:
+        host, port = srv.addresses[0]
+        lazy = socket.socket()
+        lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        lazy.connect((host, port))
+        lazy.setblocking(False)
+        loop = asyncio.get_running_loop()
+        jobs = 40
+        await loop.sock_sendall(
+            lazy,
+            b"".join(
+                encode_request(P.SUBMIT_JOB, b"big", b"", data=b"%d" % i) for i in range(jobs)
+            ),
+        )
+        worker = await connect(srv)
+        worker.send(P.CAN_DO, b"big")
+        result = b"r" * (200 * 1024)
+        dropped = False
+        for _ in range(jobs):
+            worker.send(P.GRAB_JOB)
+            assign = await worker.packet()
+            if assign.type == P.NO_JOB:
+                break
+            worker.send(P.WORK_COMPLETE, assign.args[0], data=result)
+            worker.send(P.ECHO_REQ, data=b"sync")
+            while (await worker.packet()).type != P.ECHO_RES:
+                pass
+            dropped = len(srv.connections) == 1  # only the worker is left
+            if dropped:
+                break
+        assert dropped, "the server kept buffering for a client that does not read"
+        worker.send(P.ECHO_REQ, data=b"still fine")
+        assert await worker.packets(1) == [(P.ECHO_RES, (), b"still fine")]
+        lazy.close()

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 #: Above this many bytes in one flush, parts are written one by one rather than
 #: joined, so large payloads are not copied again.
 _JOIN_LIMIT = 65536
+#: A peer may leave this many maximum-size packets unread before it is dropped.
+_UNREAD_PACKETS = 4
 #: Replies held behind an unacknowledged persistent write before we stop reading
 #: more requests from that connection.
 _MAX_HELD = 10000
@@ -63,6 +65,7 @@ class Connection(Peer, asyncio.Protocol):
         "_held",
         "_in_receive",
         "_loop",
+        "_max_unread",
         "_out",
         "_out_size",
         "_paused",
@@ -81,6 +84,8 @@ class Connection(Peer, asyncio.Protocol):
         self.scheduler = server.scheduler
         self.exceptions = server.settings.exceptions
         self.decoder = Decoder(REQ, server.settings.max_packet_size)
+        # Unread output we tolerate: a few of the largest packets we accept.
+        self._max_unread = _UNREAD_PACKETS * server.settings.max_packet_size
         self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._out: list[Data] = []
@@ -255,6 +260,16 @@ class Connection(Peer, asyncio.Protocol):
         else:
             # Large parts go out as they are (one writev on uvloop), never joined.
             self.transport.writelines(out)
+        if self._paused and self.transport.get_write_buffer_size() > self._max_unread:
+            # A peer that stopped reading while results keep arriving for it would
+            # make us buffer without bound: let it go (its workers' jobs still end).
+            logger.warning(
+                "dropping %s (fd %d): %d bytes of replies unread",
+                self.ip,
+                self.fd,
+                self.transport.get_write_buffer_size(),
+            )
+            self.abort()
 
     # -- errors --------------------------------------------------------------------
 
