@@ -298,3 +298,21 @@ def test_failing_callback_does_not_break_other_tasks(any_server: ServerProcess) 
         bad = client.submit("reverse", b"ab", callback=explode)
         good = client.submit("reverse", b"cd")
         assert client.gather([bad, good]) == [b"ba", b"dc"]
+
+
+def test_same_client_submitting_a_unique_twice_gets_both_results(
+    any_server: ServerProcess,
+) -> None:
+    runs: list[bytes] = []
+
+    def once(job: Job) -> bytes:
+        runs.append(job.payload)
+        return b"one result"
+
+    with Client([any_server.address], timeout=10) as client:
+        first = client.submit("twice", b"a", unique="dup")
+        second = client.submit("twice", b"b", unique="dup")
+        assert first.wait_created() == second.wait_created()
+        with worker_thread(any_server.address, {"twice": once}):
+            assert client.gather([first, second]) == [b"one result", b"one result"]
+    assert runs == [b"a"]  # the second submission's payload is ignored
