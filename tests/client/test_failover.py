@@ -85,3 +85,17 @@ def test_kill_one_of_three_servers_mid_run(three_servers: list[ServerProcess]) -
     assert max(runs.values()) == 1
     for task in before + done + after:
         assert runs[task.unique] == 1
+
+
+def test_clients_with_the_same_list_pick_the_same_server(
+    three_servers: list[ServerProcess],
+) -> None:
+    addresses = [s.address for s in three_servers]
+    with Client(addresses, timeout=10) as one, Client(list(addresses), timeout=10) as two:
+        for i in range(12):
+            a = one.submit("pick", b"x", unique=f"key-{i}", background=True)
+            b = two.submit("pick", b"y", unique=f"key-{i}", background=True)
+            assert a.server == b.server == addresses[server_order(a.unique, 3)[0]]
+            # Same server, same key: the second submission coalesced onto the first.
+            assert a.result() == b.result()
+        assert len({one.submit("pick", unique=f"spread-{i}").server for i in range(30)}) == 3
