@@ -99,3 +99,35 @@ def test_clients_with_the_same_list_pick_the_same_server(
             # Same server, same key: the second submission coalesced onto the first.
             assert a.result() == b.result()
         assert len({one.submit("pick", unique=f"spread-{i}").server for i in range(30)}) == 3
+
+
+@pytest.mark.slow
+async def test_async_client_kill_one_of_three(three_servers: list[ServerProcess]) -> None:
+    from geartrain.client import AsyncClient
+
+    addresses = [s.address for s in three_servers]
+    runs: Counter[bytes] = Counter()
+    lock = threading.Lock()
+
+    def work(job: Job) -> bytes:
+        with lock:
+            runs[job.unique] += 1
+        time.sleep(0.01)
+        return job.payload[::-1]
+
+    victim = three_servers[2]
+    with worker_thread(addresses, {"rev": work}) as worker:
+        wait_until(lambda: len(worker.connected) == 3)
+        async with AsyncClient(addresses, timeout=30, connect_timeout=1) as client:
+            during = [await client.submit("rev", f"d{i}", unique=f"d{i}") for i in range(60)]
+            for task in during:
+                await task.wait_created()
+            victim.kill()
+            await client.wait(during)
+            after = [await client.submit("rev", f"e{i}", unique=f"e{i}") for i in range(30)]
+            assert await client.gather(after) == [f"e{i}".encode()[::-1] for i in range(30)]
+    lost = [t for t in during if t.state is TaskState.LOST]
+    assert lost and all(t.server == victim.address for t in lost)
+    assert all(t.outcome() == t.payload[::-1] for t in during if t not in lost)
+    assert all(t.server != victim.address for t in after)
+    assert max(runs.values()) == 1
