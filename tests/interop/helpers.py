@@ -493,6 +493,9 @@ _HANDLE = re.compile(rb"H:[^\s\x00]*:\d+")
 def normalise_handles(data: bytes, seen: dict[bytes, bytes] | None = None) -> bytes:
     """Replace job handles by ``<H1>``, ``<H2>`` … in order of first appearance.
 
+    ``seen`` carries names across calls; pre-filling it names handles by submission order,
+    which is what to do when the text lists them in an order that differs between servers.
+
     Handles embed the host name (gearmand: ``H:<uname -n>:N``) and are opaque to clients, so only
     their identity matters when two servers are compared.
     """
@@ -502,13 +505,3 @@ def normalise_handles(data: bytes, seen: dict[bytes, bytes] | None = None) -> by
         return table.setdefault(match.group(0), b"<H%d>" % (len(table) + 1))
 
     return _HANDLE.sub(repl, data)
-
-
-def sorted_list_reply(reply: bytes) -> list[bytes]:
-    """Lines of a list reply in sorted order (servers list functions in hash order)."""
-    assert reply.endswith(b".\n"), reply
-    return sorted(reply[:-2].splitlines())
-
-
-def fields(body: bytes, count: int) -> list[bytes]:
-    return body.split(b"\0", count - 1)

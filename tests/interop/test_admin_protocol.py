@@ -46,26 +46,29 @@ def test_transcript(any_server: ServerProcess) -> None:
         assert adm.admin("getpid") == b"OK %d\n" % any_server.proc.pid
 
 
+# Admin lines and gearmand's exact replies (PROTOCOL.md §12).
+REPLY_SHAPES = [
+    (b"", b"ERR UNKNOWN_COMMAND Unknown+server+command\r\n"),
+    (b"show", b"ERR UNKNOWN_COMMAND Unknown+server+commandshow\r\n"),
+    (b"show x", b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n"),
+    (b"show unique", b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n"),
+    (b"create", INCOMPLETE + b"create\r\n"),
+    (b"create function", INCOMPLETE + b"create\r\n"),
+    (b"drop function", INCOMPLETE + b"drop\r\n"),
+    (b"cancel job", b"ERR UNKNOWN_COMMAND Unknown+server+commandcancel\r\n"),
+    (b"shutdown", b"ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n"),
+    (b"shutdown graceful", b"ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n"),
+    (b"show\tjobs", b"ERR UNKNOWN_COMMAND Unknown+server+commandshow\tjobs\r\n"),
+    (b" status", b"ERR UNKNOWN_COMMAND Unknown+server+command\r\n"),
+    (b"STATUS", b".\n"),
+    (b"Show Jobs", b".\n"),
+    (b"status extra words", b".\n"),
+    (b"maxqueue nosuchfunction 3", b"OK\r\n"),
+]
+
+
 @pytest.mark.parametrize(
-    ("line", "reply"),
-    [
-        (b"", b"ERR UNKNOWN_COMMAND Unknown+server+command\r\n"),
-        (b"show", b"ERR UNKNOWN_COMMAND Unknown+server+commandshow\r\n"),
-        (b"show x", b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n"),
-        (b"show unique", b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n"),
-        (b"create", INCOMPLETE + b"create\r\n"),
-        (b"create function", INCOMPLETE + b"create\r\n"),
-        (b"drop function", INCOMPLETE + b"drop\r\n"),
-        (b"cancel job", b"ERR UNKNOWN_COMMAND Unknown+server+commandcancel\r\n"),
-        (b"shutdown", b"ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n"),
-        (b"shutdown graceful", b"ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n"),
-        (b"show\tjobs", b"ERR UNKNOWN_COMMAND Unknown+server+commandshow\tjobs\r\n"),
-        (b" status", b"ERR UNKNOWN_COMMAND Unknown+server+command\r\n"),
-        (b"STATUS", b".\n"),
-        (b"Show Jobs", b".\n"),
-        (b"status extra words", b".\n"),
-        (b"maxqueue nosuchfunction 3", b"OK\r\n"),
-    ],
+    ("line", "reply"), REPLY_SHAPES, ids=[repr(line.decode()) for line, _ in REPLY_SHAPES]
 )
 @pytest.mark.parametrize("ending", [b"\r\n", b"\n"], ids=["crlf", "lf"])
 def test_reply_shapes(any_server: ServerProcess, line: bytes, reply: bytes, ending: bytes) -> None:

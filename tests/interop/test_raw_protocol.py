@@ -267,6 +267,14 @@ def test_exception_then_fail_from_worker(any_server: ServerProcess) -> None:
             b"JOB_NOT_FOUND\0An exception was received for a job that does not exist",
         ),
     ],
+    ids=[
+        "WORK_DATA",
+        "WORK_WARNING",
+        "WORK_STATUS",
+        "WORK_COMPLETE",
+        "WORK_FAIL",
+        "WORK_EXCEPTION",
+    ],
 )
 def test_results_for_jobs_not_owned(
     any_server: ServerProcess, ptype: int, fields: tuple[bytes, ...], error: bytes
