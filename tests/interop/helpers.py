@@ -72,7 +72,10 @@ class P(IntEnum):
     SUBMIT_JOB_LOW_BG = 34
     SUBMIT_JOB_SCHED = 35
     SUBMIT_JOB_EPOCH = 36
+    SUBMIT_REDUCE_JOB = 37
+    SUBMIT_REDUCE_JOB_BACKGROUND = 38
     GRAB_JOB_ALL = 39
+    JOB_ASSIGN_ALL = 40
     GET_STATUS_UNIQUE = 41
     STATUS_RES_UNIQUE = 42
 
@@ -408,7 +411,7 @@ class Conn:
         got, body = self.recv()
         if got == P.NO_JOB:
             return got, []
-        nargs = {P.JOB_ASSIGN: 2, P.JOB_ASSIGN_UNIQ: 3, 40: 4}[got]
+        nargs = {P.JOB_ASSIGN: 2, P.JOB_ASSIGN_UNIQ: 3, P.JOB_ASSIGN_ALL: 4}[got]
         return got, body.split(b"\0", nargs)
 
     def grab_next(self, ptype: int = P.GRAB_JOB_UNIQ, timeout: float = 10.0) -> list[bytes]:
