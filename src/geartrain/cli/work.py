@@ -103,7 +103,16 @@ def run_worker(config: WorkConfig) -> int:
     return EXIT_RECYCLE if aged or used_up else 0
 
 
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def _child(config: WorkConfig) -> None:
+    # Forked with the supervisor's handlers and with the signals blocked (see
+    # Supervisor._start): take the default action until the worker installs its
+    # own, so a signal that arrives during start-up ends this process.
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     sys.exit(run_worker(config))
 
 
@@ -119,7 +128,7 @@ class Supervisor:
         self.signals = 0
 
     def run(self) -> int:
-        previous = {s: signal.signal(s, self._signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, self._signal) for s in _SIGNALS}
         try:
             for slot in range(self.processes):
                 self._start(slot)
@@ -131,9 +140,15 @@ class Supervisor:
         return 1 if self.signals > 1 else 0
 
     def _start(self, slot: int) -> None:
-        child = self.context.Process(target=_child, args=(self.config,), daemon=False)
-        child.start()
-        self.children[slot] = child
+        # Block the signals while forking so that a signal cannot reach the new
+        # child before it is in self.children (and would be forwarded to it).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            child = self.context.Process(target=_child, args=(self.config,), daemon=False)
+            child.start()
+            self.children[slot] = child
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def _reap(self) -> None:
         for slot, child in list(self.children.items()):
@@ -154,6 +169,8 @@ class Supervisor:
                     err=True,
                 )
                 time.sleep(delay)
+                if self.signals:
+                    continue  # told to stop while waiting
             self._start(slot)
 
     def _signal(self, signum: int, frame: FrameType | None) -> None:
