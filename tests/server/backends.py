@@ -31,6 +31,11 @@ class PrivateServer:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @staticmethod
+    def available() -> str | None:
+        """Why this server cannot run here, or None."""
+        return None
+
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 

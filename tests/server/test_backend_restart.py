@@ -30,7 +30,7 @@ KINDS: dict[str, type[PrivateServer]] = {
 @pytest.fixture(params=list(KINDS))
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateServer]:
     kind = KINDS[request.param]
-    missing = kind.available()  # type: ignore[attr-defined]
+    missing = kind.available()
     if missing:
         if os.environ.get("CI"):
             pytest.fail(missing)
