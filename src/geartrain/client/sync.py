@@ -338,8 +338,9 @@ class Client:
                 try:
                     conn.sock.sendall(conn.protocol.data_to_send())
                 except OSError as exc:
-                    # A failed send means the server never read this packet, so
-                    # trying the next server cannot run the job twice.
+                    # sendall() failed, so the packet did not reach the server
+                    # whole and cannot have become a job: the next server may
+                    # take it without any risk of running it twice.
                     conn.protocol.withdraw(task)
                     self._lost(conn, f"send failed: {exc}")
                     continue
@@ -374,6 +375,9 @@ class Client:
         self._connections[address] = conn
         self._selector.register(sock, selectors.EVENT_READ, conn)
         self._flush(conn)
+        if self._connections.get(address) is not conn:  # died at once
+            self._down_until[address] = time.monotonic() + self.retry_after
+            return None
         return conn
 
     def _flush(self, conn: _Connection) -> None:
