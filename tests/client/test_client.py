@@ -316,3 +316,14 @@ def test_same_client_submitting_a_unique_twice_gets_both_results(
         with worker_thread(any_server.address, {"twice": once}):
             assert client.gather([first, second]) == [b"one result", b"one result"]
     assert runs == [b"a"]  # the second submission's payload is ignored
+
+
+def test_client_id_and_status_lookup_across_servers(any_server: ServerProcess) -> None:
+    dead = ("127.0.0.1", free_port())
+    with Client([dead, any_server.address], client_id="reporting", connect_timeout=1) as client:
+        handle = client.submit_background("held", b"x", unique="held-1", timeout=10)
+        # Without a server hint every reachable server is asked.
+        assert client.get_status(handle, timeout=10).known
+        assert client.get_status_unique("held-1", timeout=10).known
+        with AdminClient(any_server.address) as admin:
+            assert "reporting" in {w.client_id for w in admin.workers()}
