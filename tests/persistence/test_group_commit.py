@@ -237,7 +237,7 @@ def test_any_batching_has_the_effect_of_applying_operations_in_order(
         elif kind == "remove":
             model.pop(job_id, None)
         elif job_id in model:
-            model[job_id].retries = value
+            model[job_id] = model[job_id]._replace(retries=value)
 
     async def run() -> dict[int, StoredJob]:
         backing = MemoryBacking()

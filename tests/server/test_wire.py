@@ -244,11 +244,21 @@ class SlowStore:
 
         return write()
 
+    def add_many(self, jobs: list[StoredJob]) -> Awaitable[None]:
+        async def write() -> None:
+            await asyncio.sleep(self.delay)
+            if self.fail:
+                raise QueueError("disk on fire")
+            for job in jobs:
+                self.rows[job.id] = job
+
+        return write()
+
     def remove(self, job_id: int) -> None:
         self.rows.pop(job_id, None)
 
     def update_retries(self, job_id: int, retries: int) -> None:
-        self.rows[job_id].retries = retries
+        self.rows[job_id] = self.rows[job_id]._replace(retries=retries)
 
     async def close(self) -> None:
         pass

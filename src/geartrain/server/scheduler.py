@@ -172,31 +172,33 @@ class Scheduler:
             loop = asyncio.get_running_loop()
             group = self._group = WriteGroup(loop.create_future())
             loop.call_soon(self._close_group)
-        written: asyncio.Future[None]
-        try:
-            written = asyncio.ensure_future(self.store.add(record))
-        except QueueError as exc:  # a store may refuse synchronously
-            written = asyncio.get_running_loop().create_future()
-            written.set_exception(exc)
         group.jobs.append(job)
-        group.writes.append(written)
+        group.records.append(record)
         job.pending = group.done
 
     def _close_group(self) -> None:
         group = self._group
         self._group = None
-        if group is not None:
-            group.wait(self._settle_group)
+        if group is None or self.store is None:
+            return
+        written: asyncio.Future[None]
+        try:
+            written = asyncio.ensure_future(self.store.add_many(group.records))
+        except QueueError as exc:  # a store may refuse synchronously
+            written = asyncio.get_running_loop().create_future()
+            written.set_exception(exc)
+        group.records = []  # the store has them now
+        written.add_done_callback(lambda _: self._settle_group(group, written))
 
-    def _settle_group(self, group: WriteGroup) -> None:
-        for job, written in zip(group.jobs, group.writes, strict=True):
-            error = write_error(written)
+    def _settle_group(self, group: WriteGroup, written: asyncio.Future[None]) -> None:
+        error = write_error(written)
+        if error is not None:
+            logger.warning("persistent queue refused %d jobs: %s", len(group.jobs), error)
+        for job in group.jobs:
             if job.state is not JobState.PENDING:  # cancelled while being written
                 if error is None and self.store is not None:
                     self.store.remove(job.store_id)
-                continue
-            if error is not None:
-                logger.warning("persistent queue refused job %r: %s", job.handle, error)
+            elif error is not None:
                 job.error = error.encode(errors="replace") or b"QUEUE_ERROR"
                 job.store_id = 0
                 self._unlink(job)

@@ -9,35 +9,20 @@ not thousands.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from .jobs import Job
 from .persistence.base import StoredJob
 
 
 class WriteGroup:
-    """Background jobs handed to the store in one loop turn."""
+    """Background jobs handed to the store in one loop turn, in one ``add_many``."""
 
-    __slots__ = ("done", "jobs", "writes")
+    __slots__ = ("done", "jobs", "records")
 
     def __init__(self, done: asyncio.Future[None]) -> None:
-        self.done = done  # resolved once every write of the group has settled
+        self.done = done  # resolved once the write has settled and the jobs with it
         self.jobs: list[Job] = []
-        self.writes: list[asyncio.Future[None]] = []
-
-    def wait(self, settle: Callable[[WriteGroup], None]) -> None:
-        """Call ``settle(self)`` once every write has succeeded or failed."""
-
-        # Stores commit in order, so the last open write usually settles last and
-        # one callback on it is enough; if not, look again.
-        def check(_: object = None) -> None:
-            still_open = [w for w in self.writes if not w.done()]
-            if still_open:
-                still_open[-1].add_done_callback(check)
-            else:
-                settle(self)
-
-        check()
+        self.records: list[StoredJob] = []
 
 
 def write_error(written: asyncio.Future[None]) -> str | None:

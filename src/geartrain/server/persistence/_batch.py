@@ -93,8 +93,11 @@ class Batch:
 
 @dataclass(slots=True)
 class _Add:
-    job: StoredJob
+    """One ``add`` or ``add_many``: its jobs are stored together or not at all."""
+
+    jobs: list[StoredJob]
     future: asyncio.Future[None]
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -113,9 +116,17 @@ _Op = _Add | _Remove | _Retries
 
 def _op_size(op: _Op) -> int:
     if isinstance(op, _Add):
-        job = op.job
-        return 64 + len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
+        if not op.size:
+            op.size = sum(
+                64 + len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
+                for job in op.jobs
+            )
+        return op.size
     return 16
+
+
+def _op_count(op: _Op) -> int:
+    return len(op.jobs) if isinstance(op, _Add) else 1
 
 
 def backoff_delay(attempt: int, initial: float, ceiling: float) -> float:
@@ -140,8 +151,10 @@ def make_batch(ops: list[_Op]) -> Batch:
     batch = Batch(removes=sorted(removed))
     for op in ops:
         if isinstance(op, _Add):
-            if op.job.id not in removed:
-                batch.adds.append(op.job)
+            if removed:
+                batch.adds.extend(job for job in op.jobs if job.id not in removed)
+            else:
+                batch.adds.extend(op.jobs)
         elif isinstance(op, _Retries) and op.job_id not in removed:
             batch.retries.append((op.job_id, op.retries))
     return batch
@@ -265,13 +278,21 @@ class GroupCommitStore(ABC):
         return jobs
 
     def add(self, job: StoredJob) -> Awaitable[None]:
+        return self.add_many([job])
+
+    def add_many(self, jobs: list[StoredJob]) -> Awaitable[None]:
+        """Store ``jobs`` together: one future for all, resolved when all are durable.
+
+        What the server uses for the jobs submitted in one loop turn; it saves a
+        future and a queue entry per job over calling :meth:`add` for each.
+        """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._writer is None or self._closing:
             future.set_exception(QueueError(f"{self.name}: queue store is not open"))
         elif self._down_reason is not None:
             future.set_exception(QueueError(f"{self.name} unavailable: {self._down_reason}"))
         else:
-            self._pending.append(_Add(job, future))
+            self._pending.append(_Add(jobs, future))
             self._wake.set()
         return future
 
@@ -373,14 +394,18 @@ class GroupCommitStore(ABC):
             pass
 
     def _take(self) -> list[_Op]:
+        # An add_many is never split (its jobs share one outcome), so a batch may
+        # exceed the limits by one such op.
         ops: list[_Op] = []
-        size = 0
-        while self._pending and len(ops) < self.max_batch:
+        size = count = 0
+        while self._pending and count < self.max_batch:
             op_size = _op_size(self._pending[0])
             if ops and size + op_size > self.max_batch_bytes:
                 break
-            ops.append(self._pending.popleft())
+            op = self._pending.popleft()
+            ops.append(op)
             size += op_size
+            count += _op_count(op)
         return ops
 
     async def _commit(self, ops: list[_Op]) -> None:
@@ -426,7 +451,7 @@ class GroupCommitStore(ABC):
         # told is not queued must never run after a restart.
         kept: list[_Op] = [op for op in ops if not isinstance(op, _Add)]
         if lost:
-            kept.extend(_Remove(op.job.id) for op in ops if isinstance(op, _Add))
+            kept.extend(_Remove(job.id) for op in ops if isinstance(op, _Add) for job in op.jobs)
         self._pending.extendleft(reversed(kept))
         if lost:
             self._down_reason = reason

@@ -23,25 +23,24 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-#: Column order of :func:`as_row`, shared by the SQL backends.
-SQL_COLUMNS = "id, priority, function, unique_key, data, when_to_run, reducer, retries"
-SqlRow = tuple[int, int, bytes, bytes, bytes, int, bytes, int]
+#: Columns in :class:`StoredJob` field order, so a job *is* its row.
+SQL_COLUMNS = "id, function, unique_key, data, priority, when_to_run, reducer, retries"
+SqlRow = tuple[int, bytes, bytes, bytes, int, int, bytes, int]
 
 
 def as_row(job: StoredJob) -> SqlRow:
-    """``job`` as a row in :data:`SQL_COLUMNS` order."""
-    return (job.id, job.priority, job.function, job.unique, job.data, job.when, job.reducer,
-            job.retries)  # fmt: skip
+    """``job`` as a row in :data:`SQL_COLUMNS` order (it already is one)."""
+    return job
 
 
 def from_row(row: SqlRow) -> StoredJob:
     """Inverse of :func:`as_row`; bytes() accepts memoryview and bytearray rows too."""
     return StoredJob(
         id=int(row[0]),
-        priority=int(row[1]),
-        function=bytes(row[2]),
-        unique=bytes(row[3]),
-        data=bytes(row[4]),
+        function=bytes(row[1]),
+        unique=bytes(row[2]),
+        data=bytes(row[3]),
+        priority=int(row[4]),
         when=int(row[5]),
         reducer=bytes(row[6]),
         retries=int(row[7]),

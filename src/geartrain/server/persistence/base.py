@@ -7,6 +7,8 @@ Contract (what every backend guarantees, and what the contract tests check):
   submitter gets ``ERROR QUEUE_ERROR <reason>`` and no job exists. Backends batch
   concurrent adds into one transaction (group commit), so ``add`` must not do one
   round trip per call when many are outstanding.
+* ``add_many`` is ``add`` for a list of jobs that share one outcome and one
+  awaitable; the server hands over everything submitted in one loop turn at once.
 * ``remove`` and ``update_retries`` are fire-and-forget from the server's point of
   view: they are queued in order behind earlier adds and applied in later batches.
   A failure there never loses a job (at worst a finished job is replayed and runs
@@ -25,17 +27,19 @@ Contract (what every backend guarantees, and what the contract tests check):
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class QueueError(Exception):
     """The persistent queue could not store a job; ``str(err)`` is the reason."""
 
 
-@dataclass(slots=True)
-class StoredJob:
-    """A background job as the persistent queue keeps it."""
+class StoredJob(NamedTuple):
+    """A background job as the persistent queue keeps it.
+
+    A tuple, in the column order of the SQL backends, so a batch of them is bound
+    to one multi-row INSERT without a Python-level conversion per row.
+    """
 
     id: int
     function: bytes
@@ -58,6 +62,9 @@ class QueueStore(Protocol):
 
     def add(self, job: StoredJob) -> Awaitable[None]:
         """Store ``job``; the awaitable resolves when it is durable (raises QueueError)."""
+
+    def add_many(self, jobs: list[StoredJob]) -> Awaitable[None]:
+        """Store ``jobs`` together: resolves when all are durable, or raises for all."""
 
     def remove(self, job_id: int) -> None:
         """Forget a finished job (applied asynchronously, in order)."""

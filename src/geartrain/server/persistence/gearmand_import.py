@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import re
 import sqlite3
@@ -324,7 +323,7 @@ async def import_into(store: QueueStore, source: str, *, table: str | None = Non
             if already[key]:
                 already[key] -= 1
                 continue
-            fresh.append(dataclasses.replace(job, id=first_id + len(fresh)))
+            fresh.append(job._replace(id=first_id + len(fresh)))
         await add_all(store, fresh)
     finally:
         await store.close()

@@ -62,7 +62,7 @@ class MemoryStore(GroupCommitStore):
 
     async def _load(self) -> list[StoredJob]:
         self._check_connected()
-        return [dataclasses.replace(self.backing.jobs[key]) for key in sorted(self.backing.jobs)]
+        return [self.backing.jobs[key] for key in sorted(self.backing.jobs)]
 
     async def _write(self, batch: Batch) -> None:
         self._check_connected()
@@ -72,10 +72,10 @@ class MemoryStore(GroupCommitStore):
         for job_id in batch.removes:
             jobs.pop(job_id, None)
         for job in batch.adds:
-            jobs[job.id] = dataclasses.replace(job)
+            jobs[job.id] = job
         for job_id, retries in batch.retries:
             if job_id in jobs:
-                jobs[job_id].retries = retries
+                jobs[job_id] = jobs[job_id]._replace(retries=retries)
 
     def _check_connected(self) -> None:
         if not self._connected:
