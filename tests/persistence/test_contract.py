@@ -71,6 +71,25 @@ async def test_load_orders_by_priority_then_id(harness: Harness) -> None:
     assert {j.priority for j in loaded} == {0, 1, 2}
 
 
+async def test_add_many_stores_a_group_with_one_outcome(harness: Harness) -> None:
+    first = [job(i) for i in range(1, 2001)]
+    second = [job(i, priority=0) for i in range(2001, 2004)]
+    store = await harness.opened()
+    await asyncio.gather(store.add_many(first), store.add_many(second), store.add(job(2004)))
+    store.remove(1)
+    await store.close()
+
+    loaded = await reload(harness)
+    assert [j.id for j in loaded] == [2001, 2002, 2003, *range(2, 2001), 2004]
+
+
+async def test_add_many_after_close_fails_for_every_job(harness: Harness) -> None:
+    store = await harness.opened()
+    await store.close()
+    with pytest.raises(QueueError):
+        await store.add_many([job(1), job(2)])
+
+
 async def test_remove_forgets_the_job(harness: Harness) -> None:
     store = await harness.opened()
     await asyncio.gather(*(store.add(job(i)) for i in range(1, 6)))
