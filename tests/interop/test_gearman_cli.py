@@ -202,6 +202,9 @@ def _cli_session(server: ServerProcess, procs: Processes) -> list[tuple[int, byt
     start_cli_worker(procs, server, "count_lines", "wc", "-l")
     start_cli_worker(procs, server, "cat", "cat")
     start_cli_worker(procs, server, "broken", "false")
+    # Worker -n: one WORK_DATA packet per output line of the command.
+    procs.spawn(gearman_cmd(server, "-w", "-n", "-f", "per_line", "--", "cat"))
+    wait_workers(server, "per_line")
     calls: list[tuple[tuple[str, ...], bytes]] = [
         (("-f", "count_lines"), b"a\nb\nc\n"),
         (("-f", "cat", "one", "two"), b""),
@@ -214,6 +217,7 @@ def _cli_session(server: ServerProcess, procs: Processes) -> list[tuple[int, byt
         (("-u", "uniq", "-f", "cat", "with unique"), b""),
         (("-b", "-u", "bg-unique", "-f", "nobody", "later"), b""),
         (("-f", "broken", "x"), b""),
+        (("-f", "per_line"), b"first\nsecond\nthird\n"),
     ]
     seen = []
     for args, stdin in calls:
