@@ -204,3 +204,23 @@ def test_worker_registration_listed(
             lambda: b" interop-worker : re_fn\n" in conn.admin("workers"),
             what="gear worker listed with its function",
         )
+
+
+def test_worker_replaces_its_functions(
+    gear: ModuleType, worker: Any, any_server: ServerProcess
+) -> None:
+    """gear's setFunctions sends RESET_ABILITIES and then the new CAN_DO set (names as bytes:
+    this path of gear does not convert them)."""
+    worker.setFunctions([gear.FunctionRecord(b"fa"), gear.FunctionRecord(b"fb")])
+    with Conn(any_server) as conn:
+        wait_until(
+            lambda: b" interop-worker : fb fa\n" in conn.admin("workers"),
+            what="both functions listed",
+        )
+        worker.setFunctions([gear.FunctionRecord(b"fc")])
+        wait_until(
+            lambda: b" interop-worker : fc\n" in conn.admin("workers"),
+            what="only the new function listed",
+        )
+        status = sorted(conn.admin("status").splitlines())
+    assert status == [b".", b"fa\t0\t0\t0", b"fb\t0\t0\t0", b"fc\t0\t0\t1"]
