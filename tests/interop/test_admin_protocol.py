@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tests.interop.helpers import Conn, P, normalise_handles, server_alive, status
+from tests.interop.wire import Conn, P, normalise_handles, server_alive, status
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.interop

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.interop.helpers import Conn, P, admin, server_alive, status, wait_until
+from tests.interop.helpers import wait_until
+from tests.interop.wire import Conn, P, admin, server_alive, status
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.interop

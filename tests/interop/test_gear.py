@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.interop.helpers import MISSING, Conn, wait_until
+from tests.interop.helpers import MISSING, wait_until
+from tests.interop.wire import Conn
 from tests.support import ServerProcess
 
 pytestmark = [

@@ -13,7 +13,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.interop.helpers import Conn, P, gearadmin, normalise_handles, status, wait_until
+from tests.interop.helpers import gearadmin, wait_until
+from tests.interop.wire import Conn, P, normalise_handles, status
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.interop

@@ -7,19 +7,8 @@ import subprocess
 
 import pytest
 
-from tests.interop.helpers import (
-    Conn,
-    P,
-    Processes,
-    admin,
-    gearadmin,
-    gearman,
-    gearman_cmd,
-    status,
-    wait_jobs,
-    wait_until,
-    wait_workers,
-)
+from tests.interop.helpers import Processes, gearadmin, gearman, gearman_cmd, wait_until
+from tests.interop.wire import Conn, P, admin, status, wait_jobs, wait_workers
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.interop

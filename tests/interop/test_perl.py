@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.interop.helpers import Conn, P, Processes, perl_cmd, run_perl, wait_workers
+from tests.interop.helpers import Processes, perl_cmd, run_perl
+from tests.interop.wire import Conn, P, wait_workers
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.interop

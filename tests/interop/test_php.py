@@ -13,15 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.interop.helpers import (
-    Conn,
-    P,
-    Processes,
-    php_cmd,
-    run_php,
-    wait_until,
-    wait_workers,
-)
+from tests.interop.helpers import Processes, php_cmd, run_php, wait_until
+from tests.interop.wire import Conn, P, wait_workers
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.interop

@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from tests.interop.helpers import REQ, RES, Conn, P, admin, packet, server_alive
+from tests.interop.wire import REQ, RES, Conn, P, admin, packet, server_alive
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.interop

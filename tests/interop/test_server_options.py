@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.interop.helpers import Conn, P
+from tests.interop.wire import Conn, P
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.interop
