@@ -244,8 +244,9 @@ def verdict(goal: str, ratio: float | None, own: float | None) -> str:
 
 
 def summarize(
-    results: list[dict[str, Any]], rows: list[Row], names: list[str]
+    results: list[dict[str, Any]], rows: list[Row], names: list[str], goals: set[str] | None = None
 ) -> list[dict[str, Any]]:
+    """Medians and ratios per metric; ``goals``: the servers the goals apply to (all)."""
     ref = names[0]
     table = []
     for row in rows:
@@ -264,7 +265,8 @@ def summarize(
                 ratio = statistics.median(ratios) if ratios else None
                 line[f"{cand}/{ref}"] = ratio
                 line[f"{cand}/{ref} rounds"] = ratios
-                line[f"{cand} goal"] = verdict(m.goal, ratio, line[cand])
+                wanted = goals is None or cand in goals
+                line[f"{cand} goal"] = verdict(m.goal, ratio, line[cand]) if wanted else ""
             table.append(line)
     return table
 
@@ -421,7 +423,7 @@ def report(
     elapsed: float,
 ) -> int:
     names = [s.name for s in specs]
-    table = summarize(results, rows, names)
+    table = summarize(results, rows, names, {s.name for s in specs if s.goals})
     print(
         f"\n{meta['date']}, {meta['host']}, Python {meta['python']}; {opts.rounds} round(s) "
         f"alternating {' '.join(names)}, {elapsed:.0f} s"

@@ -101,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(res)
     extra = [HARNESS_CPU]
     rows = [run.Row(r.name, r.load, (*r.metrics, *extra), r.what) for r in rows]
-    table = run.summarize(results, rows, harnesses)
-    for t in table:  # goals belong to servers, not to harnesses
-        t["loadgen goal"] = ""
+    table = run.summarize(results, rows, harnesses, goals=set())  # goals are for servers
     print(f"\nserver: {spec.command}; {opts.rounds} rounds alternating gearbench, loadgen")
     run.print_table(table, harnesses, markdown=False)
     print(run.noise_report([r for r in results if r["server"] == "loadgen"]))
