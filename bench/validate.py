@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--settle", type=float, default=5.0)
     ap.add_argument("--json", default="")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     opts = ap.parse_args(argv)
     if opts.server:
         spec = servers.ServerSpec("server", opts.server)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run.Row(r.name, r.load, (*r.metrics, *extra), r.what) for r in rows]
     table = run.summarize(results, rows, harnesses, goals=set())  # goals are for servers
     print(f"\nserver: {spec.command}; {opts.rounds} rounds alternating gearbench, loadgen")
-    run.print_table(table, harnesses, markdown=False)
+    run.print_table(table, harnesses, markdown=opts.markdown)
     print(run.noise_report([r for r in results if r["server"] == "loadgen"]))
     if opts.json:
         with open(opts.json, "w") as f:
