@@ -164,7 +164,7 @@ class TestWorkerLoss:
         submit(s, None, b"f", data=b"second", background=True)
         s.can_do(w1, b"f")
         assert s.grab(w1) is first
-        s.work_status(first, b"1", b"2", b"")
+        s.work_status(first, b"1", b"2")
         s.drop_peer(w1)
         assert first.retries == 1 and first.state is JobState.QUEUED
         assert (first.numerator, first.denominator) == (0, 0)

@@ -167,7 +167,7 @@ def work_status(conn: Connection, packet: Packet) -> None:
     if job is None:
         conn.send_error(ErrorCode.JOB_NOT_FOUND, _NOT_FOUND)
     else:
-        conn.scheduler.work_status(job, numerator, denominator, b"")
+        conn.scheduler.work_status(job, numerator, denominator)
 
 
 def work_data(conn: Connection, packet: Packet) -> None:

@@ -380,7 +380,7 @@ class Scheduler:
             return None
         return job
 
-    def work_status(self, job: Job, numerator: bytes, denominator: bytes, body: bytes) -> None:
+    def work_status(self, job: Job, numerator: bytes, denominator: bytes) -> None:
         job.numerator = parse_c_int(numerator) & 0xFFFFFFFF
         job.denominator = parse_c_int(denominator) & 0xFFFFFFFF
         if job.clients:
