@@ -273,16 +273,18 @@ def summarize(
 
 def print_table(table: list[dict[str, Any]], names: list[str], markdown: bool) -> None:
     ref, cands = names[0], names[1:]
+    with_goal = {c for c in cands if any(t[f"{c} goal"] for t in table)}
     head = ["row", "metric", *names]
     for c in cands:
-        head += [f"{c}/{ref}", "per round", "goal"]
+        head += [f"{c}/{ref}", "per round"] + (["goal"] if c in with_goal else [])
     lines = []
     for t in table:
         cells = [t["row"], f"{t['metric']} ({t['better']})"] + [fmt(t[n]) for n in names]
         for c in cands:
             r = t[f"{c}/{ref}"]
             rounds = " ".join(f"{x:.2f}" for x in t[f"{c}/{ref} rounds"])
-            cells += ["-" if r is None else f"{r:.2f}", rounds, t[f"{c} goal"]]
+            cells += ["-" if r is None else f"{r:.2f}", rounds]
+            cells += [t[f"{c} goal"]] if c in with_goal else []
         lines.append(cells)
     if markdown:
         print("| " + " | ".join(head) + " |")
