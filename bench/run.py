@@ -334,6 +334,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "optionally {tmp}) substituted. The first server is the reference.",
     )
     ap.add_argument("--only", default="", help="comma list of server names to run")
+    ap.add_argument(
+        "--order",
+        choices=["ab", "abba"],
+        default="ab",
+        help="ab: reference first in every round (A B A B); abba: reversed in odd rounds, "
+        "which cancels a first-or-second position effect",
+    )
     ap.add_argument("--json", default="", help="write raw results and the summary here")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per row run")
@@ -396,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(opts.rounds):
         log(f"round {rnd + 1}/{opts.rounds}")
         for row in rows:
-            for spec in specs:
+            order = specs[::-1] if opts.order == "abba" and rnd % 2 else specs
+            for spec in order:
                 res = measure(row, spec, opts, rnd)
                 res["round"] = rnd
                 results.append(res)
