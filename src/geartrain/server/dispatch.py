@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from geartrain.protocol.codec import Packet, encode, encode_head
+from geartrain.protocol.codec import Packet, encode, encode_head, res_packet
 from geartrain.protocol.constants import (
     MAX_CLIENT_ID_SIZE,
     MAX_HANDLE_SIZE,
@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 Handler = Callable[["Connection", Packet], None]
 
 _PASS_THROUGH = 65536
+# Packet numbers as plain ints on the per-job paths (an Enum attribute costs ~60 ns).
+_JOB_CREATED, _JOB_ASSIGN, _JOB_ASSIGN_UNIQ, _JOB_ASSIGN_ALL = (
+    int(P.JOB_CREATED),
+    int(P.JOB_ASSIGN),
+    int(P.JOB_ASSIGN_UNIQ),
+    int(P.JOB_ASSIGN_ALL),
+)
 _NOT_FOUND = b"Job given in work result not found"
 _NOT_FOUND_DATA = b"Job does not exist on server"
 _NOT_FOUND_EXCEPTION = b"An exception was received for a job that does not exist"
@@ -42,7 +49,7 @@ def _reply_submitted(conn: Connection, result: Job | Error) -> None:
     if isinstance(result, tuple):
         conn.send_error(*result)
     elif result.pending is None:
-        conn.send(encode(P.JOB_CREATED, result.handle))
+        conn.send(res_packet(_JOB_CREATED, result.handle))
     else:
         # A stored job is acknowledged only once durable (or refused by the store).
         conn.send_after(result.pending, lambda: _created_or_error(result))
@@ -51,7 +58,7 @@ def _reply_submitted(conn: Connection, result: Job | Error) -> None:
 def _created_or_error(job: Job) -> bytes:
     if job.error:
         return encode(P.ERROR, ErrorCode.QUEUE_ERROR, job.error)
-    return encode(P.JOB_CREATED, job.handle)
+    return res_packet(_JOB_CREATED, job.handle)
 
 
 def _submitter(priority: int, background: bool) -> Handler:
@@ -124,7 +131,7 @@ def grab_job(conn: Connection, packet: Packet) -> None:
     if job is None:
         conn.send(NO_JOB)
     else:
-        _assign(conn, P.JOB_ASSIGN, (job.handle, job.function.name), job)
+        _assign(conn, _JOB_ASSIGN, (job.handle, job.function.name), job)
 
 
 def grab_job_uniq(conn: Connection, packet: Packet) -> None:
@@ -132,7 +139,7 @@ def grab_job_uniq(conn: Connection, packet: Packet) -> None:
     if job is None:
         conn.send(NO_JOB)
     else:
-        _assign(conn, P.JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
+        _assign(conn, _JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
 
 
 def grab_job_all(conn: Connection, packet: Packet) -> None:
@@ -141,9 +148,9 @@ def grab_job_all(conn: Connection, packet: Packet) -> None:
         conn.send(NO_JOB)
     elif job.reducer:
         args = (job.handle, job.function.name, job.unique, job.reducer)
-        _assign(conn, P.JOB_ASSIGN_ALL, args, job)
+        _assign(conn, _JOB_ASSIGN_ALL, args, job)
     else:
-        _assign(conn, P.JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
+        _assign(conn, _JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
 
 
 def _assign(conn: Connection, ptype: int, args: tuple[bytes, ...], job: Job) -> None:
@@ -151,7 +158,7 @@ def _assign(conn: Connection, ptype: int, args: tuple[bytes, ...], job: Job) -> 
     if len(data) >= _PASS_THROUGH:
         conn.send_parts(encode_head(ptype, args, len(data)), data)
     else:
-        conn.send(encode(ptype, *args, data=data))
+        conn.send(res_packet(ptype, b"\0".join((*args, data))))
 
 
 def set_client_id(conn: Connection, packet: Packet) -> None:

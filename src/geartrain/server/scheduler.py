@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from itertools import islice
 
-from geartrain.protocol.codec import Data, encode, encode_head
+from geartrain.protocol.codec import Data, encode, encode_head, res_packet
 from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode
 from geartrain.protocol.constants import PacketType as P
 from geartrain.protocol.numbers import parse_c_int
@@ -44,6 +44,22 @@ from .persistence.base import QueueError, QueueStore, StoredJob
 from .writes import WriteGroup, acknowledged, record_of, write_error
 
 logger = logging.getLogger(__name__)
+
+# Enum members as plain module names: a class-attribute lookup on an Enum costs
+# ~60 ns in Python 3.11, a module global ~6 ns, and these are read per packet.
+PENDING, SCHEDULED, QUEUED, RUNNING, ENDED = (
+    JobState.PENDING,
+    JobState.SCHEDULED,
+    JobState.QUEUED,
+    JobState.RUNNING,
+    JobState.ENDED,
+)
+_WORK_STATUS, _WORK_COMPLETE, _WORK_FAIL, _WORK_EXCEPTION = (
+    int(P.WORK_STATUS),
+    int(P.WORK_COMPLETE),
+    int(P.WORK_FAIL),
+    int(P.WORK_EXCEPTION),
+)
 
 NOOP = encode(P.NOOP)
 NO_JOB = encode(P.NO_JOB)
@@ -162,7 +178,7 @@ class Scheduler:
         commit of a thousand jobs costs a couple of callbacks rather than thousands.
         """
         assert self.store is not None
-        job.state = JobState.PENDING
+        job.state = PENDING
         job.function.pending += 1
         job.store_id = self._next_store_id
         self._next_store_id += 1
@@ -195,7 +211,7 @@ class Scheduler:
         if error is not None:
             logger.warning("persistent queue refused %d jobs: %s", len(group.jobs), error)
         for job in group.jobs:
-            if job.state is not JobState.PENDING:  # cancelled while being written
+            if job.state is not PENDING:  # cancelled while being written
                 if error is None and self.store is not None:
                     self.store.remove(job.store_id)
             elif error is not None:
@@ -216,7 +232,7 @@ class Scheduler:
 
     def _enqueue(self, job: Job) -> None:
         f = job.function
-        job.state = JobState.QUEUED
+        job.state = QUEUED
         f.queues[job.priority].append(job)
         f.queued[job.priority] += 1
         if f.sleepers:
@@ -225,12 +241,12 @@ class Scheduler:
     # -- epoch jobs -------------------------------------------------------------
 
     def _schedule(self, job: Job) -> None:
-        job.state = JobState.SCHEDULED
+        job.state = SCHEDULED
         job.function.scheduled += 1
         self._epoch.add(job)
 
     def _epoch_due(self, job: Job) -> None:
-        if job.state is JobState.SCHEDULED:  # not cancelled or abandoned meanwhile
+        if job.state is SCHEDULED:  # not cancelled or abandoned meanwhile
             job.function.scheduled -= 1
             self._enqueue(job)
 
@@ -312,11 +328,11 @@ class Scheduler:
     def _assign(self, peer: Peer, f: Function, priority: int) -> Job:
         queue = f.queues[priority]
         job = queue.popleft()
-        while job.state is not JobState.QUEUED:  # lazily dropped (cancelled/abandoned)
+        while job.state is not QUEUED:  # lazily dropped (cancelled/abandoned)
             job = queue.popleft()
         f.queued[priority] -= 1
         f.running += 1
-        job.state = JobState.RUNNING
+        job.state = RUNNING
         job.worker = peer
         peer.assigned[job] = None
         timeout = peer.abilities.get(f, 0)
@@ -328,7 +344,7 @@ class Scheduler:
 
     def _timed_out(self, job: Job, peer: Peer) -> None:
         job.timer = None
-        if job.worker is peer and job.state is JobState.RUNNING:
+        if job.worker is peer and job.state is RUNNING:
             logger.info("job %r timed out on its worker; requeued", job.handle)
             self._requeue(job, "timeout")
 
@@ -345,7 +361,7 @@ class Scheduler:
         if self.job_retries and job.retries >= self.job_retries:
             logger.warning("dropped job %r after %d attempts (%s)", job.handle, job.retries, reason)
             self._forward_fail(job)
-            job.state = JobState.ENDED
+            job.state = ENDED
             self._forget(job)
             return
         job.numerator = job.denominator = 0
@@ -364,11 +380,7 @@ class Scheduler:
             self._requeue(job, "worker disconnected")
         for job in list(peer.waiting):
             job.clients.remove(peer)  # type: ignore[union-attr]
-            if (
-                not job.clients
-                and not job.background
-                and job.state in (JobState.QUEUED, JobState.SCHEDULED)
-            ):
+            if not job.clients and not job.background and job.state in (QUEUED, SCHEDULED):
                 self._unlink(job)  # nobody wants the result: do not run it
         peer.waiting.clear()
 
@@ -384,7 +396,7 @@ class Scheduler:
         job.numerator = parse_c_int(numerator) & 0xFFFFFFFF
         job.denominator = parse_c_int(denominator) & 0xFFFFFFFF
         if job.clients:
-            packet = encode(P.WORK_STATUS, job.handle, numerator, denominator)
+            packet = res_packet(_WORK_STATUS, b"\0".join((job.handle, numerator, denominator)))
             for client in job.clients:
                 client.send(packet)
 
@@ -395,7 +407,7 @@ class Scheduler:
 
     def work_complete(self, job: Job, data: Data) -> None:
         if job.clients:
-            self._forward(job, P.WORK_COMPLETE, data)
+            self._forward(job, _WORK_COMPLETE, data)
         self._finish(job)
 
     def work_fail(self, job: Job) -> None:
@@ -408,12 +420,12 @@ class Scheduler:
             packet = b""
             for client in job.clients:
                 if client.exceptions:
-                    packet = packet or encode(P.WORK_EXCEPTION, job.handle, data=data)
+                    packet = packet or encode(_WORK_EXCEPTION, job.handle, data=data)
                     client.send(packet)
                 else:
                     plain.append(client)
             if plain:
-                fail = encode(P.WORK_FAIL, job.handle)
+                fail = res_packet(_WORK_FAIL, job.handle)
                 for client in plain:
                     client.send(fail)
         self._finish(job)
@@ -424,14 +436,14 @@ class Scheduler:
             for client in job.clients:
                 client.send_parts(head, data)
         else:
-            packet = encode(ptype, job.handle, data=data)
+            packet = res_packet(ptype, b"\0".join((job.handle, data)))
             for client in job.clients:
                 client.send(packet)
 
     def _forward_fail(self, job: Job) -> None:
         if job.clients:
             # Exactly the handle: libgearman matches WORK_FAIL by length (PROTOCOL.md §7.4).
-            packet = encode(P.WORK_FAIL, job.handle)
+            packet = res_packet(_WORK_FAIL, job.handle)
             for client in job.clients:
                 client.send(packet)
 
@@ -454,15 +466,15 @@ class Scheduler:
         """Take a job out of every index and count, whatever its state."""
         f = job.function
         state = job.state
-        if state is JobState.QUEUED:
+        if state is QUEUED:
             f.queued[job.priority] -= 1  # the deque entry is skipped when reached
-        elif state is JobState.RUNNING:
+        elif state is RUNNING:
             f.running -= 1
-        elif state is JobState.SCHEDULED:
+        elif state is SCHEDULED:
             f.scheduled -= 1
-        elif state is JobState.PENDING:
+        elif state is PENDING:
             f.pending -= 1
-        job.state = JobState.ENDED
+        job.state = ENDED
         if job.worker is not None:
             job.worker.assigned.pop(job, None)
             job.worker = None
