@@ -227,6 +227,25 @@ class Decoder:
         self._acc[: len(chunk)] = chunk
         self._acc_fill = len(chunk)
 
+    def body_buffer(self) -> memoryview | None:
+        """Writable space for the rest of a large body being collected, or None.
+
+        A reader that receives straight into it (``socket.recv_into``) and then calls
+        :meth:`body_filled` saves copying the body out of its own read buffer.
+        """
+        if self._acc is None or self._dead:
+            return None
+        return memoryview(self._acc)[self._acc_fill :]
+
+    def body_filled(self, count: int) -> list[Event]:
+        """``count`` bytes were written at the start of :meth:`body_buffer`."""
+        events: list[Event] = []
+        self._acc_fill += count
+        acc = self._acc
+        if acc is not None and self._acc_fill >= len(acc):
+            self._finish_accumulator(acc, events)
+        return events
+
     def _fill_accumulator(self, data: bytes, events: list[Event]) -> bytes:
         acc = self._acc
         assert acc is not None
@@ -236,6 +255,10 @@ class Decoder:
         self._acc_fill += take
         if self._acc_fill < len(acc):
             return b""
+        self._finish_accumulator(acc, events)
+        return data[take:] if take < len(data) else b""
+
+    def _finish_accumulator(self, acc: mmap.mmap | bytearray, events: list[Event]) -> None:
         magic, ptype = self._acc_head
         self._acc = None
         self._acc_fill = 0
@@ -243,7 +266,6 @@ class Decoder:
             events.append(_wrong_magic(self.expect, ptype))
         else:
             events.append(_make_packet(self._layout, ptype, acc, 0, len(acc)))
-        return data[take:] if take < len(data) else b""
 
     def _die(self, events: list[Event], code: bytes, text: bytes) -> int:
         self._dead = True
