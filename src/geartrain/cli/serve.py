@@ -195,6 +195,9 @@ async def _main(settings: Settings, handler: logging.Handler | None, notify: int
         raise StartupError(f"cannot listen: {exc}") from exc
     except Exception as exc:
         raise StartupError(f"start-up failed: {exc}") from exc
+    # Everything alive now (the replayed jobs included) lives long: keep it out of the
+    # cyclic collector's scans. Done here, not in Server, because it is process-wide.
+    gc.freeze()
     server.install_signal_handlers()
     if settings.pid_file:
         _write_pid_file(settings.pid_file)

@@ -10,7 +10,6 @@ stopping:  SIGTERM/SIGINT stop now; SIGUSR1 stops gracefully (close listeners,
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import socket
@@ -69,9 +68,6 @@ class Server:
                     time.monotonic() - started,
                 )
             del records
-        # Everything alive now (the replayed jobs included) lives long: keep it out
-        # of the cyclic collector's scans.
-        gc.freeze()
         await self._listen(loop)
 
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
