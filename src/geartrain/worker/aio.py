@@ -233,10 +233,9 @@ class AsyncWorker(BaseWorker):
             # Aborted: send nothing, the server re-queues the job when we disconnect.
             self.state.running.pop((assignment.connection, assignment.handle), None)
             raise
-        except WorkFail:
-            ptype, data = PacketType.WORK_FAIL, b""
         except Exception as exc:
-            logger.exception("job %r failed", job)
+            if not isinstance(exc, WorkFail):  # a deliberate WORK_FAIL needs no traceback
+                logger.exception("job %r failed", job)
             ptype, data = outcome(error=exc, exceptions=self.exceptions)
         self.state.finish(assignment, ptype, data)
         self.jobs_done += 1

@@ -294,10 +294,9 @@ class Worker(BaseWorker):
                 ptype, data = outcome(registration.func(job), exceptions=self.exceptions)
             except WorkerAborted:
                 raise
-            except WorkFail:
-                ptype, data = PacketType.WORK_FAIL, b""
             except Exception as exc:
-                logger.exception("job %r failed", job)
+                if not isinstance(exc, WorkFail):  # a deliberate WORK_FAIL needs no traceback
+                    logger.exception("job %r failed", job)
                 ptype, data = outcome(error=exc, exceptions=self.exceptions)
         self.state.finish(assignment, ptype, data)
         self.jobs_done += 1
