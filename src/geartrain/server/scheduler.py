@@ -112,6 +112,11 @@ class Scheduler:
         self._call_later = call_later
         self._epoch.call_later = call_later
 
+    def _next_handle(self) -> bytes:
+        # <prefix>:<n>, n from 1 at every start, as gearmand numbers them (§4.7).
+        self._counter += 1
+        return b"%s:%d" % (self.handle_prefix, self._counter)
+
     # -- functions ---------------------------------------------------------------
 
     def function(self, name: bytes) -> Function:
@@ -152,10 +157,7 @@ class Scheduler:
         limit = f.max_queue[priority]
         if limit and f.total >= limit:
             return ErrorCode.QUEUE_ERROR, b"Job queue is full"
-        self._counter += 1
-        job = Job(
-            b"%s:%d" % (self.handle_prefix, self._counter), f, unique, data, priority, background
-        )
+        job = Job(self._next_handle(), f, unique, data, priority, background)
         job.when = when
         job.reducer = reducer
         if key is not None:
@@ -513,9 +515,8 @@ class Scheduler:
         """Re-create stored background jobs at startup, in the order given."""
         for record in records:
             f = self.function(record.function)
-            self._counter += 1
             job = Job(
-                b"%s:%d" % (self.handle_prefix, self._counter),
+                self._next_handle(),
                 f,
                 record.unique,
                 record.data,
