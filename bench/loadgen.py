@@ -427,7 +427,7 @@ class Run:
 
     def _latency(self, res: dict[str, Any], outs: list[dict[str, Any]], elapsed: float) -> None:
         ld = self.load
-        lat = sorted(x for o in outs for x in o["lat"])
+        lat: list[float] = sorted(x for o in outs for x in o["lat"])
 
         def pct(p: float) -> float:
             return lat[min(len(lat) - 1, int(p * (len(lat) - 1) + 0.5))] * 1e6

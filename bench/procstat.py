@@ -8,6 +8,7 @@ samples is not missed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import NamedTuple
@@ -34,6 +35,43 @@ def cpu_seconds(pid: int) -> float:
     except (OSError, ValueError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of proc(5)
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on local TCP ``port`` (the parent, if it forked), or None.
+
+    For a database service, whose processes are not below the server we start.
+    """
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()  # sl local_address rem_address st ... inode
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    sockets.add(f"socket:[{inode}]")
+    owners = {pid for pid in _pids() if sockets & _open_files(pid)} if sockets else set()
+    for pid in sorted(owners):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(_stat_fields(pid)[1]) not in owners:
+                return pid
+    return None
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _open_files(pid: int) -> set[str]:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return set()
+    files = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            files.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return files
 
 
 def _memory_kb(pid: int) -> tuple[int, int]:

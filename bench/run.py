@@ -3,12 +3,14 @@
     python bench/run.py                 # full matrix, 3 rounds (about 5 minutes)
     python bench/run.py --quick         # smoke run: small counts, 1 round (<1 minute)
     python bench/run.py --rows fg1,big --rounds 5 --json out.json
+    python bench/run.py --rows bg,bg-late,qmem --queues sqlite,postgres,gearmand-sqlite
 
 For every round, for every row, every server is started afresh on a free port
 of 127.0.0.1 and driven by the load generator (loadgen.py), reference first,
 so the runs alternate A B A B. The table shows the median over rounds of each
 figure and of each per-round ratio candidate/reference, next to the goal.
-See README.md in this directory for what each row measures.
+See README.md in this directory for what each row measures. Persistent-queue
+variants (--queues) run only on the rows of background jobs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Metric:
     label: str
     better: str  # HI or LO
     goal: str = ""  # e.g. ">=1.0" on the ratio, or "abs<=3" on the candidate's own figure
+    optional: bool = False  # a figure only some servers have: no table line when none has it
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,14 @@ class Row:
     metrics: tuple[Metric, ...]
     what: str
 
+    @property
+    def background(self) -> bool:
+        """Background jobs only: the rows a persistent queue has something to store in."""
+        return self.load.mode in ("bg", "qmem")
+
 
 CPU = Metric("server_cpu_us_per_job", "server CPU us/job", LO)
+STORE_CPU = Metric("store_cpu_us_per_job", "database CPU us/job", LO, optional=True)
 MATRIX = (
     Row(
         "bg",
@@ -60,6 +69,7 @@ MATRIX = (
             Metric("submit_jobs_s", "submit jobs/s", HI, ">=1.0"),
             Metric("drain_jobs_s", "drain jobs/s, workers running", HI, ">=1.0"),
             CPU,
+            STORE_CPU,
         ),
         "4 clients submit 100k background jobs in batches of 1000; 2 no-op workers drain"
         " concurrently",
@@ -71,6 +81,7 @@ MATRIX = (
             Metric("submit_jobs_s", "submit jobs/s, no workers", HI, ">=1.0"),
             Metric("drain_jobs_s", "drain jobs/s, queue pre-filled", HI, ">=1.0"),
             CPU,
+            STORE_CPU,
         ),
         "as bg, but the 2 workers start only after the 100k jobs are queued",
     ),
@@ -121,6 +132,7 @@ MATRIX = (
         (
             Metric("submit_jobs_s", "submit jobs/s, nobody serves", HI),
             Metric("bytes_per_job", "server RSS bytes per queued job", LO, "<=1.0"),
+            STORE_CPU,
         ),
         "4 clients queue 1M background jobs (100-byte payload) for a function without workers",
     ),
@@ -137,6 +149,26 @@ def quick(load: Load) -> Load:
     if load.mode == "big":
         return replace(load, size=32 << 20, reps=1)
     return replace(load, jobs=max(load.clients * load.depth, load.jobs // 10))
+
+
+def load_for(row: Row, spec: servers.ServerSpec, opts: argparse.Namespace) -> Load:
+    """The row's load as this server runs it (a slow server may have a smaller count)."""
+    load = copy.deepcopy(quick(row.load) if opts.quick else row.load)
+    if spec.max_jobs and load.mode != "big":
+        load.jobs = max(load.clients * load.depth, min(load.jobs, spec.max_jobs))
+    load.timeout = opts.timeout
+    return load
+
+
+def charge_store(res: dict[str, Any], store: int | None, cpu0: float, jobs: int) -> None:
+    """The database's CPU during a run is work done for the server, not other processes'."""
+    if not store or not res.get("ok"):
+        return
+    cpu = max(0.0, procstat.sample(store).cpu_s - cpu0)
+    res["store_cpu_s"] = cpu
+    res["store_cpu_us_per_job"] = cpu / jobs * 1e6
+    if "foreign_cpu_s" in res:  # it was measured over the timed region, a part of ours
+        res["foreign_cpu_s"] -= cpu
 
 
 def settle(max_wait: float) -> float:
@@ -161,8 +193,7 @@ def measure(
     best: dict[str, Any] | None = None
     for attempt in range(1 + opts.retry_noisy):
         busy_before = settle(opts.settle)
-        load = copy.deepcopy(quick(row.load) if opts.quick else row.load)
-        load.timeout = opts.timeout
+        load = load_for(row, spec, opts)
         try:
             with servers.running(spec, opts.server_log, load.size) as srv:
                 recorder = None
@@ -170,7 +201,10 @@ def measure(
                     path = os.path.join(opts.profile, f"{row.name}-{spec.name}-r{rnd}.txt")
                     recorder = spy.start(srv.pid, path)
                     time.sleep(0.5)  # py-spy attaches
+                store = servers.store_pid(spec) if spec.queue_url else None
+                store0 = procstat.sample(store).cpu_s
                 res = loadgen.run(load, srv.port, srv.pid)
+                charge_store(res, store, store0, load.jobs)
                 if recorder is not None:
                     spy.stop(recorder)
                     res["profile"] = path
@@ -205,6 +239,11 @@ def fmt(v: float | None) -> str:
     if abs(v) >= 100:
         return f"{v:,.0f}"
     return f"{v:.3g}"
+
+
+def fmt_ratio(r: float) -> str:
+    # two significant digits below 0.1: gearmand-sqlite against gearmand is ~0.003
+    return f"{r:.2f}" if abs(r) >= 0.1 else f"{r:.2g}"
 
 
 def values(results: list[dict[str, Any]], row: str, server: str, key: str) -> list[float]:
@@ -251,6 +290,8 @@ def summarize(
     table = []
     for row in rows:
         for m in row.metrics:
+            if m.optional and not any(values(results, row.name, n, m.key) for n in names):
+                continue
             line: dict[str, Any] = {
                 "row": row.name,
                 "metric": m.label,
@@ -282,8 +323,8 @@ def print_table(table: list[dict[str, Any]], names: list[str], markdown: bool) -
         cells = [t["row"], f"{t['metric']} ({t['better']})"] + [fmt(t[n]) for n in names]
         for c in cands:
             r = t[f"{c}/{ref}"]
-            rounds = " ".join(f"{x:.2f}" for x in t[f"{c}/{ref} rounds"])
-            cells += ["-" if r is None else f"{r:.2f}", rounds]
+            rounds = " ".join(fmt_ratio(x) for x in t[f"{c}/{ref} rounds"])
+            cells += ["-" if r is None else fmt_ratio(r), rounds]
             cells += [t[f"{c} goal"]] if c in with_goal else []
         lines.append(cells)
     if markdown:
@@ -324,7 +365,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="small job counts and 1 round: a smoke run"
     )
     ap.add_argument("--rows", default="", help="comma list, default all: " + ",".join(ROWS))
-    ap.add_argument("--sqlite", action="store_true", help="add geartrain with --queue sqlite")
+    ap.add_argument(
+        "--queues",
+        default="",
+        metavar="LIST",
+        help="add persistent-queue variants, on the background rows only (comma list of "
+        + ",".join(servers.QUEUES)
+        + ")",
+    )
+    ap.add_argument("--sqlite", action="store_true", help="shorthand for --queues sqlite")
+    ap.add_argument(
+        "--queue-url",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="database of a --queues variant (postgres, mysql, redis); default: "
+        + ", ".join(servers.QUEUE_URLS.values()),
+    )
     ap.add_argument(
         "--server",
         action="append",
@@ -359,8 +416,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return opts
 
 
+def queue_args(opts: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The --queues names (with --sqlite) and the --queue-url overrides."""
+    queues = [q for q in opts.queues.split(",") if q]
+    if opts.sqlite and "sqlite" not in queues:
+        queues.insert(0, "sqlite")
+    urls = {}
+    for item in opts.queue_url:
+        name, _, url = item.partition("=")
+        if name not in servers.QUEUE_URLS or not url:
+            sys.exit(f"--queue-url wants NAME=URL with NAME one of {list(servers.QUEUE_URLS)}")
+        urls[name] = url
+    return queues, urls
+
+
 def pick_servers(opts: argparse.Namespace) -> list[servers.ServerSpec]:
-    specs = servers.default_specs(opts.sqlite)
+    try:
+        specs = servers.default_specs(*queue_args(opts))
+    except ValueError as exc:
+        sys.exit(str(exc))
     for item in opts.server:
         name, _, cmd = item.partition("=")
         if not cmd:
@@ -396,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         os.close(fd)
     meta = describe(specs, opts)
     for s in specs:
-        log(f"{s.name}: {meta['servers'][s.name]['version']}: {s.command}")
+        log(f"{s.name}: {meta['servers'][s.name]['version']}{limits(s)}: {s.command}")
     log(f"server output goes to {opts.server_log}")
     results = []
     t0 = time.monotonic()
@@ -405,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             order = specs[::-1] if opts.order == "abba" and rnd % 2 else specs
             for spec in order:
+                if spec.background_only and not row.background:
+                    continue  # nothing to persist: the table shows "-"
                 res = measure(row, spec, opts, rnd)
                 res["round"] = rnd
                 results.append(res)
@@ -417,11 +493,23 @@ def describe(specs: list[servers.ServerSpec], opts: argparse.Namespace) -> dict[
         "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
         "python": platform.python_version(),
         "servers": {
-            s.name: {"command": s.command, "version": servers.version_of(s)} for s in specs
+            s.name: {
+                "command": s.command,
+                "version": servers.version_of(s),
+                "background_only": s.background_only,
+                "max_jobs": s.max_jobs,
+            }
+            for s in specs
         },
         "rounds": opts.rounds,
         "quick": opts.quick,
     }
+
+
+def limits(spec: servers.ServerSpec) -> str:
+    notes = ["background rows only"] if spec.background_only else []
+    notes += [f"at most {spec.max_jobs:,} jobs per row"] if spec.max_jobs else []
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def report(
@@ -440,7 +528,7 @@ def report(
         + (" (QUICK: reduced counts, not comparable to full runs)" if opts.quick else "")
     )
     for s in specs:
-        print(f"  {s.name}: {meta['servers'][s.name]['version']}")
+        print(f"  {s.name}: {meta['servers'][s.name]['version']}{limits(s)}")
     print_table(table, names, opts.markdown)
     note = noise_report(results)
     if note:

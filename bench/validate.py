@@ -77,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     opts = ap.parse_args(argv)
-    if opts.server:
-        spec = servers.ServerSpec("server", opts.server)
-    else:
-        spec = servers.default_specs(False)[0]
+    spec = servers.ServerSpec("server", opts.server) if opts.server else servers.default_specs()[0]
     rows = [run.ROWS[n] for n in opts.rows.split(",")] if opts.rows else list(run.MATRIX)
     log_path = "/dev/null"
     results = []
