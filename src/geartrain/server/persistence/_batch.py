@@ -42,7 +42,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import random
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable
@@ -69,6 +71,11 @@ DEFAULT_BACKOFF_MAX = 5.0
 DEFAULT_CLOSE_TIMEOUT = 10.0
 #: Seconds removes and retry updates may wait to share a commit when no add is queued.
 LAZY_WRITE_DELAY = 0.05
+
+
+#: Bytes counted per stored job besides its payload, for ``max_batch_bytes``.
+_ROW_ALLOWANCE = 256
+_payload = operator.attrgetter("data")
 
 
 class StoreOptions(TypedDict, total=False):
@@ -117,10 +124,9 @@ _Op = _Add | _Remove | _Retries
 def _op_size(op: _Op) -> int:
     if isinstance(op, _Add):
         if not op.size:
-            op.size = sum(
-                64 + len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
-                for job in op.jobs
-            )
+            # Function names, uniques (<= 64 bytes) and reducers are small: a flat
+            # allowance for them and the row, and the payloads counted in C.
+            op.size = _ROW_ALLOWANCE * len(op.jobs) + sum(map(len, map(_payload, op.jobs)))
         return op.size
     return 16
 
@@ -409,6 +415,7 @@ class GroupCommitStore(ABC):
         return ops
 
     async def _commit(self, ops: list[_Op]) -> None:
+        started = time.perf_counter()
         batch = make_batch(ops)
         for attempt in (1, 2):
             try:
@@ -423,6 +430,15 @@ class GroupCommitStore(ABC):
             break
         self.commits += 1
         self._failures = 0
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s: committed %d adds, %d removes, %d retry counts in %.1f ms",
+                self.name,
+                len(batch.adds),
+                len(batch.removes),
+                len(batch.retries),
+                (time.perf_counter() - started) * 1e3,
+            )
         for op in ops:
             if isinstance(op, _Add) and not op.future.done():
                 op.future.set_result(None)

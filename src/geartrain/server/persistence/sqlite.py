@@ -1,19 +1,20 @@
-"""The default persistent queue: one SQLite file, written by one dedicated thread.
+"""The default persistent queue: one SQLite file, written by a child process.
 
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with optional
 query parameters ``prefix`` (table ``<prefix>_jobs``, default ``geartrain_jobs``),
 ``synchronous`` (``full``, the default, or ``normal``) and ``busy_timeout`` (seconds,
 default 5).
 
-Threading. The standard-library ``sqlite3`` module blocks, so every call on the
-connection runs on one dedicated thread (a single-worker executor, which keeps the
-connection on the thread that created it). The event loop never waits on it: the
-group-commit writer (``_batch.py``) hands a whole batch to the thread, and the thread's
-result comes back to the loop through ``call_soon_threadsafe`` (that is what
-``loop.run_in_executor`` does under the hood), where the add futures are resolved.
-While the thread commits one batch, new adds, removes and retry updates queue up on the
-loop and become the next transaction: one ``BEGIN IMMEDIATE … COMMIT`` with
-``executemany`` per batch, so one fsync covers many jobs.
+Process. The database file is owned by a small writer process (``sqlite_writer.py``,
+standard library only) that the store starts when it opens and talks to over a pipe:
+the GIL-bound work of an SQLite write (binding every parameter of every row) would
+otherwise compete with the event loop for the one GIL, and lose. The event loop never
+blocks on it: the group-commit writer (``_batch.py``) pickles a whole batch into one
+pipe write and awaits the one reply. While the child commits one batch, new adds,
+removes and retry updates queue up on the loop and become the next transaction: one
+``BEGIN IMMEDIATE … COMMIT`` per batch, so one fsync covers many jobs. If the child
+dies, the store treats it as a lost connection: it starts a new one and goes on (see
+``_batch.py``); the child dies with the server, so no orphan writes on.
 
 Durability. The database runs in WAL mode with ``synchronous=FULL`` by default: COMMIT
 returns only after the WAL is fsynced, so every acknowledged job survives a kill -9 of
@@ -36,22 +37,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import pickle
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import sys
+from collections.abc import Mapping
 from itertools import chain
-from typing import TypeVar, Unpack
+from typing import Any, Unpack
 
+from . import sqlite_writer
 from ._batch import Batch, GroupCommitStore, StoreOptions
-from ._rows import SQL_COLUMNS, check_prefix, from_row
+from ._rows import SQL_COLUMNS, check_prefix
 from .base import QueueError, StoredJob
-
-T = TypeVar("T")
+from .sqlite_writer import HEADER, PICKLE_PROTOCOL, ROW_WIDTH
 
 #: gearmand waits 6 s on a locked file; 5 s keeps a submitter's wait under typical
 #: client timeouts while riding out a backup tool's short exclusive lock.
 DEFAULT_BUSY_TIMEOUT = 5.0
 SYNCHRONOUS_MODES = ("full", "normal")
+#: How long a writer whose input was closed may take to finish and exit before it is
+#: killed (a kill is safe: SQLite rolls back an unfinished transaction).
+EXIT_GRACE = 2.0
+
+
+class WriterGone(ConnectionError):
+    """The writer process ended or stopped answering: treated as a lost connection."""
 
 
 class SqliteStore(GroupCommitStore):
@@ -92,119 +102,118 @@ class SqliteStore(GroupCommitStore):
             check_prefix(key)
             if not isinstance(value, int):
                 check_prefix(value)
-        self._thread: ThreadPoolExecutor | None = None
-        self._con: sqlite3.Connection | None = None
-        self._max_params = 999  # SQLite's smallest limit; read from the library on open
+        self._child: asyncio.subprocess.Process | None = None
+        # A writer that died while committing leaves the outcome of that batch unknown:
+        # the first batch after a restart of the writer may find its rows already there.
+        self._maybe_written = False
 
-    async def _call(self, func: Callable[[], T]) -> T:
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="geartrain-sqlite")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, func)
-
-    async def close(self) -> None:
-        await super().close()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.shutdown(wait=False)
-
-    # -- hooks (each runs its body on the dedicated thread) ---------------------------
+    # -- hooks -------------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        await self._call(self._connect_sync)
-
-    async def _disconnect(self) -> None:
-        if self._con is not None and self._thread is not None:
-            await self._call(self._disconnect_sync)
-
-    async def _create(self) -> None:
-        await self._call(self._create_sync)
-
-    async def _load(self) -> list[StoredJob]:
-        return await self._call(self._load_sync)
-
-    async def _write(self, batch: Batch) -> None:
-        await self._call(lambda: self._write_sync(batch))
-
-    def _is_connection_error(self, exc: BaseException) -> bool:
-        # There is no connection to lose: every error is about this batch (or the file)
-        # and reopening would not help.
-        return False
-
-    # -- thread side ------------------------------------------------------------------
-
-    def _connect_sync(self) -> None:
-        con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        self._max_params = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        try:
-            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise QueueError(f"sqlite: {self.path}: cannot enable WAL mode (got {mode})")
-            con.execute(f"PRAGMA synchronous={self.synchronous}")
-            for key, value in self.pragmas.items():
-                con.execute(f"PRAGMA {key}={value}")
-        except BaseException:
-            con.close()
-            raise
-        self._con = con
-
-    def _disconnect_sync(self) -> None:
-        con, self._con = self._con, None
-        if con is not None:
-            with contextlib.suppress(sqlite3.Error):
-                con.close()
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._con is None:
-            raise QueueError("sqlite: database is not open")
-        return self._con
-
-    def _create_sync(self) -> None:
-        self._connection().execute(
-            f"CREATE TABLE IF NOT EXISTS {self.table} ("
-            "id INTEGER PRIMARY KEY, priority INTEGER NOT NULL, function BLOB NOT NULL,"
-            " unique_key BLOB NOT NULL, data BLOB NOT NULL,"
-            " when_to_run INTEGER NOT NULL DEFAULT 0, reducer BLOB NOT NULL DEFAULT x'',"
-            " retries INTEGER NOT NULL DEFAULT 0)"
+        await self._disconnect()
+        self._child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",  # stdlib only: no user site, no PYTHON* variables, no cwd on the path
+            sqlite_writer.__file__,
+            str(os.getpid()),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        await self._request(
+            "open",
+            self.path,
+            self.synchronous,
+            self.busy_timeout,
+            self.pragmas,
+            self.table,
+            SQL_COLUMNS,
         )
 
-    def _load_sync(self) -> list[StoredJob]:
-        rows = self._connection().execute(f"SELECT {SQL_COLUMNS} FROM {self.table} ORDER BY id")
-        return [from_row(row) for row in rows]
-
-    def _write_sync(self, batch: Batch) -> None:
-        # As many rows per statement as SQLite allows parameters (32766 in 3.32+,
-        # 999 before): each sqlite3 call releases and re-takes the GIL, which the busy
-        # event-loop thread holds most of the time, so one statement per row made a
-        # 2000-job commit wait ~50 ms for the GIL; now a batch is a few calls.
-        con = self._connection()
-        con.execute("BEGIN IMMEDIATE")
+    async def _disconnect(self) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        self._maybe_written = True
+        if child.stdin is not None:
+            child.stdin.close()  # end of input: the writer finishes and exits
         try:
-            for ids in _chunks(batch.removes, self._max_params):
-                marks = ",".join("?" * len(ids))
-                con.execute(f"DELETE FROM {self.table} WHERE id IN ({marks})", ids)
-            for jobs in _chunks(batch.adds, self._max_params // 8):
-                values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(jobs))
-                con.execute(
-                    # Plain INSERT (a third cheaper than OR REPLACE): an embedded
-                    # database never leaves a commit's outcome unknown, so a batch is
-                    # only ever written again after it was rolled back.
-                    f"INSERT INTO {self.table} ({SQL_COLUMNS}) VALUES {values}",
-                    list(chain.from_iterable(jobs)),  # StoredJob is its own row
-                )
-            if batch.retries:
-                con.executemany(
-                    f"UPDATE {self.table} SET retries = ? WHERE id = ?",
-                    [(retries, job_id) for job_id, retries in batch.retries],
-                )
-            con.execute("COMMIT")
-        except BaseException:
-            # SQLite may already have rolled back (e.g. SQLITE_FULL); only undo what is left.
-            if con.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    con.execute("ROLLBACK")
-            raise
+            async with asyncio.timeout(EXIT_GRACE):
+                await child.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
+
+    async def _create(self) -> None:
+        pass  # the writer creates the table when it opens the file
+
+    async def _load(self) -> list[StoredJob]:
+        jobs: list[StoredJob] = []
+        self._send(("load",))
+        while True:
+            reply = await self._reply()
+            if reply[0] != "rows":
+                return jobs
+            flat = reply[1]
+            make = StoredJob._make
+            jobs.extend(
+                make(flat[start : start + ROW_WIDTH]) for start in range(0, len(flat), ROW_WIDTH)
+            )
+
+    async def _write(self, batch: Batch) -> None:
+        flat_adds = list(chain.from_iterable(batch.adds))  # StoredJob is its own row
+        await self._request("write", batch.removes, flat_adds, self._maybe_written, batch.retries)
+        self._maybe_written = False
+
+    def _is_connection_error(self, exc: BaseException) -> bool:
+        # Only the writer process can be lost; every SQLite error is about this batch
+        # (or the file) and a new writer would not help.
+        return isinstance(exc, WriterGone | BrokenPipeError | ConnectionResetError)
+
+    # -- the pipe ----------------------------------------------------------------------
+
+    async def _request(self, *message: Any) -> Any:
+        self._send(message)
+        return (await self._reply())[1]
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        child = self._child
+        if child is None or child.stdin is None or child.stdin.is_closing():
+            raise WriterGone("sqlite: writer process is not running")
+        body = pickle.dumps(message, PICKLE_PROTOCOL)
+        child.stdin.write(HEADER.pack(len(body)))
+        child.stdin.write(body)
+
+    async def _reply(self) -> tuple[Any, ...]:
+        child = self._child
+        if child is None or child.stdout is None:
+            raise WriterGone("sqlite: writer process is not running")
+        try:
+            head = await child.stdout.readexactly(HEADER.size)
+            body = await child.stdout.readexactly(HEADER.unpack(head)[0])
+        except asyncio.IncompleteReadError:
+            code = await _exit_code(child)
+            raise WriterGone(f"sqlite: writer process exited ({code})") from None
+        reply: tuple[Any, ...] = pickle.loads(body)
+        if reply[0] == "error":
+            raise _error_from(reply[1], reply[2])
+        return reply
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _error_from(type_name: str, message: str) -> Exception:
+    """The writer's exception, as the same sqlite3 class where there is one."""
+    cls = getattr(sqlite3, type_name, None)
+    if isinstance(cls, type) and issubclass(cls, sqlite3.Error):
+        return cls(message)
+    if type_name == "QueueFileError":
+        return QueueError(message)
+    return QueueError(f"sqlite: {type_name}: {message}")
+
+
+async def _exit_code(child: asyncio.subprocess.Process) -> str:
+    try:
+        async with asyncio.timeout(1.0):
+            code = await child.wait()
+    except TimeoutError:
+        return "still running, output closed"
+    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
