@@ -20,11 +20,10 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from geartrain.protocol.codec import AdminLine, BadPacket, Data, Decoder, Event, Packet, encode
-from geartrain.protocol.constants import REQ
+from geartrain.protocol.constants import REQ, ErrorCode
 from geartrain.protocol.constants import PacketType as P
 
 from .admin import run_admin
@@ -53,11 +52,19 @@ _MAX_HELD = 10000
 class _Waiting:
     """A place in the output held for replies that wait on a persistent write."""
 
-    __slots__ = ("future", "replies")
+    __slots__ = ("replies", "write")
 
-    def __init__(self, future: asyncio.Future[None], reply: Callable[[], bytes]) -> None:
-        self.future = future
+    def __init__(self, write: asyncio.Future[bytes | None], reply: bytes) -> None:
+        self.write = write
         self.replies = [reply]
+
+
+def _settled(write: asyncio.Future[bytes | None], replies: list[bytes]) -> list[bytes]:
+    """The replies held on a settled write, or as many refusals if it failed."""
+    refused = write.result()
+    if refused is None:
+        return replies
+    return [encode(P.ERROR, ErrorCode.QUEUE_ERROR, refused)] * len(replies)
 
 
 class Connection(Peer, asyncio.BufferedProtocol):
@@ -211,20 +218,24 @@ class Connection(Peer, asyncio.BufferedProtocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def send_after(self, future: asyncio.Future[None], reply: Callable[[], bytes]) -> None:
-        """Send ``reply()`` once ``future`` is done, holding later output behind it."""
+    def send_after(self, write: asyncio.Future[bytes | None], reply: bytes) -> None:
+        """Send ``reply`` once ``write`` settles, holding later output behind it.
+
+        ``write`` resolves to None when the held replies stand, or to the reason the
+        write was refused: then each of them goes out as ``ERROR QUEUE_ERROR reason``.
+        """
         held = self._held
         if held is None:
-            if future.done():
-                self.send(reply())
+            if write.done():
+                self.send(_settled(write, [reply])[0])
                 return
             held = self._held = deque()
         last = held[-1] if held else None
-        if isinstance(last, _Waiting) and last.future is future:
+        if isinstance(last, _Waiting) and last.write is write:
             last.replies.append(reply)  # same write group: one callback serves all
             return
-        held.append(_Waiting(future, reply))
-        future.add_done_callback(self._release_held)
+        held.append(_Waiting(write, reply))
+        write.add_done_callback(self._release_held)
         if self._held_full() and self.transport is not None and not self._paused:
             self._paused = True
             self.transport.pause_reading()
@@ -241,13 +252,12 @@ class Connection(Peer, asyncio.BufferedProtocol):
         while held:
             item = held[0]
             if isinstance(item, _Waiting):
-                if not item.future.done():
+                if not item.write.done():
                     break
                 held.popleft()
-                for reply in item.replies:
-                    packet = reply()
-                    out.append(packet)
-                    size += len(packet)
+                replies = _settled(item.write, item.replies)
+                out.extend(replies)
+                size += sum(map(len, replies))
             else:
                 held.popleft()
                 out.append(item)

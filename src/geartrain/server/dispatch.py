@@ -52,13 +52,7 @@ def _reply_submitted(conn: Connection, result: Job | Error) -> None:
         conn.send(res_packet(_JOB_CREATED, result.handle))
     else:
         # A stored job is acknowledged only once durable (or refused by the store).
-        conn.send_after(result.pending, lambda: _created_or_error(result))
-
-
-def _created_or_error(job: Job) -> bytes:
-    if job.error:
-        return encode(P.ERROR, ErrorCode.QUEUE_ERROR, job.error)
-    return res_packet(_JOB_CREATED, job.handle)
+        conn.send_after(result.pending, res_packet(_JOB_CREATED, result.handle))
 
 
 def _submitter(priority: int, background: bool) -> Handler:

@@ -36,7 +36,6 @@ class Job:
         "clients",
         "data",
         "denominator",
-        "error",
         "function",
         "handle",
         "key",
@@ -81,8 +80,9 @@ class Job:
         self.worker: Peer | None = None
         self.state = JobState.QUEUED
         self.store_id = 0  # id in the persistent queue, 0 when not stored
-        self.error = b""  # why the persistent queue refused the job
-        self.pending: asyncio.Future[None] | None = None
+        # The write group a stored job waits on: resolves to None once durable, or to
+        # the reason the persistent queue refused it.
+        self.pending: asyncio.Future[bytes | None] | None = None
         self.timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:

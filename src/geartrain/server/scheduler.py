@@ -184,14 +184,13 @@ class Scheduler:
         job.function.pending += 1
         job.store_id = self._next_store_id
         self._next_store_id += 1
-        record = record_of(job)
         group = self._group
         if group is None:
             loop = asyncio.get_running_loop()
             group = self._group = WriteGroup(loop.create_future())
             loop.call_soon(self._close_group)
         group.jobs.append(job)
-        group.records.append(record)
+        group.records.append(record_of(job))
         job.pending = group.done
 
     def _close_group(self) -> None:
@@ -217,13 +216,15 @@ class Scheduler:
                 if error is None and self.store is not None:
                     self.store.remove(job.store_id)
             elif error is not None:
-                job.error = error.encode(errors="replace") or b"QUEUE_ERROR"
                 job.store_id = 0
                 self._unlink(job)
             else:
                 job.function.pending -= 1
                 self._release(job)
-        group.done.set_result(None)
+        # The connections holding JOB_CREATED for these jobs send them now, or as many
+        # ERROR QUEUE_ERROR replies with this reason.
+        refused = None if error is None else error.encode(errors="replace") or b"QUEUE_ERROR"
+        group.done.set_result(refused)
 
     def _release(self, job: Job) -> None:
         """Make an acknowledged job runnable now, or schedule it for its epoch."""

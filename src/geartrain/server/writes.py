@@ -19,8 +19,10 @@ class WriteGroup:
 
     __slots__ = ("done", "jobs", "records")
 
-    def __init__(self, done: asyncio.Future[None]) -> None:
-        self.done = done  # resolved once the write has settled and the jobs with it
+    def __init__(self, done: asyncio.Future[bytes | None]) -> None:
+        # Resolved once the write has settled and the jobs with it: to None, or to
+        # the reason the store refused them.
+        self.done = done
         self.jobs: list[Job] = []
         self.records: list[StoredJob] = []
 
@@ -33,17 +35,25 @@ def write_error(written: asyncio.Future[None]) -> str | None:
     return None if exc is None else str(exc)
 
 
+_new_record = tuple.__new__
+
+
 def record_of(job: Job) -> StoredJob:
     """The row the persistent queue keeps for a background job."""
-    return StoredJob(
-        job.store_id,
-        job.function.name,
-        job.unique,
-        bytes(job.data),
-        job.priority,
-        job.when,
-        job.reducer,
-        job.retries,
+    # tuple.__new__ straight away: a NamedTuple's own __new__ is a Python function,
+    # and this runs once per stored job.
+    return _new_record(
+        StoredJob,
+        (
+            job.store_id,
+            job.function.name,
+            job.unique,
+            bytes(job.data),
+            job.priority,
+            job.when,
+            job.reducer,
+            job.retries,
+        ),
     )
 
 
