@@ -6,7 +6,7 @@ import asyncio
 import socket
 import struct
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from geartrain.protocol.codec import encode_request
 from geartrain.protocol.constants import PacketType as P
@@ -228,6 +228,7 @@ class SlowStore:
         self.rows: dict[int, StoredJob] = {}
         self.fail = False
         self.delay = 0.05
+        self.tasks: set[asyncio.Future[None]] = set()
 
     async def open(self) -> None:
         pass
@@ -253,6 +254,19 @@ class SlowStore:
                 self.rows[job.id] = job
 
         return write()
+
+    def add_then(self, jobs: list[StoredJob], settled: Callable[[QueueError | None], None]) -> None:
+        async def write() -> None:
+            try:
+                await self.add_many(jobs)
+            except QueueError as exc:
+                settled(exc)
+            else:
+                settled(None)
+
+        task = asyncio.ensure_future(write())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def remove(self, job_id: int) -> None:
         self.rows.pop(job_id, None)

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from geartrain.protocol.codec import AdminLine, BadPacket, Data, Decoder, Event, Packet, encode
 from geartrain.protocol.constants import REQ, ErrorCode
@@ -32,6 +32,7 @@ from .jobs import Peer
 
 if TYPE_CHECKING:
     from .app import Server
+    from .writes import WriteGroup
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +55,14 @@ class _Waiting:
 
     __slots__ = ("replies", "write")
 
-    def __init__(self, write: asyncio.Future[bytes | None], reply: bytes) -> None:
+    def __init__(self, write: WriteGroup, reply: bytes) -> None:
         self.write = write
         self.replies = [reply]
 
 
-def _settled(write: asyncio.Future[bytes | None], replies: list[bytes]) -> list[bytes]:
+def _settled(write: WriteGroup, replies: list[bytes]) -> list[bytes]:
     """The replies held on a settled write, or as many refusals if it failed."""
-    refused = write.result()
+    refused = write.refused
     if refused is None:
         return replies
     return [encode(P.ERROR, ErrorCode.QUEUE_ERROR, refused)] * len(replies)
@@ -218,15 +219,15 @@ class Connection(Peer, asyncio.BufferedProtocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def send_after(self, write: asyncio.Future[bytes | None], reply: bytes) -> None:
+    def send_after(self, write: WriteGroup, reply: bytes) -> None:
         """Send ``reply`` once ``write`` settles, holding later output behind it.
 
-        ``write`` resolves to None when the held replies stand, or to the reason the
-        write was refused: then each of them goes out as ``ERROR QUEUE_ERROR reason``.
+        If the store refuses the write, each reply held on it goes out as ``ERROR
+        QUEUE_ERROR <reason>`` instead.
         """
         held = self._held
         if held is None:
-            if write.done():
+            if write.settled:
                 self.send(_settled(write, [reply])[0])
                 return
             held = self._held = deque()
@@ -235,7 +236,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
             last.replies.append(reply)  # same write group: one callback serves all
             return
         held.append(_Waiting(write, reply))
-        write.add_done_callback(self._release_held)
+        write.when_settled(self._release_held)
         if self._held_full() and self.transport is not None and not self._paused:
             self._paused = True
             self.transport.pause_reading()
@@ -243,7 +244,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
     def _held_full(self) -> bool:
         return self._held is not None and len(self._held) > _MAX_HELD
 
-    def _release_held(self, _: Any = None) -> None:
+    def _release_held(self) -> None:
         held = self._held
         if held is None or self.closed:
             return
@@ -252,7 +253,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         while held:
             item = held[0]
             if isinstance(item, _Waiting):
-                if not item.write.done():
+                if not item.write.settled:
                     break
                 held.popleft()
                 replies = _settled(item.write, item.replies)

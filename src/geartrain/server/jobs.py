@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
     from geartrain.protocol.codec import Data
 
+    from .writes import WriteGroup
+
 
 NO_CLIENTS: tuple[()] = ()
 
@@ -80,9 +82,7 @@ class Job:
         self.worker: Peer | None = None
         self.state = JobState.QUEUED
         self.store_id = 0  # id in the persistent queue, 0 when not stored
-        # The write group a stored job waits on: resolves to None once durable, or to
-        # the reason the persistent queue refused it.
-        self.pending: asyncio.Future[bytes | None] | None = None
+        self.pending: WriteGroup | None = None  # the store write a stored job waits on
         self.timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:

@@ -31,6 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import islice
 
 from geartrain.protocol.codec import Data, encode, encode_head, res_packet
@@ -41,7 +42,7 @@ from geartrain.protocol.numbers import parse_c_int
 from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
 from .persistence.base import QueueError, QueueStore, StoredJob
-from .writes import WriteGroup, acknowledged, record_of, write_error
+from .writes import WriteGroup, acknowledged, record_of
 
 logger = logging.getLogger(__name__)
 
@@ -186,29 +187,21 @@ class Scheduler:
         self._next_store_id += 1
         group = self._group
         if group is None:
-            loop = asyncio.get_running_loop()
-            group = self._group = WriteGroup(loop.create_future())
-            loop.call_soon(self._close_group)
+            group = self._group = WriteGroup()
+            asyncio.get_running_loop().call_soon(self._close_group)
         group.jobs.append(job)
         group.records.append(record_of(job))
-        job.pending = group.done
+        job.pending = group
 
     def _close_group(self) -> None:
         group = self._group
         self._group = None
         if group is None or self.store is None:
             return
-        written: asyncio.Future[None]
-        try:
-            written = asyncio.ensure_future(self.store.add_many(group.records))
-        except QueueError as exc:  # a store may refuse synchronously
-            written = asyncio.get_running_loop().create_future()
-            written.set_exception(exc)
-        group.records = []  # the store has them now
-        written.add_done_callback(lambda _: self._settle_group(group, written))
+        records, group.records = group.records, []  # the store has them now
+        self.store.add_then(records, partial(self._settle_group, group))
 
-    def _settle_group(self, group: WriteGroup, written: asyncio.Future[None]) -> None:
-        error = write_error(written)
+    def _settle_group(self, group: WriteGroup, error: QueueError | None) -> None:
         if error is not None:
             logger.warning("persistent queue refused %d jobs: %s", len(group.jobs), error)
         for job in group.jobs:
@@ -223,8 +216,9 @@ class Scheduler:
                 self._release(job)
         # The connections holding JOB_CREATED for these jobs send them now, or as many
         # ERROR QUEUE_ERROR replies with this reason.
-        refused = None if error is None else error.encode(errors="replace") or b"QUEUE_ERROR"
-        group.done.set_result(refused)
+        group.settle(
+            None if error is None else str(error).encode(errors="replace") or b"QUEUE_ERROR"
+        )
 
     def _release(self, job: Job) -> None:
         """Make an acknowledged job runnable now, or schedule it for its epoch."""

@@ -19,7 +19,7 @@ batch free space before it needs some, which matters on a full disk.
 
 Failures:
 
-* The add futures of a failed batch get :class:`QueueError`; removes and retry updates
+* The adds of a failed batch settle with :class:`QueueError`; removes and retry updates
   go back to the front of ``_pending`` and are retried (a lost remove would only mean a
   finished job runs again; a lost add would break the contract, so adds are never
   retried behind the server's back after it was told they failed).
@@ -47,7 +47,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -98,13 +98,25 @@ class Batch:
     removes: list[int] = field(default_factory=list)
 
 
+Settled = Callable[[QueueError | None], None]
+
+
 @dataclass(slots=True)
 class _Add:
-    """One ``add`` or ``add_many``: its jobs are stored together or not at all."""
+    """One ``add_then`` (or ``add``, ``add_many``): stored together or not at all."""
 
     jobs: list[StoredJob]
-    future: asyncio.Future[None]
+    settled: Settled | None  # None once called: every add settles exactly once
     size: int = 0
+
+    def settle(self, error: QueueError | None) -> None:
+        settled, self.settled = self.settled, None
+        if settled is None:
+            return
+        try:
+            settled(error)
+        except Exception:  # the caller's bug must not stop the writer
+            logger.exception("error in a queue write's completion callback")
 
 
 @dataclass(slots=True)
@@ -287,20 +299,37 @@ class GroupCommitStore(ABC):
         return self.add_many([job])
 
     def add_many(self, jobs: list[StoredJob]) -> Awaitable[None]:
-        """Store ``jobs`` together: one future for all, resolved when all are durable.
-
-        What the server uses for the jobs submitted in one loop turn; it saves a
-        future and a queue entry per job over calling :meth:`add` for each.
-        """
+        """Store ``jobs`` together: one future for all, resolved when all are durable."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._writer is None or self._closing:
-            future.set_exception(QueueError(f"{self.name}: queue store is not open"))
-        elif self._down_reason is not None:
-            future.set_exception(QueueError(f"{self.name} unavailable: {self._down_reason}"))
-        else:
-            self._pending.append(_Add(jobs, future))
-            self._wake.set()
+
+        def settled(error: QueueError | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self.add_then(jobs, settled)
         return future
+
+    def add_then(self, jobs: list[StoredJob], settled: Settled) -> None:
+        """Store ``jobs`` together, then call ``settled(None)``, or ``settled(error)``.
+
+        What the server uses for the jobs submitted in one loop turn. ``settled`` runs
+        on the event loop right where the write completes, not one loop turn later as
+        a future's callbacks do: under load every such turn is milliseconds that the
+        submitters spend waiting for their JOB_CREATED.
+        """
+        if self._writer is None or self._closing:
+            error = QueueError(f"{self.name}: queue store is not open")
+        elif self._down_reason is not None:
+            error = QueueError(f"{self.name} unavailable: {self._down_reason}")
+        else:
+            self._pending.append(_Add(jobs, settled))
+            self._wake.set()
+            return
+        asyncio.get_running_loop().call_soon(settled, error)  # never from inside the call
 
     def remove(self, job_id: int) -> None:
         self._pending.append(_Remove(job_id))
@@ -440,8 +469,8 @@ class GroupCommitStore(ABC):
                 (time.perf_counter() - started) * 1e3,
             )
         for op in ops:
-            if isinstance(op, _Add) and not op.future.done():
-                op.future.set_result(None)
+            if isinstance(op, _Add):
+                op.settle(None)
 
     def _lost_connection(self, exc: BaseException) -> bool:
         if isinstance(exc, TimeoutError):
@@ -459,8 +488,8 @@ class GroupCommitStore(ABC):
         logger.warning("%s: write of %d operations failed: %s", self.name, len(ops), reason)
         error = QueueError(f"{self.name}: {reason}")
         for op in ops:
-            if isinstance(op, _Add) and not op.future.done():
-                op.future.set_exception(error)
+            if isinstance(op, _Add):
+                op.settle(error)
         # Removes and retry updates go back in front, in their original order. A
         # refused add is also undone: when the connection died during COMMIT the rows
         # may have been written although we report failure, and a job its client was
@@ -477,8 +506,7 @@ class GroupCommitStore(ABC):
         kept: deque[_Op] = deque()
         for op in self._pending:
             if isinstance(op, _Add):
-                if not op.future.done():
-                    op.future.set_exception(QueueError(reason))
+                op.settle(QueueError(reason))
             else:
                 kept.append(op)
         self._pending = kept

@@ -8,7 +8,9 @@ Contract (what every backend guarantees, and what the contract tests check):
   concurrent adds into one transaction (group commit), so ``add`` must not do one
   round trip per call when many are outstanding.
 * ``add_many`` is ``add`` for a list of jobs that share one outcome and one
-  awaitable; the server hands over everything submitted in one loop turn at once.
+  awaitable; ``add_then`` is ``add_many`` with a callback instead of an awaitable,
+  called where the write completes: the server hands over everything submitted in one
+  loop turn at once that way.
 * ``remove`` and ``update_retries`` are fire-and-forget from the server's point of
   view: they are queued in order behind earlier adds and applied in later batches.
   A failure there never loses a job (at worst a finished job is replayed and runs
@@ -26,7 +28,7 @@ Contract (what every backend guarantees, and what the contract tests check):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple, Protocol
 
 
@@ -65,6 +67,12 @@ class QueueStore(Protocol):
 
     def add_many(self, jobs: list[StoredJob]) -> Awaitable[None]:
         """Store ``jobs`` together: resolves when all are durable, or raises for all."""
+
+    def add_then(self, jobs: list[StoredJob], settled: Callable[[QueueError | None], None]) -> None:
+        """Store ``jobs`` together, then call ``settled`` with None or the QueueError.
+
+        Called exactly once, on the event loop, never from inside ``add_then``.
+        """
 
     def remove(self, job_id: int) -> None:
         """Forget a finished job (applied asynchronously, in order)."""

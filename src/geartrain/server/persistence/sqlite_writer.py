@@ -55,8 +55,12 @@ MAX_STATEMENT_ROWS = 512
 LOAD_CHUNK = 20_000
 PICKLE_PROTOCOL = 5
 PIPE_SIZE = 1024 * 1024
-#: Seconds between checkpoints while commits keep coming.
-CHECKPOINT_PAUSE = 0.1
+#: Checkpoint once no commit came for this long (seconds) ...
+CHECKPOINT_QUIET = 0.2
+#: ... or once the WAL file has grown this large (bytes) under sustained load.
+CHECKPOINT_WAL_SIZE = 64 * 1024 * 1024
+#: How often (seconds) the checkpointer looks again while commits keep coming.
+CHECKPOINT_POLL = 0.05
 #: A WAL file that grew under sustained load is cut back to this size once a
 #: checkpoint has caught up (bytes).
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -226,24 +230,31 @@ class QueueFile:
 
 
 class Checkpointer:
-    """Copies committed WAL frames into the database file, beside the writer.
+    """Copies committed WAL frames into the database file when the writer pauses.
 
     SQLite's automatic checkpoint runs inside the COMMIT that crosses 1,000 WAL pages,
     and with synchronous=FULL it includes an fsync of the database file: under load one
     commit in a dozen took 60-110 ms instead of 3, and every submission waiting on it
-    waited that long. A PASSIVE checkpoint on a connection of its own never blocks the
-    writer, so it runs here, after commits, on a thread (the sqlite3 module releases the
-    GIL while SQLite works).
+    waited that long. Checkpointing on a thread beside the writer after every commit
+    did not block it, but its writes and fsyncs still made the writer's own fsyncs
+    slow now and then (60-150 ms). So checkpoints wait for a quiet moment: no commit
+    for ``CHECKPOINT_QUIET`` seconds, or a WAL grown past ``CHECKPOINT_WAL_SIZE``
+    under sustained load. They are PASSIVE, on a connection of their own, so they
+    never block the writer (the sqlite3 module releases the GIL while SQLite works).
     """
 
     def __init__(self, path: str, busy_timeout: float) -> None:
         self._con = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False)
+        self._wal = path + "-wal"
+        self._last_commit = 0.0
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
         self._thread.start()
 
     def nudge(self) -> None:
+        """Note a commit."""
+        self._last_commit = time.monotonic()
         self._wake.set()
 
     def stop(self) -> None:
@@ -256,12 +267,21 @@ class Checkpointer:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            if self._stopping:
-                return
             self._wake.clear()
-            with contextlib.suppress(sqlite3.Error):  # the next nudge tries again
+            while not self._stopping and not self._due():
+                time.sleep(CHECKPOINT_POLL)
+            if self._stopping:
+                return  # closing the writer's connection checkpoints the rest
+            with contextlib.suppress(sqlite3.Error):  # the next commit tries again
                 self._con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            time.sleep(CHECKPOINT_PAUSE)  # let several commits share one checkpoint
+
+    def _due(self) -> bool:
+        if time.monotonic() - self._last_commit >= CHECKPOINT_QUIET:
+            return True
+        try:
+            return os.path.getsize(self._wal) >= CHECKPOINT_WAL_SIZE
+        except OSError:
+            return True
 
 
 class QueueFileError(Exception):
