@@ -49,6 +49,9 @@ HEADER = struct.Struct(">I")
 ROW_WIDTH = 8
 #: The leading columns that rows without a run-at time, reducer or retries need.
 NARROW_WIDTH = 5
+#: Columns holding bytes (function, unique, data; reducer) in full and narrow rows.
+WIDE_BLOBS = (1, 2, 3, 6)
+NARROW_BLOBS = (1, 2, 3)
 #: The most rows in one INSERT (a power of two; fewer if SQLite's parameter limit is low).
 MAX_STATEMENT_ROWS = 512
 #: Rows per "rows" message while loading: a few MB, so replay streams.
@@ -151,7 +154,7 @@ class QueueFile:
                 con.execute(self._sql("delete", len(ids)), ids)
             adds, kind = _narrowed(flat_adds), "insert-narrow"
             if adds is None:
-                adds, kind = flat_adds, "insert"
+                adds, kind = _as_bytearrays(flat_adds, ROW_WIDTH, WIDE_BLOBS), "insert"
             if replace:
                 kind += "-replace"
             width = NARROW_WIDTH if kind.startswith("insert-narrow") else ROW_WIDTH
@@ -300,7 +303,19 @@ def _narrowed(flat: list[Any]) -> list[Any] | None:
     narrow: list[Any] = [None] * (len(flat) // ROW_WIDTH * NARROW_WIDTH)
     for column in range(NARROW_WIDTH):
         narrow[column::NARROW_WIDTH] = flat[column::ROW_WIDTH]
-    return narrow
+    return _as_bytearrays(narrow, NARROW_WIDTH, NARROW_BLOBS)
+
+
+def _as_bytearrays(flat: list[Any], width: int, columns: tuple[int, ...]) -> list[Any]:
+    """``flat`` with the blob columns as bytearrays, which sqlite3 binds directly.
+
+    sqlite3 binds int, float, str and bytearray at once, but looks for an adapter for
+    anything else, bytes included: a registry lookup and two attribute lookups per
+    value, a third of the writer's time before this. A copy is cheaper.
+    """
+    for column in columns:
+        flat[column::width] = map(bytearray, flat[column::width])
+    return flat
 
 
 def serve(queue: QueueFile, requests: BinaryIO, replies: BinaryIO) -> None:
