@@ -162,3 +162,91 @@ async def test_acknowledged_jobs_survive_kill_9(tmp_path: Path, synchronous: str
     stored = {j.id for j in await load(path)}
 
     assert set(acked) <= stored
+
+
+async def test_killed_writer_process_is_replaced_and_nothing_refused_is_kept(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "q.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    acked: set[int] = set()
+    refused: set[int] = set()
+
+    async def submit(first: int) -> None:
+        ids = list(range(first, first + 200))
+        try:
+            await store.add_many([job(i) for i in ids])
+        except QueueError:
+            refused.update(ids)
+        else:
+            acked.update(ids)
+
+    # Keep groups in flight while the writer dies under them.
+    tasks = [asyncio.ensure_future(submit(1 + 200 * n)) for n in range(20)]
+    await asyncio.sleep(0)
+    writer = store._child
+    assert writer is not None
+    writer.kill()
+    tasks += [asyncio.ensure_future(submit(1 + 200 * n)) for n in range(20, 40)]
+    await asyncio.gather(*tasks)
+    await store.add(job(99_999))  # a new writer took over
+    assert store._child is not None and store._child.pid != writer.pid
+    await store.close()
+
+    stored = {j.id for j in await load(path)}
+    assert acked | {99_999} <= stored
+    assert not refused & stored
+    assert len(acked) + len(refused) == 40 * 200
+    assert store.reconnects >= 1
+
+
+OWNER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from geartrain.server.persistence.sqlite import SqliteStore
+
+    async def main() -> None:
+        store = SqliteStore(sys.argv[1])
+        await store.open()
+        print(store._child.pid, flush=True)
+        await asyncio.sleep(60)  # the parent kills us
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_writer_process_dies_with_the_server(tmp_path: Path) -> None:
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(tmp_path / "q.db"), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            writer_pid = int(await proc.stdout.readline())
+        os.kill(writer_pid, 0)  # running
+        os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not _alive(writer_pid):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the writer process outlived the server")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for a reaper that may not exist here."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
