@@ -76,6 +76,7 @@ LAZY_WRITE_DELAY = 0.05
 #: Bytes counted per stored job besides its payload, for ``max_batch_bytes``.
 _ROW_ALLOWANCE = 256
 _payload = operator.attrgetter("data")
+_job_id = operator.attrgetter("id")
 
 
 class StoreOptions(TypedDict, total=False):
@@ -169,7 +170,9 @@ def make_batch(ops: list[_Op]) -> Batch:
     batch = Batch(removes=sorted(removed))
     for op in ops:
         if isinstance(op, _Add):
-            if removed:
+            # Jobs finish while others are being submitted, so removes and adds share
+            # most batches; checking for an overlap first keeps the per-job work in C.
+            if removed and not removed.isdisjoint(map(_job_id, op.jobs)):
                 batch.adds.extend(job for job in op.jobs if job.id not in removed)
             else:
                 batch.adds.extend(op.jobs)
@@ -403,7 +406,7 @@ class GroupCommitStore(ABC):
                 continue
             if self._failures:
                 await self._sleep_unless_closing(self._retry_delay())
-            elif not self._closing and not any(isinstance(op, _Add) for op in self._pending):
+            elif not self._closing and _Add not in map(type, self._pending):
                 await self._gather_lazy_writes()
             ops = self._in_flight = self._take()
             try:
