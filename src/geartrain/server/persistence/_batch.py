@@ -73,9 +73,6 @@ DEFAULT_CLOSE_TIMEOUT = 10.0
 LAZY_WRITE_DELAY = 0.05
 
 
-#: Bytes counted per stored job besides its payload, for ``max_batch_bytes``.
-_ROW_ALLOWANCE = 256
-_payload = operator.attrgetter("data")
 _job_id = operator.attrgetter("id")
 
 
@@ -137,9 +134,10 @@ _Op = _Add | _Remove | _Retries
 def _op_size(op: _Op) -> int:
     if isinstance(op, _Add):
         if not op.size:
-            # Function names, uniques (<= 64 bytes) and reducers are small: a flat
-            # allowance for them and the row, and the payloads counted in C.
-            op.size = _ROW_ALLOWANCE * len(op.jobs) + sum(map(len, map(_payload, op.jobs)))
+            op.size = sum(
+                64 + len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
+                for job in op.jobs
+            )
         return op.size
     return 16
 
