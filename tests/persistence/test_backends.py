@@ -9,6 +9,7 @@ from typing import cast
 
 import pytest
 
+from geartrain.server.persistence._batch import Batch
 from geartrain.server.persistence.base import QueueError, StoredJob
 
 from .conftest import POSTGRES_URL, REDIS_URL, Harness, build_harness
@@ -16,8 +17,8 @@ from .conftest import POSTGRES_URL, REDIS_URL, Harness, build_harness
 pytestmark = pytest.mark.timeout(60)
 
 
-def job(job_id: int, priority: int = 1, size: int = 10) -> StoredJob:
-    return StoredJob(job_id, b"fn", b"", b"d" * size, priority)
+def job(job_id: int, priority: int = 1, size: int = 10, retries: int = 0) -> StoredJob:
+    return StoredJob(job_id, b"fn", b"", b"d" * size, priority, retries=retries)
 
 
 async def made(kind: str, tmp_path: Path) -> AsyncIterator[Harness]:
@@ -129,3 +130,30 @@ async def test_postgres_table_is_named_after_the_prefix(postgres_harness: Harnes
         ("reducer", "bytea"),
         ("retries", "integer"),
     ]
+
+
+@pytest.fixture(params=["postgres", "mysql", "redis"])
+async def networked_harness(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    async for harness in made(request.param, tmp_path):
+        yield harness
+
+
+async def test_a_batch_written_again_upserts(networked_harness: Harness) -> None:
+    # After a lost COMMIT reply the writer reconnects and sends the batch again: its
+    # rows may be stored already, and must end up stored once, as the last write has
+    # them. (SQLite knows when that can happen and asks for it; see sqlite_writer.)
+    harness = networked_harness
+    store = await harness.opened()
+    await store.add(job(9))
+    one, two_old = StoredJob(1, b"f", b"u1", b"one", 0), StoredJob(2, b"f", b"", b"old", 1)
+    two_new, three = two_old._replace(data=b"new", retries=2), StoredJob(3, b"g", b"", b"", 2)
+    await store._write(Batch(adds=[one, two_old], retries=[(9, 1)]))
+    await store._write(Batch(adds=[one, two_new, three], retries=[(9, 1), (9, 5)]))
+    await store._write(Batch(adds=[job(4, size=1), job(4, size=2)]))  # the last add wins
+    await store.close()
+
+    loaded = {j.id: j for j in await (await harness.opened()).load()}
+
+    assert loaded == {1: one, 2: two_new, 3: three, 4: job(4, size=2), 9: job(9, retries=5)}

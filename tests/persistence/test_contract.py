@@ -56,6 +56,20 @@ async def test_add_then_load_returns_every_field(harness: Harness) -> None:
     assert all(isinstance(j.function, bytes) and isinstance(j.data, bytes) for j in loaded)
 
 
+async def test_every_byte_value_round_trips_in_every_bytes_field(harness: Harness) -> None:
+    every = bytes(range(256))
+    jobs = [
+        job(1, function=every, unique=every, data=every, reducer=every),
+        job(2, function=every[::-1], unique=b"\\'\"\x00", data=every * 40, reducer=b"\xff"),
+        job(3, function=b"\x00", unique=b"\\", data=b"'", reducer=b"\x80\xc3("),
+    ]
+    store = await harness.opened()
+    await store.add_many(jobs)
+    await store.close()
+
+    assert sorted(await reload(harness), key=lambda j: j.id) == jobs
+
+
 async def test_load_orders_by_priority_then_id(harness: Harness) -> None:
     rng = random.Random(1234)
     jobs = [job(i, priority=rng.choice([0, 1, 2])) for i in range(1, 301)]

@@ -4,10 +4,17 @@ URL: any libpq-style URL asyncpg accepts, ``postgresql://user:pass@host:5432/dbn
 (``postgres://`` too), plus our query parameter ``prefix`` (table ``<prefix>_jobs``,
 default ``geartrain_jobs``); other query parameters go to asyncpg unchanged.
 
-One connection, one transaction per batch: inserts go out as one ``executemany``
-(asyncpg pipelines the rows in a single round trip), retry updates likewise, deletes as
-one ``DELETE … WHERE id = ANY($1)``. Inserts are upserts on ``id`` so that a batch
-re-sent after its COMMIT reply was lost is harmless.
+One connection, one transaction per batch, a handful of statements whatever its size:
+deletes as one ``DELETE … WHERE id = ANY($1)``, inserts as one binary ``COPY`` (rows
+encoded in C by asyncpg, inserted in bulk by PostgreSQL), retry updates as one
+``UPDATE … FROM unnest($1, $2)``. Per job that costs PostgreSQL well under half the CPU
+of an ``INSERT`` per row, and us less too.
+
+Inserts must be upserts on ``id``, so that a batch re-sent after its COMMIT reply was
+lost is harmless. ``COPY`` cannot upsert: when it hits an id that is stored already,
+the transaction is rolled back and the batch applied again with one
+``INSERT … SELECT FROM unnest(…) ON CONFLICT (id) DO UPDATE``. That only happens after
+a reconnect, so the common case never pays for the conflict check.
 
 Durability is PostgreSQL's: with the server defaults (``fsync=on``,
 ``synchronous_commit=on``) a job is on disk when its add resolves.
@@ -22,11 +29,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Unpack
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
-from ._rows import SQL_COLUMNS, as_row, check_prefix, from_row
+from ._rows import SQL_COLUMNS, check_prefix, from_row
 from .base import StoredJob
 
 if TYPE_CHECKING:
     import asyncpg
+
+#: :data:`SQL_COLUMNS` as a list, for COPY.
+_COLUMN_NAMES = [name.strip() for name in SQL_COLUMNS.split(",")]
 
 
 class PostgresStore(GroupCommitStore):
@@ -51,7 +61,24 @@ class PostgresStore(GroupCommitStore):
     ) -> None:
         super().__init__(**options)
         self.dsn = dsn
-        self.table = f'"{check_prefix(prefix)}_jobs"'
+        self.table_name = f"{check_prefix(prefix)}_jobs"
+        self.table = f'"{self.table_name}"'
+        self._delete_sql = f"DELETE FROM {self.table} WHERE id = ANY($1::bigint[])"
+        # One statement for all the rows, fed one array per column.
+        self._upsert_sql = (
+            f"INSERT INTO {self.table} ({SQL_COLUMNS}) SELECT * FROM unnest("
+            "$1::bigint[], $2::bytea[], $3::bytea[], $4::bytea[],"
+            " $5::smallint[], $6::bigint[], $7::bytea[], $8::integer[])"
+            " ON CONFLICT (id) DO UPDATE SET"
+            " priority = EXCLUDED.priority, function = EXCLUDED.function,"
+            " unique_key = EXCLUDED.unique_key, data = EXCLUDED.data,"
+            " when_to_run = EXCLUDED.when_to_run, reducer = EXCLUDED.reducer,"
+            " retries = EXCLUDED.retries"
+        )
+        self._retries_sql = (
+            f"UPDATE {self.table} AS t SET retries = u.retries"
+            " FROM unnest($1::bigint[], $2::integer[]) AS u(id, retries) WHERE t.id = u.id"
+        )
         self.application_name = application_name
         self._con: asyncpg.Connection | None = None
 
@@ -94,24 +121,42 @@ class PostgresStore(GroupCommitStore):
         return [from_row(row) for row in rows]
 
     async def _write(self, batch: Batch) -> None:
+        import asyncpg
+
         con = self._connection()
-        async with con.transaction():
-            if batch.removes:
-                await con.execute(f"DELETE FROM {self.table} WHERE id = ANY($1)", batch.removes)
-            if batch.adds:
-                await con.executemany(
-                    f"INSERT INTO {self.table} ({SQL_COLUMNS})"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET"
-                    " priority = EXCLUDED.priority, function = EXCLUDED.function,"
-                    " unique_key = EXCLUDED.unique_key, data = EXCLUDED.data,"
-                    " when_to_run = EXCLUDED.when_to_run, reducer = EXCLUDED.reducer,"
-                    " retries = EXCLUDED.retries",
-                    [as_row(job) for job in batch.adds],
-                )
-            if batch.retries:
-                await con.executemany(
-                    f"UPDATE {self.table} SET retries = $2 WHERE id = $1", batch.retries
-                )
+        try:
+            async with con.transaction():
+                await self._apply(con, batch, upsert=False)
+        except asyncpg.UniqueViolationError:
+            # Some of these ids are stored already: this batch was committed before and
+            # is re-sent because the COMMIT reply was lost. The failed transaction left
+            # nothing behind; apply the batch again, this time as upserts.
+            async with con.transaction():
+                await self._apply(con, batch, upsert=True)
+
+    async def _apply(self, con: asyncpg.Connection, batch: Batch, *, upsert: bool) -> None:
+        if batch.removes:
+            await con.execute(self._delete_sql, batch.removes)
+        if batch.adds and not upsert:
+            # Binary COPY: asyncpg encodes the rows in C and PostgreSQL inserts them
+            # in bulk, several times cheaper on both sides than a statement per row
+            # and about half the server's work of INSERT … SELECT FROM unnest(…) ON
+            # CONFLICT. COPY cannot upsert; a duplicate id makes it fail as a whole.
+            await con.copy_records_to_table(
+                self.table_name, records=batch.adds, columns=_COLUMN_NAMES
+            )
+        elif batch.adds:
+            columns = list(zip(*batch.adds, strict=True))
+            if len(set(columns[0])) < len(batch.adds):
+                # One statement cannot upsert a row twice; the last add of an id wins,
+                # as it would row by row.
+                columns = list(zip(*{job.id: job for job in batch.adds}.values(), strict=True))
+            await con.execute(self._upsert_sql, *columns)
+        if batch.retries:
+            # The last update of an id wins, as it would row by row: one UPDATE cannot
+            # assign the same row twice deterministically.
+            retries = dict(batch.retries)
+            await con.execute(self._retries_sql, list(retries), list(retries.values()))
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         import asyncpg
