@@ -104,6 +104,38 @@ async def test_mysql_refuses_a_job_larger_than_max_allowed_packet(
     assert [j.id for j in await (await mysql_harness.opened()).load()] == [2]
 
 
+def test_mysql_splits_inserts_below_the_statement_limit() -> None:
+    from geartrain.server.persistence.mysql import STATEMENT_BYTES, MysqlStore
+
+    store = MysqlStore(prefix="split")
+    store.max_packet = 3 * STATEMENT_BYTES
+    jobs = [job(i, size=200) for i in range(1, 5001)]
+    jobs.insert(2500, job(9999, size=STATEMENT_BYTES))  # larger than a statement alone
+
+    statements = store._insert_statements(jobs)
+
+    assert len(statements) > 2
+    assert all(len(s) <= STATEMENT_BYTES for s in statements if "(9999," not in s)
+    assert all(len(s) < store.max_packet for s in statements)
+    rows = [row for s in statements for row in s.split(" VALUES ")[1].split(",(")]
+    assert len(rows) == len(jobs)
+
+
+async def test_mysql_stores_many_retry_counts_in_one_batch(mysql_harness: Harness) -> None:
+    store = await mysql_harness.opened()
+    await store.add_many([job(i) for i in range(1, 1202)])
+    await store._write(Batch(retries=[(i, i % 7 + 1) for i in range(1, 1201)] + [(5, 99)]))
+    await store.close()
+
+    loaded = await (await mysql_harness.opened()).load()
+
+    assert {j.id: j.retries for j in loaded} == {
+        **{i: i % 7 + 1 for i in range(1, 1201)},
+        5: 99,
+        1201: 0,
+    }
+
+
 async def test_postgres_table_is_named_after_the_prefix(postgres_harness: Harness) -> None:
     import asyncpg
 

@@ -4,12 +4,15 @@ URL: ``mysql://user:password@host:3306/database`` or ``mariadb://…`` (same thi
 query parameters ``prefix`` (table ``<prefix>_jobs``, default ``geartrain_jobs``) and
 ``unix_socket`` (path of the server's socket, instead of TCP).
 
-One connection, one transaction per batch. aiomysql's ``executemany`` turns the inserts
-into multi-row ``INSERT … VALUES (…), (…)`` statements (split below
-``max_allowed_packet``), so a batch costs a handful of round trips whatever its size.
+One connection, one transaction per batch, a handful of round trips whatever its size:
+the inserts go as multi-row ``INSERT … VALUES (…), (…)`` statements of about a MiB each
+(never above ``max_allowed_packet``), deletes as one ``DELETE … WHERE id IN (…)``, retry
+counts as ``UPDATE … SET retries = CASE id …``. We build these statements ourselves, with
+bytes as hex literals: that needs no escaping (ids and counts are ints), is correct for
+any bytes whatever the connection charset and ``sql_mode``, and costs a fraction of the
+CPU of aiomysql's ``executemany``, which escapes every value through Python calls.
 Inserts are upserts on ``id`` (``ON DUPLICATE KEY UPDATE``) so that a batch re-sent after
-its COMMIT reply was lost is harmless. Deletes are one ``DELETE … WHERE id IN (…)`` per
-batch.
+its COMMIT reply was lost is harmless.
 
 Durability is InnoDB's: with ``innodb_flush_log_at_trx_commit=1`` (the default) a job is
 on disk when its add resolves; 2 or 0 trade that for speed and lose up to a second of
@@ -29,7 +32,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Unpack
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
-from ._rows import SQL_COLUMNS, as_row, check_prefix, from_row
+from ._rows import SQL_COLUMNS, check_prefix, from_row
 from .base import QueueError, StoredJob
 
 if TYPE_CHECKING:
@@ -38,6 +41,24 @@ if TYPE_CHECKING:
 #: max_allowed_packet of MariaDB 10.2+ and MySQL 8; replaced by the server's value once
 #: connected.
 DEFAULT_MAX_PACKET = 16 * 1024 * 1024
+#: Target size of one INSERT: a few round trips per batch, and the server never
+#: holds one huge statement (aiomysql's executemany used the same figure).
+STATEMENT_BYTES = 1024 * 1024
+#: Retry counts per UPDATE: its CASE is searched linearly for every row.
+RETRIES_PER_STATEMENT = 500
+#: One row of the INSERT, in :data:`SQL_COLUMNS` order. A hex literal is a binary string
+#: and needs no escaping rules at all (immune to NO_BACKSLASH_ESCAPES and to the
+#: connection charset); without a ``_binary`` introducer it costs the server's parser a
+#: quarter less than with one.
+_ROW = "(%d,X'%s',X'%s',X'%s',%d,%d,X'%s',%d)"
+#: Upserts on ``id``, so that a batch re-sent after its COMMIT reply was lost is harmless.
+_UPSERT_TAIL = (
+    " ON DUPLICATE KEY UPDATE"
+    " priority = VALUES(priority), function = VALUES(function),"
+    " unique_key = VALUES(unique_key), data = VALUES(data),"
+    " when_to_run = VALUES(when_to_run), reducer = VALUES(reducer),"
+    " retries = VALUES(retries)"
+)
 #: Client-side error codes (CR_*) meaning the connection is gone: 2006 server has gone
 #: away, 2013 lost connection during query, 2003 can't connect, 2055 lost (SSL).
 _LOST_CONNECTION_CODES = {2003, 2006, 2013, 2055}
@@ -79,6 +100,7 @@ class MysqlStore(GroupCommitStore):
             "unix_socket": unix_socket,
         }
         self.table = f"`{check_prefix(prefix)}_jobs`"
+        self._insert_head = f"INSERT INTO {self.table} ({SQL_COLUMNS}) VALUES "
         self._con: aiomysql.Connection | None = None
         #: The server's max_allowed_packet, read at connect time.
         self.max_packet = DEFAULT_MAX_PACKET
@@ -172,24 +194,50 @@ class MysqlStore(GroupCommitStore):
             raise
 
     async def _write_statements(self, cur: aiomysql.Cursor, batch: Batch) -> None:
+        # The statements are built here rather than by aiomysql's executemany, which
+        # escapes every value through three Python calls: that cost us about four times
+        # the CPU of the whole write. Ids and counts are ints and bytes go as hex, so
+        # nothing needs escaping.
         if batch.removes:
-            marks = ", ".join(["%s"] * len(batch.removes))
-            await cur.execute(f"DELETE FROM {self.table} WHERE id IN ({marks})", batch.removes)
+            ids = ",".join(map(str, batch.removes))
+            await cur.execute(f"DELETE FROM {self.table} WHERE id IN ({ids})")
         if batch.adds:
-            await cur.executemany(
-                f"INSERT INTO {self.table} ({SQL_COLUMNS})"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
-                " priority = VALUES(priority), function = VALUES(function),"
-                " unique_key = VALUES(unique_key), data = VALUES(data),"
-                " when_to_run = VALUES(when_to_run), reducer = VALUES(reducer),"
-                " retries = VALUES(retries)",
-                [as_row(job) for job in batch.adds],
-            )
+            for statement in self._insert_statements(batch.adds):
+                await cur.execute(statement)
         if batch.retries:
-            await cur.executemany(
-                f"UPDATE {self.table} SET retries = %s WHERE id = %s",
-                [(retries, job_id) for job_id, retries in batch.retries],
-            )
+            retries = list(dict(batch.retries).items())  # the last update of an id wins
+            for start in range(0, len(retries), RETRIES_PER_STATEMENT):
+                chunk = retries[start : start + RETRIES_PER_STATEMENT]
+                cases = " ".join([f"WHEN {int(job_id)} THEN {int(n)}" for job_id, n in chunk])
+                ids = ",".join([str(int(job_id)) for job_id, _ in chunk])
+                await cur.execute(
+                    f"UPDATE {self.table} SET retries = CASE id {cases} END WHERE id IN ({ids})"
+                )
+
+    def _insert_statements(self, jobs: list[StoredJob]) -> list[str]:
+        """Multi-row upserts of ``jobs``, each below the statement size limit.
+
+        A job alone may exceed the limit (``add`` refuses only what exceeds
+        max_allowed_packet): it then goes in a statement of its own.
+        """
+        fixed = len(self._insert_head) + len(_UPSERT_TAIL)
+        limit = min(STATEMENT_BYTES, self.max_packet - 1024) - fixed  # bytes of rows
+        rows = [
+            _ROW % (id_, function.hex(), unique.hex(), data.hex(), priority, when, reducer.hex(), n)
+            for id_, function, unique, data, priority, when, reducer, n in jobs
+        ]
+        statements = []
+        first = size = 0
+        for i, row in enumerate(rows):
+            if size + len(row) > limit and i > first:
+                statements.append(self._insert_sql(rows[first:i]))
+                first, size = i, 0
+            size += len(row) + 1
+        statements.append(self._insert_sql(rows[first:]))
+        return statements
+
+    def _insert_sql(self, rows: list[str]) -> str:
+        return self._insert_head + ",".join(rows) + _UPSERT_TAIL
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         import aiomysql
