@@ -78,6 +78,34 @@ async def test_redis_layout_is_three_keys_ordered_by_priority_then_id(
         await client.aclose()
 
 
+async def test_redis_write_error_fails_the_batch_and_the_next_one_succeeds(
+    redis_harness: Harness,
+) -> None:
+    from redis.asyncio import Redis
+    from redis.exceptions import ResponseError
+
+    store = await redis_harness.opened()
+    await store.add(job(1))
+    admin = Redis.from_url(REDIS_URL)
+    order = f"{redis_harness.prefix}:order"
+    try:
+        backup = await admin.dump(order)
+        await admin.set(order, b"not a sorted set")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await store._write(Batch(adds=[job(2)]))
+        await admin.delete(order)
+        assert backup is not None
+        await admin.restore(order, 0, backup)
+    finally:
+        await admin.aclose()
+    await store.add(job(3))
+    await store.close()
+
+    # EXEC does not roll back: job 2's record was written without its index entry, and
+    # load() skips it.
+    assert [j.id for j in await (await redis_harness.opened()).load()] == [1, 3]
+
+
 async def test_redis_refuses_ids_beyond_exact_double_scores(redis_harness: Harness) -> None:
     store = await redis_harness.opened()
     with pytest.raises(QueueError, match="2\\*\\*51"):
