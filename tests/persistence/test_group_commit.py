@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Unpack
 
 import pytest
@@ -243,17 +243,20 @@ def test_any_batching_has_the_effect_of_applying_operations_in_order(
         backing = MemoryBacking()
         store = MemoryStore(backing, max_batch=max_batch)
         await store.open()
-        adds = []
+        adds: dict[int, Awaitable[None]] = {}
         for kind, job_id, value in ops:
             if kind == "add":
-                adds.append(store.add(StoredJob(job_id, b"f", b"", b"%d" % job_id, value)))
-            elif kind == "remove":
-                store.remove(job_id)
+                adds[job_id] = store.add(StoredJob(job_id, b"f", b"", b"%d" % job_id, value))
             else:
-                store.update_retries(job_id, value)
+                # The server removes or requeues only jobs whose add has settled.
+                await adds[job_id]
+                if kind == "remove":
+                    store.remove(job_id)
+                else:
+                    store.update_retries(job_id, value)
             if job_id % 3 == 0:
                 await asyncio.sleep(0)  # let some batches go out mid-sequence
-        await asyncio.gather(*adds)
+        await asyncio.gather(*adds.values())
         await store.close()
         return backing.jobs
 

@@ -37,6 +37,7 @@ _JOB_CREATED, _JOB_ASSIGN, _JOB_ASSIGN_UNIQ, _JOB_ASSIGN_ALL = (
     int(P.JOB_ASSIGN_UNIQ),
     int(P.JOB_ASSIGN_ALL),
 )
+_NORMAL = int(Priority.NORMAL)
 _NOT_FOUND = b"Job given in work result not found"
 _NOT_FOUND_DATA = b"Job does not exist on server"
 _NOT_FOUND_EXCEPTION = b"An exception was received for a job that does not exist"
@@ -56,6 +57,11 @@ def _reply_submitted(conn: Connection, result: Job | Error) -> None:
 
 
 def _submitter(priority: int, background: bool) -> Handler:
+    # A plain int, not the Priority member: jobs carry it into list indexing on every
+    # queue operation and into the persistent queue's rows, where an IntEnum is slower
+    # to index with, to bind as an SQL parameter and to serialize.
+    priority = int(priority)
+
     def submit(conn: Connection, packet: Packet) -> None:
         name, unique = packet.args
         result = conn.scheduler.submit(conn, name, unique, packet.data, priority, background)
@@ -70,9 +76,7 @@ def submit_epoch(conn: Connection, packet: Packet) -> None:
     if when is None:
         conn.send_error(ErrorCode.INVALID_PACKET, b"Epoch time is not a valid number")
         return
-    result = conn.scheduler.submit(
-        conn, name, unique, packet.data, Priority.NORMAL, True, when=when
-    )
+    result = conn.scheduler.submit(conn, name, unique, packet.data, _NORMAL, True, when=when)
     _reply_submitted(conn, result)
 
 
@@ -80,7 +84,7 @@ def _reducer(background: bool) -> Handler:
     def submit_reduce(conn: Connection, packet: Packet) -> None:
         name, unique, reducer, _aggregator = packet.args
         result = conn.scheduler.submit(
-            conn, name, unique, packet.data, Priority.NORMAL, background, reducer=reducer
+            conn, name, unique, packet.data, _NORMAL, background, reducer=reducer
         )
         _reply_submitted(conn, result)
 

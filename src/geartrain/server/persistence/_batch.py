@@ -2,25 +2,29 @@
 
 Theory of operation
 -------------------
-``add``, ``remove`` and ``update_retries`` only append an operation to ``_pending`` and
-wake one writer task; they never touch the backend themselves. The writer takes
-everything that is pending (up to ``max_batch`` operations / ``max_batch_bytes`` of
-payload), turns it into one :class:`Batch` and hands it to the backend's ``_write`` hook,
-which applies it as ONE transaction (SQL) or ONE pipeline (Redis). While that write is in
-flight, new operations pile up in ``_pending`` and go out together in the next batch:
+``add``, ``remove`` and ``update_retries`` only queue an operation (adds in ``_adds``,
+removed ids in ``_removes``, the latest retry count per job in ``_retries``) and wake one
+writer task; they never touch the backend themselves. The writer takes everything that
+is pending (up to ``max_batch`` jobs / ``max_batch_bytes`` of payload, and up to
+``max_batch`` removes and retry counts), turns it into one :class:`Batch` and hands it
+to the backend's ``_write`` hook, which applies it as ONE transaction (SQL) or ONE
+pipeline (Redis). While that write is in flight, new operations pile up and go out
+together in the next batch:
 that is group commit, and it is what makes 2,000 concurrent adds cost a handful of
 fsyncs or round trips instead of 2,000.
 
 A batch is applied as deletes, then inserts, then retry updates. Ids are never reused, so
-the only ordering that matters is an add before the remove or update of the same id; a
-job added and removed within one batch is simply not written (its add still resolves:
-the server is done with it), which makes deletes-first safe. Deleting first also lets a
-batch free space before it needs some, which matters on a full disk.
+the only ordering that matters is an add before the remove or update of the same id, and
+the server removes or requeues only jobs whose add has settled: that is why the three
+queues need no common order. A job added and removed within one batch is simply not
+written (its add still resolves: the server is done with it), which makes deletes-first
+safe. Deleting first also lets a batch free space before it needs some, which matters on
+a full disk.
 
 Failures:
 
 * The adds of a failed batch settle with :class:`QueueError`; removes and retry updates
-  go back to the front of ``_pending`` and are retried (a lost remove would only mean a
+  go back to the front of their queues and are retried (a lost remove would only mean a
   finished job runs again; a lost add would break the contract, so adds are never
   retried behind the server's back after it was told they failed).
 * If the failure looks like a lost connection (the backend's ``_is_connection_error``,
@@ -117,33 +121,26 @@ class _Add:
             logger.exception("error in a queue write's completion callback")
 
 
-@dataclass(slots=True)
-class _Remove:
-    job_id: int
+_function = operator.itemgetter(1)
+_unique = operator.itemgetter(2)
+_data = operator.itemgetter(3)
+_reducer = operator.itemgetter(6)
+
+
+def _add_size(jobs: list[StoredJob]) -> int:
+    """Payload bytes of ``jobs`` plus a fixed allowance per row (column passes run in C)."""
+    return 64 * len(jobs) + sum(
+        sum(map(len, map(column, jobs))) for column in (_function, _unique, _data, _reducer)
+    )
 
 
 @dataclass(slots=True)
-class _Retries:
-    job_id: int
-    retries: int
+class _Taken:
+    """What one batch took from the queues: the adds, the removed ids, the retry counts."""
 
-
-_Op = _Add | _Remove | _Retries
-
-
-def _op_size(op: _Op) -> int:
-    if isinstance(op, _Add):
-        if not op.size:
-            op.size = sum(
-                64 + len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
-                for job in op.jobs
-            )
-        return op.size
-    return 16
-
-
-def _op_count(op: _Op) -> int:
-    return len(op.jobs) if isinstance(op, _Add) else 1
+    adds: list[_Add] = field(default_factory=list)
+    removes: list[int] = field(default_factory=list)
+    retries: dict[int, int] = field(default_factory=dict)
 
 
 def backoff_delay(attempt: int, initial: float, ceiling: float) -> float:
@@ -162,20 +159,18 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def make_batch(ops: list[_Op]) -> Batch:
-    """The net effect of ``ops``: jobs removed in the same batch are never written."""
-    removed = {op.job_id for op in ops if isinstance(op, _Remove)}
+def make_batch(taken: _Taken) -> Batch:
+    """The net effect of ``taken``: jobs removed in the same batch are never written."""
+    removed = set(taken.removes)
     batch = Batch(removes=sorted(removed))
-    for op in ops:
-        if isinstance(op, _Add):
-            # Jobs finish while others are being submitted, so removes and adds share
-            # most batches; checking for an overlap first keeps the per-job work in C.
-            if removed and not removed.isdisjoint(map(_job_id, op.jobs)):
-                batch.adds.extend(job for job in op.jobs if job.id not in removed)
-            else:
-                batch.adds.extend(op.jobs)
-        elif isinstance(op, _Retries) and op.job_id not in removed:
-            batch.retries.append((op.job_id, op.retries))
+    for op in taken.adds:
+        # Jobs finish while others are being submitted, so removes and adds share
+        # most batches; checking for an overlap first keeps the per-job work in C.
+        if removed and not removed.isdisjoint(map(_job_id, op.jobs)):
+            batch.adds.extend(job for job in op.jobs if job.id not in removed)
+        else:
+            batch.adds.extend(op.jobs)
+    batch.retries = [(job_id, n) for job_id, n in taken.retries.items() if job_id not in removed]
     return batch
 
 
@@ -210,8 +205,14 @@ class GroupCommitStore(ABC):
         self.commits = 0
         self.failed_batches = 0
         self.reconnects = 0
-        self._pending: deque[_Op] = deque()
-        self._in_flight: list[_Op] = []  # the batch being written right now
+        # Three queues rather than one list of operations: a remove is one int appended
+        # (one per finished job, so it must be cheap), and retry counts only ever need
+        # the latest value per job. Ordering across them does not matter (see the
+        # module docstring): a remove or retry update only ever follows a settled add.
+        self._adds: deque[_Add] = deque()
+        self._removes: list[int] = []
+        self._retries: dict[int, int] = {}
+        self._in_flight: _Taken | None = None  # the batch being written right now
         self._wake = asyncio.Event()
         self._lazy_wake: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -259,8 +260,8 @@ class GroupCommitStore(ABC):
 
     @property
     def pending(self) -> int:
-        """Operations accepted but not yet written."""
-        return len(self._pending)
+        """Operations accepted but not yet written (adds count once per call)."""
+        return len(self._adds) + len(self._removes) + len(self._retries)
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -327,17 +328,17 @@ class GroupCommitStore(ABC):
         elif self._down_reason is not None:
             error = QueueError(f"{self.name} unavailable: {self._down_reason}")
         else:
-            self._pending.append(_Add(jobs, settled))
+            self._adds.append(_Add(jobs, settled))
             self._wake.set()
             return
         asyncio.get_running_loop().call_soon(settled, error)  # never from inside the call
 
     def remove(self, job_id: int) -> None:
-        self._pending.append(_Remove(job_id))
+        self._removes.append(job_id)
         self._wake_later()
 
     def update_retries(self, job_id: int, retries: int) -> None:
-        self._pending.append(_Retries(job_id, retries))
+        self._retries[job_id] = retries
         self._wake_later()
 
     def _wake_later(self) -> None:
@@ -378,14 +379,15 @@ class GroupCommitStore(ABC):
                 logger.warning(
                     "%s: gave up flushing %d queued writes at close: %s",
                     self.name,
-                    len(self._pending),
+                    self.pending,
                     self._down_reason or "backend too slow",
                 )
                 await asyncio.gather(writer, return_exceptions=True)
         # Whatever the cancelled writer held: its outcome is unknown, so those adds
         # fail (at worst the job was stored anyway and runs once more after a restart).
-        self._pending.extendleft(reversed(self._in_flight))
-        self._in_flight = []
+        if self._in_flight is not None:
+            self._put_back(self._in_flight)
+            self._in_flight = None
         self._fail_pending_adds(f"{self.name}: queue store closed")
         await self._disconnect()
 
@@ -393,26 +395,26 @@ class GroupCommitStore(ABC):
 
     async def _run(self) -> None:
         while True:
-            if self._closing and not self._pending:
+            if self._closing and not self.pending:
                 return
             if self._down_reason is not None:
                 await self._reconnect_with_backoff()
                 continue
-            if not self._pending:
+            if not self.pending:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             if self._failures:
                 await self._sleep_unless_closing(self._retry_delay())
-            elif not self._closing and _Add not in map(type, self._pending):
+            elif not self._closing and not self._adds:
                 await self._gather_lazy_writes()
-            ops = self._in_flight = self._take()
+            taken = self._in_flight = self._take()
             try:
-                await self._commit(ops)
+                await self._commit(taken)
             except Exception as exc:  # a bug in a backend hook must not kill the writer
                 logger.exception("%s: unexpected error in the queue writer", self.name)
-                self._batch_failed(ops, exc, lost=False)
-            self._in_flight = []
+                self._batch_failed(taken, exc, lost=False)
+            self._in_flight = None
 
     def _retry_delay(self) -> float:
         return backoff_delay(self._failures - 1, self.backoff_initial, self.backoff_max)
@@ -429,24 +431,49 @@ class GroupCommitStore(ABC):
         except TimeoutError:
             pass
 
-    def _take(self) -> list[_Op]:
-        # An add_many is never split (its jobs share one outcome), so a batch may
-        # exceed the limits by one such op.
-        ops: list[_Op] = []
-        size = count = 0
-        while self._pending and count < self.max_batch:
-            op_size = _op_size(self._pending[0])
-            if ops and size + op_size > self.max_batch_bytes:
-                break
-            op = self._pending.popleft()
-            ops.append(op)
-            size += op_size
-            count += _op_count(op)
-        return ops
+    def _take(self) -> _Taken:
+        """The next batch: up to ``max_batch`` jobs and ``max_batch_bytes`` of adds,
+        and up to ``max_batch`` removes and as many retry counts.
 
-    async def _commit(self, ops: list[_Op]) -> None:
+        Removes and retry counts have budgets of their own (a few bytes each), so a
+        stream of submissions never starves them, nor they the submissions. An
+        add_many is never split (its jobs share one outcome), so a batch may exceed
+        the limits by one such add.
+        """
+        taken = _Taken()
+        adds = self._adds
+        size = count = 0
+        while adds and count < self.max_batch:
+            add = adds[0]
+            if not add.size:
+                add.size = _add_size(add.jobs)
+            if taken.adds and size + add.size > self.max_batch_bytes:
+                break
+            taken.adds.append(adds.popleft())
+            size += add.size
+            count += len(add.jobs)
+        removes = self._removes
+        if len(removes) <= self.max_batch:
+            taken.removes, self._removes = removes, []
+        else:
+            taken.removes, self._removes = removes[: self.max_batch], removes[self.max_batch :]
+        if len(self._retries) <= self.max_batch:
+            taken.retries, self._retries = self._retries, {}
+        else:
+            for job_id in list(self._retries)[: self.max_batch]:
+                taken.retries[job_id] = self._retries.pop(job_id)
+        return taken
+
+    def _put_back(self, taken: _Taken) -> None:
+        """Return what a batch took to the front of the queues (its adds included)."""
+        self._adds.extendleft(reversed(taken.adds))
+        self._removes[:0] = taken.removes
+        # A count set while the batch was out is newer than the one it carried.
+        self._retries = taken.retries | self._retries
+
+    async def _commit(self, taken: _Taken) -> None:
         started = time.perf_counter()
-        batch = make_batch(ops)
+        batch = make_batch(taken)
         for attempt in (1, 2):
             try:
                 async with self._io_lock, asyncio.timeout(self.timeout):
@@ -455,7 +482,7 @@ class GroupCommitStore(ABC):
                 lost = self._lost_connection(exc)
                 if lost and attempt == 1 and await self._reconnect_once(exc):
                     continue
-                self._batch_failed(ops, exc, lost)
+                self._batch_failed(taken, exc, lost)
                 return
             break
         self.commits += 1
@@ -469,9 +496,8 @@ class GroupCommitStore(ABC):
                 len(batch.retries),
                 (time.perf_counter() - started) * 1e3,
             )
-        for op in ops:
-            if isinstance(op, _Add):
-                op.settle(None)
+        for add in taken.adds:
+            add.settle(None)
 
     def _lost_connection(self, exc: BaseException) -> bool:
         if isinstance(exc, TimeoutError):
@@ -482,35 +508,30 @@ class GroupCommitStore(ABC):
             logger.exception("%s: cannot classify %r", self.name, exc)
             return True  # reconnecting is the safe guess
 
-    def _batch_failed(self, ops: list[_Op], exc: BaseException, lost: bool) -> None:
+    def _batch_failed(self, taken: _Taken, exc: BaseException, lost: bool) -> None:
         self.failed_batches += 1
         self._failures += 1
         reason = describe(exc)
-        logger.warning("%s: write of %d operations failed: %s", self.name, len(ops), reason)
+        operations = sum(len(add.jobs) for add in taken.adds)
+        operations += len(taken.removes) + len(taken.retries)
+        logger.warning("%s: write of %d operations failed: %s", self.name, operations, reason)
         error = QueueError(f"{self.name}: {reason}")
-        for op in ops:
-            if isinstance(op, _Add):
-                op.settle(error)
-        # Removes and retry updates go back in front, in their original order. A
-        # refused add is also undone: when the connection died during COMMIT the rows
-        # may have been written although we report failure, and a job its client was
-        # told is not queued must never run after a restart.
-        kept: list[_Op] = [op for op in ops if not isinstance(op, _Add)]
-        if lost:
-            kept.extend(_Remove(job.id) for op in ops if isinstance(op, _Add) for job in op.jobs)
-        self._pending.extendleft(reversed(kept))
+        for add in taken.adds:
+            add.settle(error)
+        # Removes and retry updates go back in front. A refused add is also undone:
+        # when the connection died during COMMIT the rows may have been written
+        # although we report failure, and a job its client was told is not queued
+        # must never run after a restart.
+        undo = [job.id for add in taken.adds for job in add.jobs] if lost else []
+        self._put_back(_Taken(removes=taken.removes + undo, retries=taken.retries))
         if lost:
             self._down_reason = reason
             self._fail_pending_adds(f"{self.name} unavailable: {reason}")
 
     def _fail_pending_adds(self, reason: str) -> None:
-        kept: deque[_Op] = deque()
-        for op in self._pending:
-            if isinstance(op, _Add):
-                op.settle(QueueError(reason))
-            else:
-                kept.append(op)
-        self._pending = kept
+        adds, self._adds = self._adds, deque()
+        for add in adds:
+            add.settle(QueueError(reason))
 
     async def _reconnect_once(self, exc: BaseException) -> bool:
         logger.info("%s: connection lost (%s), reconnecting", self.name, describe(exc))
@@ -527,7 +548,7 @@ class GroupCommitStore(ABC):
     async def _reconnect_with_backoff(self) -> None:
         attempt = 0
         while self._down_reason is not None:
-            if self._closing and not self._pending:
+            if self._closing and not self.pending:
                 return
             await self._sleep_unless_closing(
                 backoff_delay(attempt, self.backoff_initial, self.backoff_max)

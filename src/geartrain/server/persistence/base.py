@@ -12,7 +12,9 @@ Contract (what every backend guarantees, and what the contract tests check):
   called where the write completes: the server hands over everything submitted in one
   loop turn at once that way.
 * ``remove`` and ``update_retries`` are fire-and-forget from the server's point of
-  view: they are queued in order behind earlier adds and applied in later batches.
+  view: they are queued and applied in later batches. They are only ever called for a
+  job whose add has settled successfully (the server removes or requeues only jobs it
+  has acknowledged), so they need no ordering against adds still being written.
   A failure there never loses a job (at worst a finished job is replayed and runs
   again: delivery is at least once).
 * ``load`` returns every stored record, in original priority-then-FIFO order
