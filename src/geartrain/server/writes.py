@@ -54,28 +54,6 @@ class WriteGroup:
                 logger.exception("error while releasing replies held on a write")
 
 
-_new_record = tuple.__new__
-
-
-def record_of(job: Job) -> StoredJob:
-    """The row the persistent queue keeps for a background job."""
-    # tuple.__new__ straight away: a NamedTuple's own __new__ is a Python function,
-    # and this runs once per stored job.
-    return _new_record(
-        StoredJob,
-        (
-            job.store_id,
-            job.function.name,
-            job.unique,
-            bytes(job.data),
-            job.priority,
-            job.when,
-            job.reducer,
-            job.retries,
-        ),
-    )
-
-
 def acknowledged(job: Job) -> bool:
     """A stored job whose write has settled (one still in flight is removed on ack)."""
     return job.pending is None or job.pending.settled

@@ -9,7 +9,7 @@ Process. The database file is owned by a small writer process (``sqlite_writer.p
 standard library only) that the store starts when it opens and talks to over a pipe:
 the GIL-bound work of an SQLite write (binding every parameter of every row) would
 otherwise compete with the event loop for the one GIL, and lose. The event loop never
-blocks on it: the group-commit writer (``_batch.py``) pickles a whole batch into one
+blocks on it: the group-commit writer (``_batch.py``) marshals a whole batch into one
 pipe write and awaits the one reply. While the child commits one batch, new adds,
 removes and retry updates queue up on the loop and become the next transaction: one
 ``BEGIN IMMEDIATE … COMMIT`` per batch, so one fsync covers many jobs. If the child
@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import marshal
 import os
-import pickle
 import sqlite3
 import sys
 from collections.abc import Mapping
@@ -49,7 +49,7 @@ from . import sqlite_writer
 from ._batch import Batch, GroupCommitStore, StoreOptions
 from ._rows import SQL_COLUMNS, check_prefix
 from .base import QueueError, StoredJob
-from .sqlite_writer import HEADER, PICKLE_PROTOCOL, ROW_WIDTH
+from .sqlite_writer import HEADER, MARSHAL_VERSION, ROW_WIDTH
 
 #: gearmand waits 6 s on a locked file; 5 s keeps a submitter's wait under typical
 #: client timeouts while riding out a backup tool's short exclusive lock.
@@ -180,7 +180,7 @@ class SqliteStore(GroupCommitStore):
         child = self._child
         if child is None or child.stdin is None or child.stdin.is_closing():
             raise WriterGone("sqlite: writer process is not running")
-        body = pickle.dumps(message, PICKLE_PROTOCOL)
+        body = marshal.dumps(message, MARSHAL_VERSION)
         child.stdin.write(HEADER.pack(len(body)))
         child.stdin.write(body)
 
@@ -194,7 +194,7 @@ class SqliteStore(GroupCommitStore):
         except asyncio.IncompleteReadError:
             code = await _exit_code(child)
             raise WriterGone(f"sqlite: writer process exited ({code})") from None
-        reply: tuple[Any, ...] = pickle.loads(body)
+        reply: tuple[Any, ...] = marshal.loads(body)
         if reply[0] == "error":
             raise _error_from(reply[1], reply[2])
         return reply

@@ -9,10 +9,15 @@ the GIL, and the server's event loop holds the GIL nearly all the time under loa
 writer thread therefore waited for the GIL more than it worked (it got about a fifth of
 it), so a commit of 2,000 jobs took 15 ms instead of 5 and submissions waited on it.
 In its own process the writer has an interpreter to itself; the server pays only for
-pickling the rows (about 0.3 µs a job) and one pipe write per batch.
+serializing the rows and one pipe write per batch.
 
-Protocol, on stdin/stdout: every message is a 4-byte big-endian length and a pickle of
-a tuple. Requests, one at a time, each answered before the next is read:
+Protocol, on stdin/stdout: every message is a 4-byte big-endian length and a tuple in
+``marshal`` format (version 2, which has no back-references). marshal is only readable by
+the same Python version, which the writer is: the server starts it with its own
+interpreter. For flat lists of ints and bytes it is cheaper than pickle (about 1,100
+fewer instructions per stored job in the server, counted with callgrind), and it cannot
+carry class references the writer would have to import. Requests, one at a time, each
+answered before the next is read:
 
 * ``("open", path, synchronous, busy_timeout, pragmas, table, columns)`` opens the file
   in WAL mode and creates the table if missing; answers the parameter limit.
@@ -33,8 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import marshal
 import os
-import pickle
 import signal
 import sqlite3
 import struct
@@ -56,7 +61,7 @@ NARROW_BLOBS = (1, 2, 3)
 MAX_STATEMENT_ROWS = 512
 #: Rows per "rows" message while loading: a few MB, so replay streams.
 LOAD_CHUNK = 20_000
-PICKLE_PROTOCOL = 5
+MARSHAL_VERSION = 2
 PIPE_SIZE = 1024 * 1024
 #: Checkpoint once no commit came for this long (seconds) ...
 CHECKPOINT_QUIET = 0.2
@@ -78,14 +83,14 @@ def read_message(stream: BinaryIO) -> tuple[Any, ...] | None:
     body = stream.read(size)
     if len(body) < size:
         return None
-    message = pickle.loads(body)
+    message = marshal.loads(body)
     if not isinstance(message, tuple):
         raise ValueError(f"expected a tuple, got {type(message).__name__}")
     return message
 
 
 def pack_message(message: tuple[Any, ...]) -> bytes:
-    body = pickle.dumps(message, PICKLE_PROTOCOL)
+    body = marshal.dumps(message, MARSHAL_VERSION)
     return HEADER.pack(len(body)) + body
 
 
