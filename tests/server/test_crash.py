@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.load import Ledger, restart_and_check, run_load
+from geartrain.protocol.codec import Decoder, Packet, encode_request
+from geartrain.protocol.constants import RES
+from geartrain.protocol.constants import PacketType as P
+from tests.server.load import Ledger, drain, restart_and_check, run_load
 from tests.support import ServerProcess, free_port, start_geartrain
 
 pytestmark = pytest.mark.slow
@@ -194,3 +197,37 @@ def test_backend_connections_cut_under_load(backend: Backend, tmp_path: Path) ->
         server.kill()
     assert b"reconnect" in log.read_bytes(), "the cut did not reach the server's connection"
     restart_and_check(port, backend.url, ledger)
+
+
+@pytest.mark.parametrize("backend", ["mysql"], indirect=True)
+def test_a_job_larger_than_mysql_takes_is_refused_alone(backend: Backend) -> None:
+    # MariaDB drops a connection that sends a statement over max_allowed_packet (16 MiB
+    # here, so about 8 MiB of job as hex). The server refuses such a job on its own;
+    # the jobs pipelined around it are stored, and the queue stays up.
+    port = free_port()
+    server = start_geartrain(port=port, queue=backend.url)
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        decoder = Decoder(expect=RES, text=False)
+        sizes = {b"before": 10, b"huge": 9 * 1024 * 1024, b"after": 10}
+        sock.sendall(
+            b"".join(
+                encode_request(P.SUBMIT_JOB_BG, b"crash", unique, data=b"x" * size)
+                for unique, size in sizes.items()
+            )
+        )
+        replies: list[Packet] = []
+        while len(replies) < len(sizes):
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            replies.extend(e for e in decoder.feed(chunk) if isinstance(e, Packet))
+        sock.close()
+        assert [r.type for r in replies] == [P.JOB_CREATED, P.ERROR, P.JOB_CREATED]
+        assert replies[1].args[0] == b"QUEUE_ERROR"
+        assert b"larger than the persistent queue takes" in replies[1].args[1]
+        assert server.stop() == 0
+        # Both small jobs were stored: a restarted server runs them.
+        server = start_geartrain(port=port, queue=backend.url)
+        assert sorted(drain(port)) == [b"after", b"before"]
+    finally:
+        server.kill()

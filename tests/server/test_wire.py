@@ -229,6 +229,7 @@ class SlowStore:
         self.fail = False
         self.delay = 0.05
         self.tasks: set[asyncio.Future[None]] = set()
+        self.max_job_bytes: int | None = None
 
     async def open(self) -> None:
         pass
@@ -324,6 +325,26 @@ async def test_store_failure_gives_queue_error_and_no_job(connect) -> None:
         assert packets[2][0] == P.JOB_CREATED
         assert await admin.admin(b"status") == b"f\t1\t0\t0\n.\n"
         assert await admin.admin(b"show unique jobs") == b"\n.\n"
+
+
+async def test_a_job_too_large_for_the_store_is_refused_alone(connect) -> None:
+    # Checked before the job joins a write group, so the jobs submitted with it in the
+    # same loop turn are stored as usual; foreground jobs are not stored, so not limited.
+    store = SlowStore()
+    store.max_job_bytes = 50
+    async with running_server(store=store) as srv:
+        conn = await connect(srv)
+        conn.send(P.SUBMIT_JOB_BG, b"f", b"small", data=b"x" * 10)
+        conn.send(P.SUBMIT_JOB_BG, b"f", b"big", data=b"x" * 100)
+        conn.send(P.SUBMIT_JOB_BG, b"f", b"edge", data=b"x" * (50 - len(b"f") - len(b"edge")))
+        conn.send(P.SUBMIT_JOB, b"f", b"fg", data=b"x" * 100)
+        packets = await conn.packets(4)
+        assert [p[0] for p in packets] == [P.JOB_CREATED, P.ERROR, P.JOB_CREATED, P.JOB_CREATED]
+        assert packets[1][1] == (
+            b"QUEUE_ERROR",
+            b"Job of 104 bytes is larger than the persistent queue takes (50)",
+        )
+        assert sorted(r.unique for r in store.rows.values()) == [b"edge", b"small"]
 
 
 async def test_stored_jobs_are_replayed_in_priority_then_fifo_order(connect) -> None:

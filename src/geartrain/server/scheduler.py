@@ -160,6 +160,10 @@ class Scheduler:
         limit = f.max_queue[priority]
         if limit and f.total >= limit:
             return ErrorCode.QUEUE_ERROR, b"Job queue is full"
+        if background and self.store is not None:
+            too_large = self._too_large_to_store(name, unique, data, reducer)
+            if too_large is not None:
+                return ErrorCode.QUEUE_ERROR, too_large
         job = Job(self._next_handle(), f, unique, data, priority, background)
         job.when = when
         job.reducer = reducer
@@ -174,6 +178,19 @@ class Scheduler:
         else:
             self._release(job)
         return job
+
+    def _too_large_to_store(
+        self, name: bytes, unique: bytes, data: Data, reducer: bytes
+    ) -> bytes | None:
+        """Why the store cannot take this job, if it is over the backend's size limit."""
+        assert self.store is not None
+        limit = self.store.max_job_bytes
+        if limit is None:
+            return None
+        size = len(name) + len(unique) + len(data) + len(reducer)
+        if size <= limit:
+            return None
+        return b"Job of %d bytes is larger than the persistent queue takes (%d)" % (size, limit)
 
     def _persist(self, job: Job) -> None:
         """Hand a background job to the store; it becomes runnable once durable.

@@ -254,6 +254,10 @@ class GroupCommitStore(ABC):
     # -- QueueStore --------------------------------------------------------------------
 
     @property
+    def max_job_bytes(self) -> int | None:
+        return None
+
+    @property
     def is_down(self) -> bool:
         """True while the backend is unreachable and adds fail fast."""
         return self._down_reason is not None

@@ -44,6 +44,8 @@ DEFAULT_MAX_PACKET = 16 * 1024 * 1024
 #: Target size of one INSERT: a few round trips per batch, and the server never
 #: holds one huge statement (aiomysql's executemany used the same figure).
 STATEMENT_BYTES = 1024 * 1024
+#: Bytes of an INSERT of one job besides its hex-encoded blobs (an upper bound).
+_STATEMENT_OVERHEAD = 1024
 #: Retry counts per UPDATE: its CASE is searched linearly for every row.
 RETRIES_PER_STATEMENT = 500
 #: One row of the INSERT, in :data:`SQL_COLUMNS` order. A hex literal is a binary string
@@ -131,9 +133,15 @@ class MysqlStore(GroupCommitStore):
         await self._con.commit()
         self.max_packet = int(row[0])
 
-    def add(self, job: StoredJob) -> Awaitable[None]:
+    @property
+    def max_job_bytes(self) -> int:
         # A statement over max_allowed_packet makes the server drop the connection (and
-        # gearmand loop, its issue #126); refuse such a job up front with a clear reason.
+        # gearmand loop, its issue #126): a job must fit in a statement of its own, with
+        # its bytes as hex (two characters each) and room for the rest of the INSERT.
+        return (self.max_packet - _STATEMENT_OVERHEAD) // 2
+
+    def add(self, job: StoredJob) -> Awaitable[None]:
+        # Refused up front with a clear reason (the server checks max_job_bytes itself).
         size = _statement_size(job)
         if size > self.max_packet:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -254,7 +262,7 @@ class MysqlStore(GroupCommitStore):
 def _statement_size(job: StoredJob) -> int:
     """Upper bound of the INSERT for ``job`` alone: bytes go as hex, two chars each."""
     blobs = len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
-    return 2 * blobs + 1024
+    return 2 * blobs + _STATEMENT_OVERHEAD
 
 
 def _escape_bytes(value: bytes) -> str:
