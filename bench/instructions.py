@@ -1,0 +1,179 @@
+"""Instructions the server spends per background submission, counted with callgrind.
+
+Throughput and CPU time on a shared 2-core VM swing by tens of percent between identical
+runs, so a change worth 5 % cannot be seen in them. Instruction counts can: this runs
+the server in process (its connections fed from memory through a fake transport, no
+sockets) under valgrind's callgrind, once with a few batches and once with more, and
+reports the difference per job, which leaves out start-up and imports. Repeated runs
+agree to within about 1 %.
+
+    apt-get install valgrind
+    python bench/instructions.py                    # --queue none and the SQLite queue
+    python bench/instructions.py --queues none      # in memory only
+
+Only the server process is counted: the SQLite queue's writer process runs natively,
+outside valgrind, so its work does not appear (it runs on another core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+JOBS_PER_BATCH = 1000
+CONNECTIONS = 4
+PAYLOAD = b"x" * 100
+COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
+
+
+def batches(count: int) -> bytes:
+    """``count`` batches of SUBMIT_JOB_BG requests, every job with its own unique."""
+    parts = []
+    for n in range(count * JOBS_PER_BATCH):
+        body = b"bench\0%036d\0" % n + PAYLOAD
+        parts.append(b"\0REQ" + struct.pack(">II", 18, len(body)) + body)
+    return b"".join(parts)
+
+
+class _Transport:
+    """Counts the JOB_CREATED replies written to one connection."""
+
+    def __init__(self, done: asyncio.Event) -> None:
+        self.created = 0
+        self.expected = 0
+        self.done = done
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.created += bytes(data).count(b"\0RES\x00\x00\x00\x08")
+        if self.created >= self.expected:
+            self.done.set()
+
+    def writelines(self, parts: list[bytes | memoryview]) -> None:
+        for part in parts:
+            self.write(part)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def drive(queue: str, data: bytes, count: int) -> None:
+    """Submit ``count`` batches, one per connection at a time, each until acknowledged."""
+    from geartrain.server.app import Server
+    from geartrain.server.config import Settings
+    from geartrain.server.connection import Connection
+    from geartrain.server.persistence import open_store
+
+    store = None
+    if queue != "none":
+        store = open_store(queue)
+        await store.open()
+    server = Server(Settings(), store=store)
+    size = len(data) // count
+    chunks = [data[i * size : (i + 1) * size] for i in range(count)]
+    for first in range(0, count, CONNECTIONS):
+        events = []
+        for chunk in chunks[first : first + CONNECTIONS]:
+            done = asyncio.Event()
+            transport = _Transport(done)
+            transport.expected = JOBS_PER_BATCH
+            conn = Connection(server)
+            conn.connection_made(transport)  # type: ignore[arg-type]
+            conn.data_received(chunk)
+            events.append(done)
+        for done in events:
+            await done.wait()
+    if store is not None:
+        await store.close()
+
+
+def child(queue: str, path: str, count: int) -> None:
+    """What runs under callgrind: the server's own settings, then the load."""
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)  # as `geartrain serve` sets it
+    asyncio.run(drive(queue, data, count))
+
+
+def count_instructions(queue: str, path: str, count: int) -> int:
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--child",
+        queue,
+        path,
+        str(count),
+    ]
+    result = subprocess.run(command, capture_output=True, check=False)
+    found = COLLECTED.search(result.stderr)
+    if result.returncode != 0 or found is None:
+        sys.exit(f"callgrind run failed ({result.returncode}):\n{result.stderr.decode()[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--queues", default="none,sqlite", help="none and/or sqlite")
+    parser.add_argument("--batches", default="8,24", help="the two batch counts compared")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.child:
+        queue, path, count = opts.child
+        child(queue, path, int(count))
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("needs valgrind: apt-get install valgrind")
+    few, many = (int(n) for n in opts.batches.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {}
+        for queue_name in opts.queues.split(","):
+            counts = []
+            for count in (few, many):
+                path = os.path.join(tmp, f"batches-{count}")
+                with open(path, "wb") as file:
+                    file.write(batches(count))
+                queue = "none" if queue_name == "none" else f"sqlite:///{tmp}/q-{count}.db"
+                counts.append(count_instructions(queue, path, count))
+            per_job = (counts[1] - counts[0]) / ((many - few) * JOBS_PER_BATCH)
+            results[queue_name] = per_job
+            print(f"{queue_name:8} {per_job:10,.0f} instructions per background submission")
+        if "none" in results and len(results) > 1:
+            for name, value in results.items():
+                if name != "none":
+                    print(f"{name:8} {value / results['none']:10.2f} x in memory")
+
+
+if __name__ == "__main__":
+    main()
