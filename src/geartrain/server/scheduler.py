@@ -42,7 +42,7 @@ from geartrain.protocol.numbers import parse_c_int
 from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
 from .persistence.base import QueueError, QueueStore, StoredJob
-from .writes import WriteGroup, acknowledged
+from .writes import WriteGroup
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +160,9 @@ class Scheduler:
         limit = f.max_queue[priority]
         if limit and f.total >= limit:
             return ErrorCode.QUEUE_ERROR, b"Job queue is full"
-        if background and self.store is not None:
-            too_large = self._too_large_to_store(name, unique, data, reducer)
+        store = self.store
+        if background and store is not None and store.max_job_bytes is not None:
+            too_large = self._too_large_to_store(store.max_job_bytes, name, unique, data, reducer)
             if too_large is not None:
                 return ErrorCode.QUEUE_ERROR, too_large
         job = Job(self._next_handle(), f, unique, data, priority, background)
@@ -179,14 +180,11 @@ class Scheduler:
             self._release(job)
         return job
 
+    @staticmethod
     def _too_large_to_store(
-        self, name: bytes, unique: bytes, data: Data, reducer: bytes
+        limit: int, name: bytes, unique: bytes, data: Data, reducer: bytes
     ) -> bytes | None:
         """Why the store cannot take this job, if it is over the backend's size limit."""
-        assert self.store is not None
-        limit = self.store.max_job_bytes
-        if limit is None:
-            return None
         size = len(name) + len(unique) + len(data) + len(reducer)
         if size <= limit:
             return None
@@ -241,7 +239,12 @@ class Scheduler:
     def _settle_group(self, group: WriteGroup, error: QueueError | None) -> None:
         if error is not None:
             logger.warning("persistent queue refused %d jobs: %s", len(group.jobs), error)
-        for job in group.jobs:
+        jobs, group.jobs = group.jobs, []
+        for job in jobs:
+            # Settled: the job no longer needs its group, and the group must not keep
+            # finished jobs alive (a job and its group referencing each other would
+            # leave every finished job of a group to the cyclic collector).
+            job.pending = None
             if job.state is not PENDING:  # cancelled while being written
                 if error is None and self.store is not None:
                     self.store.remove(job.store_id)
@@ -524,7 +527,8 @@ class Scheduler:
         for client in job.clients:
             client.waiting.pop(job, None)
         job.clients = NO_CLIENTS
-        if job.store_id and self.store is not None and acknowledged(job):
+        # A job still being written (pending) is removed once its write settles.
+        if job.store_id and job.pending is None and self.store is not None:
             self.store.remove(job.store_id)
             job.store_id = 0
 

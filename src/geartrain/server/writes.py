@@ -52,8 +52,3 @@ class WriteGroup:
                 callback()
             except Exception:  # one broken connection must not keep the others waiting
                 logger.exception("error while releasing replies held on a write")
-
-
-def acknowledged(job: Job) -> bool:
-    """A stored job whose write has settled (one still in flight is removed on ack)."""
-    return job.pending is None or job.pending.settled
