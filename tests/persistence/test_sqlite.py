@@ -151,12 +151,16 @@ async def test_acknowledged_jobs_survive_kill_9(tmp_path: Path, synchronous: str
                 if not line:
                     break
                 acked.append(int(line))
-        os.kill(proc.pid, signal.SIGKILL)  # mid-flight: more adds are being committed
+        # Still running when killed: it was cut mid-flight, with more adds being committed.
+        # (Its exit status is not checked: asyncio reports 255 for a child that something
+        # else in this process reaped first, which happened now and then in the suite.)
+        alive = proc.returncode is None
+        os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.returncode is None:
             proc.kill()
         _, err = await proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, err.decode()
+    assert alive, f"the child ended by itself: {err.decode()}"
     assert len(acked) >= 2000, err.decode()
 
     stored = {j.id for j in await load(path)}
