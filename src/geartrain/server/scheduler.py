@@ -237,28 +237,45 @@ class Scheduler:
         self.store.add_then(records, partial(self._settle_group, group))
 
     def _settle_group(self, group: WriteGroup, error: QueueError | None) -> None:
-        if error is not None:
-            logger.warning("persistent queue refused %d jobs: %s", len(group.jobs), error)
+        # Settled: the jobs no longer need their group, and the group must not keep
+        # finished jobs alive (a job and its group referencing each other would leave
+        # every finished job of a group to the cyclic collector).
         jobs, group.jobs = group.jobs, []
-        for job in jobs:
-            # Settled: the job no longer needs its group, and the group must not keep
-            # finished jobs alive (a job and its group referencing each other would
-            # leave every finished job of a group to the cyclic collector).
-            job.pending = None
-            if job.state is not PENDING:  # cancelled while being written
-                if error is None and self.store is not None:
-                    self.store.remove(job.store_id)
-            elif error is not None:
-                job.store_id = 0
-                self._unlink(job)
-            else:
-                job.function.pending -= 1
-                self._release(job)
+        if error is None:
+            self._release_stored(jobs)
+        else:
+            logger.warning("persistent queue refused %d jobs: %s", len(jobs), error)
+            for job in jobs:
+                job.pending = None
+                if job.state is PENDING:  # else cancelled while being written
+                    job.store_id = 0
+                    self._unlink(job)
         # The connections holding JOB_CREATED for these jobs send them now, or as many
         # ERROR QUEUE_ERROR replies with this reason.
         group.settle(
             None if error is None else str(error).encode(errors="replace") or b"QUEUE_ERROR"
         )
+
+    def _release_stored(self, jobs: list[Job]) -> None:
+        """Release the jobs of a committed write group, as ``_release`` each."""
+        store = self.store
+        assert store is not None
+        for job in jobs:
+            job.pending = None
+            f = job.function
+            if job.state is not PENDING:  # cancelled while being written
+                store.remove(job.store_id)
+                continue
+            f.pending -= 1
+            if job.when:
+                self._release(job)
+                continue
+            # _enqueue, inline: this runs once for every stored job.
+            job.state = QUEUED
+            f.queues[job.priority].append(job)
+            f.queued[job.priority] += 1
+            if f.sleepers:
+                self._wake(f)
 
     def _release(self, job: Job) -> None:
         """Make an acknowledged job runnable now, or schedule it for its epoch."""

@@ -202,6 +202,7 @@ class GroupCommitStore(ABC):
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.close_timeout = close_timeout
+        self.max_job_bytes: int | None = None  # see QueueStore.max_job_bytes
         self.commits = 0
         self.failed_batches = 0
         self.reconnects = 0
@@ -252,10 +253,6 @@ class GroupCommitStore(ABC):
         return isinstance(exc, OSError | ConnectionError)
 
     # -- QueueStore --------------------------------------------------------------------
-
-    @property
-    def max_job_bytes(self) -> int | None:
-        return None
 
     @property
     def is_down(self) -> bool:

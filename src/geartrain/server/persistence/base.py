@@ -58,15 +58,12 @@ class StoredJob(NamedTuple):
 class QueueStore(Protocol):
     """What the server needs from a persistent queue backend."""
 
-    @property
-    def max_job_bytes(self) -> int | None:
-        """The largest job the backend can store (function, unique, data and reducer
-        bytes together), or None if it has no limit below the server's own.
-
-        The server refuses a bigger background job on its own, with ERROR QUEUE_ERROR,
-        before it joins a write group: a job the backend cannot take would otherwise
-        fail the write of every job submitted with it.
-        """
+    #: The largest job the backend can store (function, unique, data and reducer bytes
+    #: together), or None if it has no limit below the server's own. The server refuses
+    #: a bigger background job on its own, with ERROR QUEUE_ERROR, before it joins a
+    #: write group: a job the backend cannot take would otherwise fail the write of every
+    #: job submitted with it. An attribute, not a property: it is read for every job.
+    max_job_bytes: int | None
 
     async def open(self) -> None:
         """Connect and create tables/keys if needed. Raises QueueError if unusable."""

@@ -104,7 +104,6 @@ class MysqlStore(GroupCommitStore):
         self.table = f"`{check_prefix(prefix)}_jobs`"
         self._insert_head = f"INSERT INTO {self.table} ({SQL_COLUMNS}) VALUES "
         self._con: aiomysql.Connection | None = None
-        #: The server's max_allowed_packet, read at connect time.
         self.max_packet = DEFAULT_MAX_PACKET
 
     @property
@@ -134,11 +133,17 @@ class MysqlStore(GroupCommitStore):
         self.max_packet = int(row[0])
 
     @property
-    def max_job_bytes(self) -> int:
+    def max_packet(self) -> int:
+        """The server's max_allowed_packet, read at connect time."""
+        return self._max_packet
+
+    @max_packet.setter
+    def max_packet(self, value: int) -> None:
+        self._max_packet = value
         # A statement over max_allowed_packet makes the server drop the connection (and
         # gearmand loop, its issue #126): a job must fit in a statement of its own, with
         # its bytes as hex (two characters each) and room for the rest of the INSERT.
-        return (self.max_packet - _STATEMENT_OVERHEAD) // 2
+        self.max_job_bytes = (value - _STATEMENT_OVERHEAD) // 2
 
     def add(self, job: StoredJob) -> Awaitable[None]:
         # Refused up front with a clear reason (the server checks max_job_bytes itself).
