@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from geartrain.server.persistence.base import QueueError, StoredJob
 from geartrain.server.persistence.sqlite import SqliteStore
+from geartrain.server.persistence.sqlite_writer import MIN_RUN, id_ranges
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -254,3 +257,26 @@ def _alive(pid: int) -> bool:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@given(ids=st.lists(st.integers(1, 300), max_size=200))
+def test_id_ranges_delete_exactly_the_ids_given(ids: list[int]) -> None:
+    # A run that covered one id too many would delete a job that is still queued.
+    ranges, singles = id_ranges(ids)
+    covered = list(singles)
+    for first, last in ranges:
+        assert last - first + 1 >= MIN_RUN
+        covered.extend(range(first, last + 1))
+    assert sorted(covered) == sorted(set(ids))
+
+
+async def test_removes_in_runs_and_alone_leave_the_other_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.add_many([StoredJob(i, b"f", b"", b"d", 1) for i in range(1, 101)])
+    removed = [*range(3, 40), 41, 43, *range(50, 90), 99]
+    for job_id in removed:
+        store.remove(job_id)
+    await store.close()
+    assert sorted(j.id for j in await load(path)) == sorted(set(range(1, 101)) - set(removed))

@@ -59,6 +59,8 @@ WIDE_BLOBS = (1, 2, 3, 6)
 NARROW_BLOBS = (1, 2, 3)
 #: The most rows in one INSERT (a power of two; fewer if SQLite's parameter limit is low).
 MAX_STATEMENT_ROWS = 512
+#: Shortest run of consecutive ids deleted with BETWEEN rather than in an IN list.
+MIN_RUN = 8
 #: Rows per "rows" message while loading: a few MB, so replay streams.
 LOAD_CHUNK = 20_000
 MARSHAL_VERSION = 2
@@ -155,7 +157,10 @@ class QueueFile:
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
         try:
-            for ids in self._pieces(removes, 1):
+            ranges, singles = id_ranges(removes)
+            if ranges:
+                con.executemany(f"DELETE FROM {self.table} WHERE id BETWEEN ? AND ?", ranges)
+            for ids in self._pieces(singles, 1):
                 con.execute(self._sql("delete", len(ids)), ids)
             adds, kind = _narrowed(flat_adds), "insert-narrow"
             if adds is None:
@@ -290,6 +295,33 @@ class Checkpointer:
             return os.path.getsize(self._wal) >= CHECKPOINT_WAL_SIZE
         except OSError:
             return True
+
+
+def id_ranges(ids: list[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """``ids`` as runs of consecutive ids ``(first, last)``, and the ids left over.
+
+    Workers finish jobs in about the order they were queued, so a batch's removes are
+    mostly long runs of consecutive ids, and ``DELETE … WHERE id BETWEEN`` a run costs
+    about a third less per row than an ``IN`` list (which SQLite first copies into a
+    temporary index). Runs are found by halving: a slice is one run when its last id
+    minus its first equals its length less one, which is O(1) to check and exact for
+    sorted distinct ids, so only the slices around gaps are split further.
+    """
+    ordered = sorted(set(ids))  # exactness needs sorted, distinct ids
+    ranges: list[tuple[int, int]] = []
+    singles: list[int] = []
+    todo = [(0, len(ordered))] if ordered else []
+    while todo:
+        low, high = todo.pop()
+        if ordered[high - 1] - ordered[low] == high - 1 - low and high - low >= MIN_RUN:
+            ranges.append((ordered[low], ordered[high - 1]))
+        elif high - low <= MIN_RUN * 2:
+            singles.extend(ordered[low:high])
+        else:
+            middle = (low + high) // 2
+            todo.append((middle, high))
+            todo.append((low, middle))
+    return ranges, singles
 
 
 class QueueFileError(Exception):
