@@ -46,9 +46,9 @@ def batches(count: int) -> bytes:
 class _Transport:
     """Counts the JOB_CREATED replies written to one connection."""
 
-    def __init__(self, done: asyncio.Event) -> None:
+    def __init__(self, expected: int, done: asyncio.Event) -> None:
         self.created = 0
-        self.expected = 0
+        self.expected = expected
         self.done = done
 
     def write(self, data: bytes | memoryview) -> None:
@@ -97,8 +97,7 @@ async def drive(queue: str, data: bytes, count: int) -> None:
         events = []
         for chunk in chunks[first : first + CONNECTIONS]:
             done = asyncio.Event()
-            transport = _Transport(done)
-            transport.expected = JOBS_PER_BATCH
+            transport = _Transport(JOBS_PER_BATCH, done)
             conn = Connection(server)
             conn.connection_made(transport)  # type: ignore[arg-type]
             conn.data_received(chunk)

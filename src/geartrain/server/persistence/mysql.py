@@ -147,13 +147,15 @@ class MysqlStore(GroupCommitStore):
 
     def add(self, job: StoredJob) -> Awaitable[None]:
         # Refused up front with a clear reason (the server checks max_job_bytes itself).
-        size = _statement_size(job)
-        if size > self.max_packet:
+        size = len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
+        limit = self.max_job_bytes  # set with max_packet, never None here
+        if limit is not None and size > limit:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             future.set_exception(
                 QueueError(
-                    f"mysql: job of {size} bytes as SQL exceeds the server's"
-                    f" max_allowed_packet ({self.max_packet}); raise it or use another queue"
+                    f"mysql: job of {size} bytes is larger than the server's"
+                    f" max_allowed_packet ({self.max_packet}) takes as SQL"
+                    f" ({limit}); raise it or use another queue"
                 )
             )
             return future
@@ -262,12 +264,6 @@ class MysqlStore(GroupCommitStore):
             if code in _LOST_CONNECTION_CODES or code in _KILLED_CODES:
                 return True
         return self._con is None or self._con.closed
-
-
-def _statement_size(job: StoredJob) -> int:
-    """Upper bound of the INSERT for ``job`` alone: bytes go as hex, two chars each."""
-    blobs = len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
-    return 2 * blobs + _STATEMENT_OVERHEAD
 
 
 def _escape_bytes(value: bytes) -> str:
