@@ -22,6 +22,10 @@ The table (InnoDB, binary columns so function names and uniques keep their exact
 is created on first use. A lost connection (``KILL``, server restart, "MySQL server has
 gone away") is reopened by the group-commit writer with jittered exponential backoff; see
 ``_batch.py``.
+
+Failure handling is ours: the store holds one aiomysql connection (no pool) and never
+calls ``ping(reconnect=True)``, the only place aiomysql reconnects by itself, so every
+lost connection reaches the group-commit writer.
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ Durability is PostgreSQL's: with the server defaults (``fsync=on``,
 The table is created on first use (``CREATE TABLE IF NOT EXISTS``). A lost connection
 is reopened by the group-commit writer with jittered exponential backoff; see
 ``_batch.py``.
+
+Failure handling is ours: the store holds one ``asyncpg.Connection`` (no pool), which
+never reconnects or retries a statement by itself in any asyncpg release, so every lost
+connection reaches the group-commit writer.
 """
 
 from __future__ import annotations

@@ -35,6 +35,15 @@ Durability is Redis's: a job is acknowledged once Redis has executed the EXEC. F
 ``everysec``, which loses at most about a second of jobs if the Redis *host* crashes).
 A store opened on a Redis without AOF logs a warning. A lost connection is reopened by
 the group-commit writer with jittered exponential backoff; see ``_batch.py``.
+
+Failure handling is ours, not redis-py's, in every redis-py version we allow: its
+retries are set to none, and writes go over one connection the store holds for itself
+rather than one checked out of redis-py's pool per write. The pool reconnects a
+connection the server dropped silently when it is checked out (and newer releases also
+retry commands by default), so the store would never learn that its connection was cut.
+Before each write the store checks its connection; one that the server closed is
+reported as lost, and the writer reconnects and counts it. Reads (``load`` and the
+start-up check) may go through the pool: they change nothing, so repeating one is safe.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ from .base import QueueError, StoredJob
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.connection import AbstractConnection
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +151,8 @@ class RedisStore(GroupCommitStore):
         )
         self.client_name = client_name
         self._client: Redis | None = None
+        #: The connection every write goes over; see the module docstring.
+        self._connection: AbstractConnection | None = None
 
     def add(self, job: StoredJob) -> Awaitable[None]:
         # Refused here rather than in the batch, so it cannot fail other jobs' adds.
@@ -162,29 +174,56 @@ class RedisStore(GroupCommitStore):
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        # redis-py's own retries are off: the group-commit writer owns reconnection, and
-        # it must see failures to make adds fail fast while Redis is down.
+        # No retries of redis-py's own (some releases retry three times by default): the
+        # group-commit writer owns reconnection, and it must see failures to make adds
+        # fail fast while Redis is down and to undo a batch whose outcome is unknown.
         client = Redis.from_url(
             self.url,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 0),  # type: ignore[no-untyped-call,unused-ignore]
+            retry_on_error=[],
+            health_check_interval=0,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
             client_name=self.client_name,
         )
+        # Typed in some redis-py releases, not in others.
+        writer = client.connection_pool.make_connection()  # type: ignore[no-untyped-call,unused-ignore]
         try:
+            await writer.connect()
             await client.ping()
         except BaseException:
+            await writer.disconnect(nowait=True)
             await client.aclose()
             raise
-        self._client = client
+        self._client, self._connection = client, writer
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            try:
+        writer, self._connection = self._connection, None
+        try:
+            if writer is not None:
+                await writer.disconnect(nowait=True)
+            if client is not None:
                 await client.aclose()
-            except Exception as exc:  # a dead connection may complain while closing
-                logger.debug("redis: error while closing: %s", exc)
+        except Exception as exc:  # a dead connection may complain while closing
+            logger.debug("redis: error while closing: %s", exc)
+
+    async def _live_writer(self) -> AbstractConnection:
+        """The write connection, checked: one the server closed is reported as lost.
+
+        Without this check redis-py would open a new connection inside
+        ``send_packed_command`` and the store would never count the loss.
+        """
+        writer = self._connection
+        if writer is None or not writer.is_connected:
+            raise ConnectionResetError("redis: not connected")
+        # Between writes nothing may arrive: end of stream, or any byte at all (an error
+        # the server sent before it closed), means the connection is gone.
+        # redis-py 8 renamed can_read_destructive (the old name now warns) to can_read.
+        can_read = getattr(writer, "can_read", None) or writer.can_read_destructive
+        if await can_read():
+            raise ConnectionResetError("redis: connection closed by the server")
+        return writer
 
     async def _create(self) -> None:
         # Keys spring into existence on first write; only check the durability setup.
@@ -226,11 +265,10 @@ class RedisStore(GroupCommitStore):
         commands = self._commands(batch)
         if not commands:
             return
-        pool = self._redis().connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        connection = await self._live_writer()
         try:
             # What redis-py's transactional pipeline does, with commands we packed.
-            await connection.send_packed_command([_MULTI, *commands, _EXEC])
+            await connection.send_packed_command([_MULTI, *commands, _EXEC], check_health=False)
             errors: list[ResponseError] = []
             for _ in range(len(commands) + 1):  # +OK for MULTI, then +QUEUED each
                 try:
@@ -246,12 +284,12 @@ class RedisStore(GroupCommitStore):
             failed = [r for r in results if isinstance(r, Exception)]  # e.g. WRONGTYPE
             if failed:
                 raise failed[0]
+        except ResponseError:
+            raise  # every reply was read: the connection is still in step
         except BaseException:
             # Replies may be left unread: this connection must not serve another write.
             await connection.disconnect(nowait=True)
             raise
-        finally:
-            await pool.release(connection)
 
     def _commands(self, batch: Batch) -> list[bytes]:
         """The batch as packed commands (RESP), built here rather than by redis-py.
