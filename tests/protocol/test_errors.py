@@ -22,6 +22,7 @@ from geartrain.protocol.codec import (
 )
 from geartrain.protocol.constants import (
     ARGUMENTS,
+    HANDLE_ONLY_TYPES,
     MAX_PACKET_TYPE,
     REQ,
     REQUEST_TYPES,
@@ -168,7 +169,7 @@ def short_of_nuls(magic: bytes) -> list[object]:
     return [
         pytest.param(magic, t, id=f"{magic[1:].decode()}-{P(t).name}")
         for t in sorted(types)
-        if needs_nuls(t) > 0
+        if needs_nuls(t) > 0 and t not in HANDLE_ONLY_TYPES
     ]
 
 
@@ -199,6 +200,24 @@ class TestMissingNuls:
         events = Decoder().feed(wire)
         assert [type(e) for e in events] == [BadPacket, Packet]
         assert events[1] == Packet(P.ECHO_REQ, (), b"hello")
+
+    @pytest.mark.parametrize("magic", [REQ, RES])
+    @pytest.mark.parametrize("ptype", sorted(HANDLE_ONLY_TYPES), ids=lambda t: P(t).name)
+    def test_a_work_packet_may_end_at_its_handle(self, magic: bytes, ptype: int) -> None:
+        # Perl's Gearman::Worker sends WORK_COMPLETE as the bare handle for an empty
+        # result: the handle is the whole body and the data is empty.
+        wire = header(magic, ptype, 8) + b"H:host:1" + encode(P.ECHO_RES, data=b"n", magic=magic)
+        events = Decoder(expect=magic, text=magic == REQ).feed(wire)
+        assert events[0] == Packet(ptype, (b"H:host:1",), b"")
+        assert len(events) == 2 and not isinstance(events[1], BadPacket)
+
+    def test_wrong_magic_on_a_work_result_names_its_handle(self) -> None:
+        wire = encode(P.WORK_COMPLETE, b"H:host:7", data=b"result", magic=RES) + NEXT
+        events = Decoder().feed(wire)
+        assert events[0] == BadPacket(
+            ErrorCode.INVALID_MAGIC, b"Request magic expected", False, P.WORK_COMPLETE, b"H:host:7"
+        )
+        assert events[1:] == [NEXT_PACKET]
 
     def test_empty_body_of_a_data_type(self) -> None:
         wire = header(REQ, P.WORK_COMPLETE, 0) + NEXT

@@ -163,6 +163,40 @@ class TestBadInput:
             (P.ECHO_RES, (), b"next"),
         ]
 
+    async def test_a_bare_handle_work_complete_delivers_an_empty_result(
+        self, server: Server, connect
+    ) -> None:
+        # Perl's Gearman::Worker sends this for a result of "" or "0".
+        client, worker = await connect(), await connect()
+        worker.send(P.CAN_DO, b"f")
+        client.send(P.SUBMIT_JOB, b"f", b"", data=b"x")
+        handle = (await client.packet()).args[0]
+        worker.send(P.GRAB_JOB)
+        assert (await worker.packet()).args[0] == handle
+        worker.send_raw(b"\0REQ" + struct.pack(">II", P.WORK_COMPLETE, len(handle)) + handle)
+        assert await client.packets(1) == [(P.WORK_COMPLETE, (handle,), b"")]
+        worker.send(P.GRAB_JOB)
+        assert await worker.packets(1) == [(P.NO_JOB, (), b"")]  # no ERROR, nothing left
+
+    async def test_an_unreadable_result_runs_the_job_again(self, server: Server, connect) -> None:
+        # The worker believes it ended the job; left assigned, the job would never end.
+        client, worker, other = await connect(), await connect(), await connect()
+        worker.send(P.CAN_DO, b"f")
+        client.send(P.SUBMIT_JOB, b"f", b"", data=b"x")
+        handle = (await client.packet()).args[0]
+        worker.send(P.GRAB_JOB)
+        assert (await worker.packet()).args[0] == handle
+        body = handle + b"\0result"
+        worker.send_raw(b"\0RES" + struct.pack(">II", P.WORK_COMPLETE, len(body)) + body)
+        assert await worker.packets(1) == [
+            (P.ERROR, (b"INVALID_MAGIC", b"Request magic expected"), b"")
+        ]
+        other.send(P.CAN_DO, b"f")
+        other.send(P.GRAB_JOB)
+        assert await other.packets(1) == [(P.JOB_ASSIGN, (handle, b"f"), b"x")]
+        other.send(P.WORK_COMPLETE, handle, data=b"second try")
+        assert await client.packets(1) == [(P.WORK_COMPLETE, (handle,), b"second try")]
+
     async def test_fatal_input_gets_an_error_then_a_close(self, connect) -> None:
         async with running_server(max_packet_size=4096) as small:
             for raw, code in [

@@ -30,13 +30,16 @@ from typing import Final, NamedTuple
 from .constants import (
     ARGUMENTS,
     DEFAULT_MAX_PACKET_SIZE,
+    HANDLE_ONLY_TYPES,
     HEADER_SIZE,
     MAX_ADMIN_LINE,
+    MAX_HANDLE_SIZE,
     MAX_PACKET_TYPE,
     REQ,
     REQUEST_TYPES,
     RES,
     RESPONSE_TYPES,
+    RESULT_TYPES,
     ErrorCode,
 )
 
@@ -80,6 +83,10 @@ class BadPacket(NamedTuple):
     text: bytes
     fatal: bool
     type: int = 0
+    #: For a work result (WORK_COMPLETE, WORK_FAIL, WORK_EXCEPTION) that could not be
+    #: read, the job handle it starts with, so the receiver can settle that job: a
+    #: worker that believes it reported a result must not leave its job assigned forever.
+    handle: bytes = b""
 
 
 Event = Packet | AdminLine | BadPacket
@@ -210,7 +217,7 @@ class Decoder:
                 return pos
             pos = body_end
             if magic != expect:
-                events.append(_wrong_magic(expect, ptype))
+                events.append(_wrong_magic(expect, ptype, buf, body_start, body_end))
                 continue
             events.append(_make_packet(self._layout, ptype, buf, body_start, body_end))
         return pos
@@ -263,7 +270,7 @@ class Decoder:
         self._acc = None
         self._acc_fill = 0
         if magic != self.expect:
-            events.append(_wrong_magic(self.expect, ptype))
+            events.append(_wrong_magic(self.expect, ptype, acc, 0, len(acc)))
         else:
             events.append(_make_packet(self._layout, ptype, acc, 0, len(acc)))
 
@@ -275,9 +282,18 @@ class Decoder:
         return 0
 
 
-def _wrong_magic(expect: bytes, ptype: int) -> BadPacket:
+def _wrong_magic(expect: bytes, ptype: int, buf: Buffer, start: int, end: int) -> BadPacket:
     text = b"Request magic expected" if expect == REQ else b"Response magic expected"
-    return BadPacket(ErrorCode.INVALID_MAGIC, text, fatal=False, type=ptype)
+    handle = _result_handle(ptype, buf, start, end)
+    return BadPacket(ErrorCode.INVALID_MAGIC, text, fatal=False, type=ptype, handle=handle)
+
+
+def _result_handle(ptype: int, buf: Buffer, start: int, end: int) -> bytes:
+    """The handle a work result's body starts with, or b"" for other types."""
+    if ptype not in RESULT_TYPES:
+        return b""
+    nul = buf.find(b"\0", start, min(end, start + MAX_HANDLE_SIZE + 1))
+    return bytes(buf[start : nul if nul >= 0 else min(end, start + MAX_HANDLE_SIZE)])
 
 
 _tuple_new = tuple.__new__
@@ -313,6 +329,8 @@ def _make_packet(
         return _tuple_new(Packet, (ptype, (body,) if count else (), b""))
     parts = body.split(b"\0", wanted)
     if len(parts) <= wanted:
+        if body and ptype in HANDLE_ONLY_TYPES:
+            return _tuple_new(Packet, (ptype, (body,), b""))
         return _missing_nuls(ptype, count)
     if has_data:
         data = parts.pop()

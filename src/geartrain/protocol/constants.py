@@ -129,6 +129,19 @@ ARGUMENTS: Final[dict[int, tuple[int, bool]]] = {
 }
 
 
+#: Data-carrying types whose one argument is a job handle and whose body may stop at the
+#: handle, with no NUL and no data: the data is then empty. Perl's Gearman::Worker sends
+#: WORK_COMPLETE that way whenever its function returns "", "0" or undef; gearmand drops
+#: such a worker's connection (the job then runs again), we deliver the empty result.
+HANDLE_ONLY_TYPES: Final = frozenset(
+    {P.WORK_COMPLETE, P.WORK_DATA, P.WORK_WARNING, P.WORK_EXCEPTION}
+)
+
+
+#: The packets by which a worker ends its job.
+RESULT_TYPES: Final = frozenset({P.WORK_COMPLETE, P.WORK_FAIL, P.WORK_EXCEPTION})
+
+
 #: Types a server accepts from clients and workers. Anything else sent to a server
 #: is answered with ERROR INVALID_COMMAND whatever its body holds (gearmand does the
 #: same); SUBMIT_JOB_SCHED and ALL_YOURS exist but are not implemented by gearmand.

@@ -27,7 +27,7 @@ from geartrain.protocol.constants import REQ, ErrorCode
 from geartrain.protocol.constants import PacketType as P
 
 from .admin import run_admin
-from .dispatch import HANDLERS
+from .dispatch import HANDLERS, unreadable_result
 from .jobs import Peer
 
 if TYPE_CHECKING:
@@ -325,6 +325,8 @@ class Connection(Peer, asyncio.BufferedProtocol):
             "; closing" if event.fatal else "",
         )
         self.send_error(event.code, event.text)
+        if event.handle:
+            unreadable_result(self, event.handle)
         if event.fatal:
             self.close_after_flush()
 

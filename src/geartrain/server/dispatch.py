@@ -215,6 +215,19 @@ def work_exception(conn: Connection, packet: Packet) -> None:
         conn.scheduler.work_exception(job, packet.data)
 
 
+def unreadable_result(conn: Connection, handle: bytes) -> None:
+    """A work result of this worker's that could not be read (e.g. sent with \\0RES magic).
+
+    The worker believes it ended the job and will not report it again: left assigned,
+    the job would never end. Its outcome is unknown, so it runs again, as on gearmand,
+    which closes such a worker's connection. (A malformed WORK_STATUS needs nothing: the
+    job stays with its worker, whose final result is still accepted.)
+    """
+    job = conn.scheduler.owned(conn, handle)
+    if job is not None:
+        conn.scheduler.requeue(job, "its worker's result could not be read")
+
+
 # -- status, echo, options -------------------------------------------------------------
 
 

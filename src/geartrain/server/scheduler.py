@@ -402,6 +402,11 @@ class Scheduler:
             logger.info("job %r timed out on its worker; requeued", job.handle)
             self._requeue(job, "timeout")
 
+    def requeue(self, job: Job, reason: str) -> None:
+        """Put a running job back in its queue (counted against ``job_retries``)."""
+        logger.info("job %r requeued: %s", job.handle, reason)
+        self._requeue(job, reason)
+
     def _requeue(self, job: Job, reason: str) -> None:
         f = job.function
         f.running -= 1
