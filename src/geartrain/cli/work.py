@@ -7,6 +7,7 @@ standard output is the result and a non-zero exit status fails the job
 With ``--processes N`` (or ``--max-jobs`` / ``--max-lifetime``) a supervisor
 runs N worker processes, restarts any that crash, and replaces those that
 reached their job or age limit. Exit status: 0 normal end, 1 aborted, 2 usage.
+A server that cannot be reached is reported on stderr and retried.
 """
 
 from __future__ import annotations
@@ -101,6 +102,17 @@ def run_worker(config: WorkConfig) -> int:
     aged = config.max_lifetime is not None and time.monotonic() - started >= config.max_lifetime
     used_up = config.max_jobs is not None and done >= config.max_jobs
     return EXIT_RECYCLE if aged or used_up else 0
+
+
+def _report_on_stderr() -> None:
+    """Print the worker's warnings on stderr, as ``gearman -w`` prints its errors.
+
+    Above all that a server cannot be reached: the worker keeps retrying, and without
+    this a mistyped port would look like a worker waiting for jobs. The library logs
+    such failures rate-limited, so a server that stays down does not flood stderr.
+    Does nothing if logging was configured already.
+    """
+    logging.basicConfig(level=logging.WARNING, format="geartrain work: %(message)s")
 
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -241,6 +253,7 @@ def work(
         servers = servers_from_options(host, port)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    _report_on_stderr()
     config = WorkConfig(
         servers=servers,
         functions=functions,

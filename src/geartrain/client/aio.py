@@ -23,7 +23,7 @@ from geartrain.protocol import Priority
 from .core import ClientProtocol, Event, JobStatus, Reply, RequestKind, Task, TaskCallback, Update
 from .core import to_bytes as _bytes
 from .servers import Address, ServerSpec, format_address, parse_servers, server_order
-from .sync import CONNECT_TIMEOUT, RETRY_AFTER, _run_callback, epoch_seconds
+from .sync import CONNECT_TIMEOUT, RETRY_AFTER, _run_callback, unix_time
 
 _READ_SIZE = 256 * 1024
 
@@ -129,6 +129,7 @@ class AsyncClient:
         exceptions: bool = False,
         client_id: str | bytes | None = None,
         retry_after: float = RETRY_AFTER,
+        subsecond_epoch: bool = False,
     ) -> None:
         self.servers = parse_servers(servers)
         self.timeout = timeout
@@ -136,6 +137,7 @@ class AsyncClient:
         self.exceptions = exceptions
         self.client_id = client_id
         self.retry_after = retry_after
+        self.subsecond_epoch = subsecond_epoch
         self._connections: dict[Address, _Connection] = {}
         self._connecting: dict[Address, asyncio.Lock] = {}
         self._down_until: dict[Address, float] = {}
@@ -184,7 +186,8 @@ class AsyncClient:
             unique=unique,
             priority=priority,
             background=background,
-            when=None if when is None else epoch_seconds(when),
+            when=None if when is None else unix_time(when),
+            subsecond_epoch=self.subsecond_epoch,
             callback=callback,
         )
         task._client = self

@@ -31,11 +31,11 @@ RETRY_AFTER = 5.0
 _READ_SIZE = 256 * 1024
 
 
-def epoch_seconds(when: float | dt.datetime) -> int:
-    """Unix time in whole seconds for SUBMIT_JOB_EPOCH (naive datetimes are local time)."""
+def unix_time(when: float | dt.datetime) -> float:
+    """Unix time of a SUBMIT_JOB_EPOCH ``when`` (naive datetimes are local time)."""
     if isinstance(when, dt.datetime):
-        return int(when.timestamp())
-    return int(when)
+        return when.timestamp()
+    return when
 
 
 class SyncTask(Task):
@@ -118,6 +118,10 @@ class Client:
         exceptions: ask servers to forward WORK_EXCEPTION (``exceptions`` option).
         client_id: label shown by the server's ``workers`` command.
         retry_after: seconds a server that refused a connection is skipped.
+        subsecond_epoch: send epoch times (``when``) to the millisecond. Only for
+            servers that read fractions (geartrain): gearmand reads whole seconds
+            and would run the job up to a second early. Off, times are rounded up
+            to whole seconds, so a job never runs early on any server.
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class Client:
         exceptions: bool = False,
         client_id: str | bytes | None = None,
         retry_after: float = RETRY_AFTER,
+        subsecond_epoch: bool = False,
     ) -> None:
         self.servers = parse_servers(servers)
         self.timeout = timeout
@@ -136,6 +141,7 @@ class Client:
         self.exceptions = exceptions
         self.client_id = client_id
         self.retry_after = retry_after
+        self.subsecond_epoch = subsecond_epoch
         self._connections: dict[Address, _Connection] = {}
         self._down_until: dict[Address, float] = {}
         self._selector = selectors.DefaultSelector()
@@ -176,7 +182,9 @@ class Client:
             priority: ``Priority.HIGH``, ``NORMAL`` or ``LOW``.
             background: detach after JOB_CREATED (no result comes back).
             when: run no earlier than this Unix time or datetime
-                (SUBMIT_JOB_EPOCH; implies background, normal priority).
+                (SUBMIT_JOB_EPOCH; implies background, normal priority). Sent
+                rounded up to whole seconds, or to the millisecond with
+                ``subsecond_epoch``.
             callback: called with every :class:`Update` of the task; an exception it
                 raises is logged, not propagated.
 
@@ -186,6 +194,7 @@ class Client:
 
         Raises:
             NoServerAvailable: no server accepted a connection.
+            ValueError: ``when`` is not a finite time.
         """
         task = SyncTask(
             function,
@@ -193,7 +202,8 @@ class Client:
             unique=unique,
             priority=priority,
             background=background,
-            when=None if when is None else epoch_seconds(when),
+            when=None if when is None else unix_time(when),
+            subsecond_epoch=self.subsecond_epoch,
             callback=callback,
         )
         task._client = self

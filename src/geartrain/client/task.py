@@ -6,10 +6,12 @@ Plain data and the rules for turning a submission into its SUBMIT packet; no I/O
 from __future__ import annotations
 
 import enum
+import math
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
 
 from geartrain.errors import GeartrainError, JobException, JobFailed
 from geartrain.protocol import Packet, PacketType, Priority
@@ -34,6 +36,30 @@ def to_bytes(value: bytes | bytearray | memoryview | str) -> bytes:
     if isinstance(value, str):
         return value.encode()
     return bytes(value)
+
+
+def epoch_field(when: float, subsecond: bool = False) -> bytes:
+    """The SUBMIT_JOB_EPOCH time field for ``when`` (Unix seconds): never earlier than asked.
+
+    gearmand reads the field with ``strtoll``, so it must be whole seconds there, and
+    ``when`` is rounded up to the next whole second. With ``subsecond`` (for servers
+    known to read fractions, as geartrain does) it is rounded up to the millisecond and
+    sent as decimal text, e.g. ``1700000000.250``.
+
+    Raises:
+        ValueError: ``when`` is not a finite number.
+    """
+    if not math.isfinite(when):
+        raise ValueError(f"epoch time must be a finite number, not {when!r}")
+    if subsecond and when > 0:
+        # The decimal the caller wrote (repr), not the binary float's longer expansion,
+        # so that 0.1 s past a second is 100 ms and not 101 ms.
+        millis = int((Decimal(repr(when)) * 1000).to_integral_value(ROUND_CEILING))
+        seconds, fraction = divmod(millis, 1000)
+        if fraction:
+            return b"%d.%03d" % (seconds, fraction)
+        return b"%d" % seconds
+    return b"%d" % math.ceil(when)
 
 
 class TaskState(enum.Enum):
@@ -100,6 +126,8 @@ class Task:
         priority: queue priority.
         background: whether the client detaches after JOB_CREATED.
         when: Unix time before which the job must not run (epoch jobs), or None.
+        subsecond_epoch: send ``when`` to the millisecond (servers that read
+            fractions, such as geartrain) rather than rounded up to whole seconds.
         handle: the server's job handle, once JOB_CREATED arrived.
         server: ``(host, port)`` of the server the job went to.
         state: see :class:`TaskState`.
@@ -117,7 +145,8 @@ class Task:
         unique: bytes | str | None = None,
         priority: Priority = Priority.NORMAL,
         background: bool = False,
-        when: int | None = None,
+        when: float | None = None,
+        subsecond_epoch: bool = False,
         callback: TaskCallback | None = None,
     ) -> None:
         self.function = to_bytes(function)
@@ -137,6 +166,9 @@ class Task:
         self.priority = Priority(priority)
         self.background = background
         self.when = when
+        self.subsecond_epoch = subsecond_epoch
+        # Computed now so that a bad time is refused by submit(), not when sending.
+        self._epoch = None if when is None else epoch_field(when, subsecond_epoch)
         self.callback = callback
         self.handle: bytes | None = None
         self.server: tuple[str, int] | None = None
@@ -162,10 +194,9 @@ class Task:
 
     def packet(self) -> bytes:
         """The SUBMIT packet for this task."""
-        if self.when is not None:
-            when = str(int(self.when)).encode()
+        if self._epoch is not None:
             return encode_request(
-                P.SUBMIT_JOB_EPOCH, self.function, self.unique, when, data=self.payload
+                P.SUBMIT_JOB_EPOCH, self.function, self.unique, self._epoch, data=self.payload
             )
         ptype = SUBMIT_TYPES[(self.priority, self.background)]
         return encode_request(ptype, self.function, self.unique, data=self.payload)

@@ -7,6 +7,7 @@ themselves live in the scheduler.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -91,13 +92,22 @@ def _reducer(background: bool) -> Handler:
     return submit_reduce
 
 
-def _parse_epoch(text: bytes) -> int | None:
+#: Whole seconds with a decimal fraction, as geartrain's clients send on request.
+_EPOCH_DECIMAL = re.compile(rb"[ \t]*\+?[0-9]+\.[0-9]+")
+
+
+def _parse_epoch(text: bytes) -> float | None:
     # gearmand uses strtoll: garbage means 0 (run now); we keep that, but reject
-    # values no clock will reach instead of dropping the connection.
+    # values no clock will reach instead of dropping the connection. A fraction is
+    # honoured: gearmand stops reading at the '.', so it runs such a job at the whole
+    # second, early; clients therefore send fractions only to servers known to be ours.
     value = parse_c_int(text)
     if value > 2**63 - 1:
         return None
-    return max(value, 0)
+    if value <= 0:
+        return 0
+    decimal = _EPOCH_DECIMAL.match(text)
+    return float(decimal[0]) if decimal else value
 
 
 # -- workers -------------------------------------------------------------------------

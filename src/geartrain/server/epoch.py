@@ -37,12 +37,12 @@ class EpochQueue:
         self.clock = clock
         self.call_later = call_later
         self._heap: list[tuple[float, int, Job]] = []
-        self._order = itertools.count()  # FIFO among jobs due at the same second
+        self._order = itertools.count()  # FIFO among jobs due at the same time
         self._timer: Timer | None = None
         self._timer_at = 0.0
 
     def add(self, job: Job) -> None:
-        heapq.heappush(self._heap, (float(job.when), next(self._order), job))
+        heapq.heappush(self._heap, (job.due, next(self._order), job))
         self._arm()
 
     def run_due(self) -> None:

@@ -38,6 +38,7 @@ class Job:
         "clients",
         "data",
         "denominator",
+        "due",
         "function",
         "handle",
         "key",
@@ -53,6 +54,10 @@ class Job:
         "when",
         "worker",
     )
+
+    # An epoch job's exact due time (Unix seconds, fractions allowed); set together
+    # with a non-zero ``when`` and only then, so other jobs do not pay for it.
+    due: float
 
     def __init__(
         self,

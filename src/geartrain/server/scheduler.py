@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import islice
+from math import ceil
 
 from geartrain.protocol.codec import Data, encode, encode_head, res_packet
 from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode
@@ -139,7 +140,7 @@ class Scheduler:
         data: Data,
         priority: int,
         background: bool,
-        when: int = 0,
+        when: float = 0,
         reducer: bytes = b"",
     ) -> Job | Error:
         """Submit or coalesce a job; returns the job or an ERROR (code, text).
@@ -166,7 +167,11 @@ class Scheduler:
             if too_large is not None:
                 return ErrorCode.QUEUE_ERROR, too_large
         job = Job(self._next_handle(), f, unique, data, priority, background)
-        job.when = when
+        if when:
+            # Every queue stores whole seconds: rounded up, so that a job replayed after
+            # a restart never runs early. ``due`` keeps the exact time for the timer.
+            job.when = ceil(when)
+            job.due = when
         job.reducer = reducer
         if key is not None:
             job.key = key
@@ -279,7 +284,7 @@ class Scheduler:
 
     def _release(self, job: Job) -> None:
         """Make an acknowledged job runnable now, or schedule it for its epoch."""
-        if job.when and job.when > self._clock():
+        if job.when and job.due > self._clock():
             self._schedule(job)
         else:
             self._enqueue(job)
@@ -581,7 +586,7 @@ class Scheduler:
                 record.priority,
                 True,
             )
-            job.when = record.when
+            job.when = job.due = record.when
             job.reducer = record.reducer
             job.retries = record.retries
             job.store_id = record.id

@@ -23,7 +23,7 @@ from geartrain.protocol import PacketType
 
 from .core import Assignment
 from .job import Job, outcome
-from .sync import CONNECT_TIMEOUT, POLL_INTERVAL, Backoff, BaseWorker
+from .sync import CONNECT_TIMEOUT, POLL_INTERVAL, Backoff, BaseWorker, connect_error
 
 logger = logging.getLogger(__name__)
 
@@ -177,9 +177,11 @@ class AsyncWorker(BaseWorker):
                 async with asyncio.timeout(self.connect_timeout):
                     reader, writer = await asyncio.open_connection(*address, limit=_READ_SIZE)
             except (OSError, TimeoutError) as exc:
-                logger.info("cannot connect to %s: %s", format_address(address), exc)
+                error = connect_error(exc, self.connect_timeout)
+                self.unreachable.failed(address, error, loop.time())
                 self.backoff.failed(address, loop.time())
                 continue
+            self.unreachable.connected(address, loop.time())
             self.backoff.succeeded(address)
             await self._serve(address, reader, writer)
             self.backoff.failed(address, loop.time())

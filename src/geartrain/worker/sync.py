@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar, overload
 
@@ -33,6 +34,8 @@ POLL_INTERVAL = 10.0
 RECONNECT_MIN = 0.5
 RECONNECT_MAX = 30.0
 CONNECT_TIMEOUT = 5.0
+#: Seconds between repeated reports that a server still cannot be reached.
+REPORT_EVERY = 60.0
 _READ_SIZE = 256 * 1024
 
 
@@ -56,6 +59,62 @@ class Backoff:
         self.due.pop(address, None)
 
 
+def connect_error(exc: BaseException, timeout: float) -> str:
+    """What a failed connection attempt says, for the log (a timeout has no text)."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"no answer within {timeout:g}s"
+    return str(exc) or type(exc).__name__
+
+
+@dataclass
+class _Outage:
+    since: float
+    reported: float
+    error: str
+    attempts: int = 1
+
+
+class Unreachable:
+    """Reports servers that cannot be reached, without flooding the log.
+
+    A worker retries a down server every few seconds for as long as it runs. The
+    first failure is logged as a warning with the address and the error; after that
+    one line every ``every`` seconds (or as soon as the error changes) counts the
+    attempts, and reaching the server again is logged once.
+    """
+
+    def __init__(self, every: float = REPORT_EVERY) -> None:
+        self.every = every
+        self._outages: dict[Address, _Outage] = {}
+
+    def failed(self, address: Address, error: str, now: float) -> None:
+        outage = self._outages.get(address)
+        if outage is None:
+            self._outages[address] = _Outage(since=now, reported=now, error=error)
+            logger.warning("cannot connect to %s: %s; retrying", format_address(address), error)
+            return
+        outage.attempts += 1
+        if error != outage.error or now - outage.reported >= self.every:
+            outage.reported, outage.error = now, error
+            logger.warning(
+                "still cannot connect to %s after %d attempts in %.0fs: %s; retrying",
+                format_address(address),
+                outage.attempts,
+                now - outage.since,
+                error,
+            )
+
+    def connected(self, address: Address, now: float) -> None:
+        outage = self._outages.pop(address, None)
+        if outage is not None:
+            logger.warning(
+                "connected to %s after %d failed attempts in %.0fs",
+                format_address(address),
+                outage.attempts,
+                now - outage.since,
+            )
+
+
 class BaseWorker:
     """Registration bookkeeping shared by :class:`Worker` and ``AsyncWorker``."""
 
@@ -74,6 +133,7 @@ class BaseWorker:
         self.state = WorkerState(capacity, client_id)
         self.registry: dict[bytes, Registration] = {}
         self.jobs_done = 0
+        self.unreachable = Unreachable()
 
     @overload
     def register(self, function: str | bytes, func: F, *, timeout: float | None = None) -> F: ...
@@ -315,10 +375,11 @@ class Worker(BaseWorker):
             try:
                 sock = socket.create_connection(address, timeout=self.connect_timeout)
             except OSError as exc:
-                logger.info("cannot connect to %s: %s", format_address(address), exc)
+                self.unreachable.failed(address, connect_error(exc, self.connect_timeout), now)
                 self.backoff.failed(address, now)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.unreachable.connected(address, now)
             self.backoff.succeeded(address)
             self._sockets[address] = sock
             self._selector.register(sock, selectors.EVENT_READ, address)
