@@ -119,7 +119,9 @@ class Function:
         self.queued = [0, 0, 0]  # live queued jobs per priority
         self.running = 0
         self.scheduled = 0  # epoch jobs not yet due
-        self.pending = 0  # background jobs awaiting the persistent queue
+        # Background jobs awaiting the persistent queue. All but epoch jobs already
+        # stand in their place in ``queues``, holding back every job behind them.
+        self.pending = 0
         self.max_queue = [0, 0, 0]  # 0 = unlimited, per priority
         self.workers: dict[Peer, None] = {}  # registered connections, in order
         self.sleepers: dict[Peer, None] = {}  # sleeping and not yet woken
@@ -130,10 +132,6 @@ class Function:
         """Jobs of this function in memory: what ``status`` calls TOTAL."""
         q = self.queued
         return q[0] + q[1] + q[2] + self.running + self.scheduled + self.pending
-
-    def has_work(self) -> bool:
-        q = self.queued
-        return bool(q[0] or q[1] or q[2])
 
 
 class Peer:

@@ -16,6 +16,13 @@ HIGH job in each of the worker's functions starting at the worker's rotation
 index, then NORMAL, then LOW, and moves the index past the function it served.
 Inside one priority, jobs are FIFO.
 
+A background job bound for the persistent queue takes its place in its queue at
+once, in state PENDING, while it is written; its JOB_CREATED waits for the write. A
+grab whose best job is still PENDING gets nothing (the worker is woken when the
+write settles) rather than a job behind it, so jobs run in the same priority and
+FIFO order whatever the backend, and no job runs before it is durable. A refused
+write ends its jobs, whose queue entries are then skipped.
+
 Sleeping workers (PRE_SLEEP) sit in each of their functions' ``sleepers``; a job
 becoming runnable NOOPs them (all, or ``worker_wakeup`` of them) and takes them
 out everywhere, so each sleeping worker is woken at most once until it grabs.
@@ -30,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import islice
@@ -213,6 +221,8 @@ class Scheduler:
             group = self._group = WriteGroup()
             asyncio.get_running_loop().call_soon(self._close_group)
         group.jobs.append(job)
+        if not job.when:  # epoch jobs wait in the epoch queue, not in line
+            f.queues[job.priority].append(job)
         data = job.data
         # The record is built here rather than by a helper: this runs once per stored
         # job, and tuple.__new__ skips the NamedTuple's Python-level constructor.
@@ -275,9 +285,9 @@ class Scheduler:
             if job.when:
                 self._release(job)
                 continue
-            # _enqueue, inline: this runs once for every stored job.
+            # Runnable where it already stands in its queue. Inline: this runs once for
+            # every stored job.
             job.state = QUEUED
-            f.queues[job.priority].append(job)
             f.queued[job.priority] += 1
             if f.sleepers:
                 self._wake(f)
@@ -322,7 +332,7 @@ class Scheduler:
             f.workers[peer] = None
         peer.abilities[f] = timeout_ms
         if peer.sleeping and not peer.noop_sent:
-            if f.has_work():
+            if self._select(peer) >= 0:
                 self._noop(peer)
             else:
                 f.sleepers[peer] = None
@@ -343,10 +353,9 @@ class Scheduler:
             self.cant_do(peer, f.name)
 
     def pre_sleep(self, peer: Peer) -> None:
-        for f in peer.ability_list:
-            if f.has_work():
-                peer.send(NOOP)
-                return
+        if self._select(peer) >= 0:
+            peer.send(NOOP)
+            return
         peer.sleeping = True
         if not peer.noop_sent:
             for f in peer.ability_list:
@@ -370,19 +379,32 @@ class Scheduler:
             peer.sleeping = peer.noop_sent = False
             for f in peer.ability_list:
                 f.sleepers.pop(peer, None)
+        selected = self._select(peer)
+        if selected < 0:
+            return None
+        index, priority = divmod(selected, 3)
+        peer.rotation = (index + 1) % len(peer.ability_list)
+        return self._assign(peer, peer.ability_list[index], priority)
+
+    def _select(self, peer: Peer) -> int:
+        """Where the job ``peer`` should get next is, as ``3 * function index + priority``.
+
+        -1 when there is none, and also when that job is still being written to the
+        persistent queue: the worker waits for it rather than take one that comes after.
+        (One int rather than a tuple: this runs for every grab.)
+        """
         functions = peer.ability_list
         count = len(functions)
-        if not count:
-            return None
         start = peer.rotation
         for priority in (0, 1, 2):
             for i in range(count):
                 index = (start + i) % count
                 f = functions[index]
+                if f.pending and _being_written(f.queues[priority]):
+                    return -1  # the next job is being written: wait for it
                 if f.queued[priority]:
-                    peer.rotation = (index + 1) % count
-                    return self._assign(peer, f, priority)
-        return None
+                    return 3 * index + priority
+        return -1
 
     def _assign(self, peer: Peer, f: Function, priority: int) -> Job:
         queue = f.queues[priority]
@@ -538,6 +560,10 @@ class Scheduler:
             f.scheduled -= 1
         elif state is PENDING:
             f.pending -= 1
+            if not job.when:  # its queue entry is skipped when reached
+                job.state = ENDED
+                if f.sleepers:  # workers waiting for it may run what stood behind it
+                    self._wake(f)
         job.state = ENDED
         if job.worker is not None:
             job.worker.assigned.pop(job, None)
@@ -611,6 +637,16 @@ def coalescing_key(unique: bytes, data: Data) -> object:
     if unique != b"-":
         return unique
     return (b"-", bytes(data)) if data else None
+
+
+def _being_written(queue: deque[Job]) -> bool:
+    """Whether the first live job of ``queue`` is still being written to the store."""
+    while queue:
+        state = queue[0].state
+        if state is not ENDED:
+            return state is PENDING
+        queue.popleft()  # lazily dropped (cancelled, abandoned, refused)
+    return False
 
 
 def _attach(peer: Peer, job: Job) -> None:
