@@ -142,3 +142,18 @@ def test_as_subprocess(any_server: ServerProcess) -> None:
         check=False,
     )
     assert (proc.returncode, proc.stdout) == (0, f"{any_server.proc.pid}\n".encode())
+
+
+def test_connection_options_work_after_the_sub_command(busy_server: ServerProcess) -> None:
+    # gearadmin users type `... status -h host -p port`; both orders must reach the server.
+    runner = CliRunner()
+    before = runner.invoke(admin, ["-h", "127.0.0.1", "-p", str(busy_server.port), "status"])
+    after = runner.invoke(admin, ["status", "-h", "127.0.0.1", "-p", str(busy_server.port)])
+    assert before.exit_code == after.exit_code == 0, (before.output, after.output)
+    assert b"queued\t2\t0\t0" in after.stdout_bytes
+    assert after.stdout_bytes == before.stdout_bytes
+    parsed = runner.invoke(admin, ["getpid", "-p", str(busy_server.port), "--json"])
+    assert parsed.exit_code == 0 and isinstance(json.loads(parsed.stdout), int)
+    # The option given after the sub-command wins over the group's.
+    dead = runner.invoke(admin, ["-p", str(busy_server.port), "version", "-p", str(free_port())])
+    assert dead.exit_code == 3

@@ -239,6 +239,51 @@ def top(ctx: click.Context, interval: float, iterations: int | None) -> None:
         ctx.exit(EXIT_UNAVAILABLE)
 
 
+def _override(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Given after the sub-command, a connection option replaces the group's value."""
+    if value is not None and value is not False and param.name is not None:
+        setattr(ctx.find_object(_Options), param.name, value)
+
+
+def _connection_options() -> list[click.Parameter]:
+    # gearadmin takes -h/-p anywhere on its line, and its users type
+    # `geartrain admin status -h host -p 4730`: every sub-command accepts them too.
+    return [
+        click.Option(
+            ["-h", "--host", "host"],
+            expose_value=False,
+            callback=_override,
+            help="Job server host (or host:port).",
+        ),
+        click.Option(
+            ["-p", "--port", "port"],
+            type=int,
+            expose_value=False,
+            callback=_override,
+            help="Job server port (default 4730).",
+        ),
+        click.Option(
+            ["--json", "json"],
+            is_flag=True,
+            default=False,
+            expose_value=False,
+            callback=_override,
+            help="Print parsed results as JSON.",
+        ),
+        click.Option(
+            ["--timeout", "timeout"],
+            type=float,
+            expose_value=False,
+            callback=_override,
+            help="Seconds per reply.",
+        ),
+    ]
+
+
+for _command in admin.commands.values():
+    _command.params.extend(_connection_options())
+
+
 def _top_table(options: _Options, version: str, rows: list[Any]) -> str:
     rows = sorted(rows, key=lambda r: r.function)
     width = max([len("FUNCTION"), *(len(r.function) for r in rows)])
