@@ -6,20 +6,78 @@ import asyncio
 import contextlib
 import gc
 import logging
+import logging.handlers
 import os
+import pwd
+import resource
 import sys
 from typing import Any
 
 import click
 
-from geartrain.server.config import LEVELS, Settings, load_file
+from geartrain import __version__
+from geartrain.server.config import LEVELS, NOTICE, Settings, load_file, state_directory
+
+from .gearmand_options import IGNORED, expand_option_files, queue_url
 
 logger = logging.getLogger("geartrain.server")
 
 _LOG_FORMAT = "%(levelname)8s %(asctime)s.%(msecs)03d [%(process)d] %(name)s: %(message)s"
 
 
-@click.command()
+class _GearmandCommand(click.Command):
+    """Reads gearmand's option files (``@FILE``, ``--config-file FILE``) before parsing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            args = expand_option_files(args)
+        except ValueError as exc:
+            raise click.UsageError(str(exc), ctx) from exc
+        return super().parse_args(ctx, args)
+
+
+def _gearmand_params() -> list[click.Parameter]:
+    """gearmand's options that have no counterpart of ours (see gearmand_options)."""
+    return [
+        click.Option(["-t", "--threads"], type=int, help="gearmand's I/O threads (ignored)."),
+        click.Option(["-R", "--round-robin"], is_flag=True, default=None, help="(always on)"),
+        click.Option(["--hashtable-buckets"], type=int, help="(ignored)"),
+        click.Option(["-r", "--protocol"], multiple=True, help="gearmand protocol module."),
+        click.Option(["--http-port"], type=int, help="(ignored: no HTTP module)"),
+        click.Option(["--ssl"], is_flag=True, default=None, help="TLS (not in this version)."),
+        click.Option(["--ssl-ca-file"], help="(TLS, not in this version)"),
+        click.Option(["--ssl-certificate"], help="(TLS, not in this version)"),
+        click.Option(["--ssl-key"], help="(TLS, not in this version)"),
+        click.Option(["--libsqlite3-db"], help="-q libsqlite3: the SQLite file."),
+        click.Option(["--libsqlite3-table"], help="-q libsqlite3: table prefix."),
+        click.Option(["--store-queue-on-shutdown"], is_flag=True, default=None, help="(always)"),
+        click.Option(["--libpq-conninfo"], help="-q Postgres: libpq connection string."),
+        click.Option(["--libpq-table"], help="-q Postgres: table prefix."),
+        click.Option(["--mysql-host"], help="-q MySQL: host."),
+        click.Option(["--mysql-port"], type=int, help="-q MySQL: port."),
+        click.Option(["--mysql-user"], help="-q MySQL: user."),
+        click.Option(["--mysql-password"], help="-q MySQL: password."),
+        click.Option(["--mysql-db"], help="-q MySQL: database."),
+        click.Option(["--mysql-table"], help="-q MySQL: table prefix."),
+        click.Option(["--redis-server"], help="-q redis: host."),
+        click.Option(["--redis-port"], type=int, help="-q redis: port."),
+        click.Option(["--redis-password"], help="-q redis: password."),
+        click.Option(["--redis-prefix"], help="-q redis: key prefix."),
+        click.Option(["--libmemcached-servers"], help="(ignored: no memcached queue)"),
+        click.Option(["--libmemcached-prefix"], help="(ignored: no memcached queue)"),
+        click.Option(
+            ["--check-args"], is_flag=True, hidden=True, help="Check the options and exit."
+        ),
+    ]
+
+
+#: Added to ``serve`` below; folded into our settings by _apply_gearmand_options.
+_GEARMAND_PARAMS = _gearmand_params()
+_GEARMAND_ONLY = [param.name for param in _GEARMAND_PARAMS if param.name != "check_args"]
+
+
+@click.command(cls=_GearmandCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="geartrain")
 @click.option(
     "-c",
     "--config",
@@ -54,8 +112,11 @@ _LOG_FORMAT = "%(levelname)8s %(asctime)s.%(msecs)03d [%(process)d] %(name)s: %(
 @click.option(
     "-q",
     "--queue",
-    help="Persistent queue URL: sqlite:///FILE (default sqlite:///geartrain.sqlite3), "
-    "postgresql://…, mysql://…, redis://…, or none.",
+    "--queue-type",
+    "queue",
+    help="Persistent queue URL: sqlite:///FILE (default: geartrain.sqlite3 in the state "
+    "directory), postgresql://…, mysql://…, redis://…, or none; or a gearmand queue type "
+    "(builtin, libsqlite3, Postgres, MySQL, redis) with its options below.",
 )
 @click.option("--queue-prefix", help="Table or key prefix of the persistent queue.")
 @click.option(
@@ -71,7 +132,14 @@ _LOG_FORMAT = "%(levelname)8s %(asctime)s.%(msecs)03d [%(process)d] %(name)s: %(
     type=click.Choice(list(LEVELS), case_sensitive=False),
     help="Log level (default NOTICE).",
 )
-@click.option("-l", "--log-file", help="Log file; 'stderr' (default) or 'none'.")
+@click.option("-v", "more_verbose", count=True, help="One log level more per -v (-vv: DEBUG).")
+@click.option(
+    "-l",
+    "--log-file",
+    help="Log file; 'stderr' (default in the foreground) or 'none'. With -d the default is "
+    "geartrain.log in the state directory.",
+)
+@click.option("--syslog", is_flag=True, default=None, help="Also log to syslog.")
 @click.option("-P", "--pid-file", help="Write the server's pid here; removed at exit.")
 @click.option(
     "-d",
@@ -80,6 +148,9 @@ _LOG_FORMAT = "%(levelname)8s %(asctime)s.%(msecs)03d [%(process)d] %(name)s: %(
     default=None,
     help="Run in the background; exits 0 only once the port is listening.",
 )
+@click.option("-u", "--user", help="Run as this user (privileges are dropped first).")
+@click.option("-f", "--file-descriptors", type=int, help="Raise the open-files limit to this.")
+@click.option("--coredump", is_flag=True, default=None, help="Leave a core file on a crash.")
 @click.option("--keepalive", is_flag=True, default=None, help="Enable TCP keepalive.")
 @click.option("--keepalive-idle", type=int, help="TCP_KEEPIDLE seconds.")
 @click.option("--keepalive-interval", type=int, help="TCP_KEEPINTVL seconds.")
@@ -96,14 +167,30 @@ _LOG_FORMAT = "%(levelname)8s %(asctime)s.%(msecs)03d [%(process)d] %(name)s: %(
     help="Accept the admin 'shutdown [graceful]' command.",
 )
 def serve(config_file: str | None, **options: Any) -> None:
-    """Run the Gearman job server in the foreground (or with -d in the background)."""
+    """Run the Gearman job server in the foreground (or with -d in the background).
+
+    Every option of gearmand 1.1 is accepted, also from a gearmand option file
+    (--config-file FILE or @FILE). Options also come from the environment as
+    GEARTRAIN_<OPTION> (GEARTRAIN_PORT=4731).
+    """
+    check_only = options.pop("check_args")
     try:
+        notices = _apply_gearmand_options(options)
         settings = _settings(config_file, options)
         settings.validate()
+        if settings.user:
+            _become(settings.user)
+        _set_limits(settings)
+        _default_log_file(settings)
+        if check_only:
+            return
+        # Before forking, so that a log file that cannot be opened is reported here.
+        handler = _configure_logging(settings)
     except (ValueError, OSError) as exc:
         raise click.UsageError(str(exc)) from exc
     notify = _daemonize() if settings.daemon else None
-    handler = _configure_logging(settings)
+    for notice in notices:
+        logger.log(NOTICE, "%s", notice)
     try:
         code = _run(settings, handler, notify)
     finally:
@@ -111,6 +198,32 @@ def serve(config_file: str | None, **options: Any) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(settings.pid_file)
     sys.exit(code)
+
+
+def _apply_gearmand_options(options: dict[str, Any]) -> list[str]:
+    """Fold gearmand's spellings into ours; return the notices to log at start-up.
+
+    Removes gearmand's own options from ``options``, leaving only Settings fields.
+    """
+    gearmand = {name: options.pop(name) for name in _GEARMAND_ONLY}
+    notices = [IGNORED[name] for name in IGNORED if gearmand.get(name) not in (None, (), False)]
+    for protocol in gearmand["protocol"]:
+        if protocol.lower() != "http":
+            raise ValueError(f"unknown protocol module {protocol!r} (gearmand has only http)")
+        notices.append("the HTTP protocol module is not part of this version; -r http is ignored")
+    if gearmand["ssl"]:
+        raise ValueError("--ssl: TLS is not available in this version of geartrain")
+    queue = options.get("queue")
+    if queue is not None and "://" not in queue and queue.lower() != "none":
+        options["queue"], prefix = queue_url(queue, gearmand)
+        if prefix and options.get("queue_prefix") is None:
+            options["queue_prefix"] = prefix
+    steps = options.pop("more_verbose")
+    if steps:
+        names = list(LEVELS)
+        current = names.index((options.get("verbose") or "NOTICE").upper())
+        options["verbose"] = names[min(current + steps, len(names) - 1)]
+    return notices
 
 
 def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
@@ -135,6 +248,63 @@ class _ReopenableFileHandler(logging.FileHandler):
             self.release()
 
 
+def _become(user: str) -> None:
+    """Switch to ``user`` (gearmand's -u), before any file is opened or created."""
+    _import_before_switching()
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"-u {user}: no such user") from None
+    if os.geteuid() == entry.pw_uid:
+        return
+    if os.geteuid() != 0:
+        raise ValueError(f"-u {user}: must be root to switch users")
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    # The state directory and anything else found through HOME are now the user's.
+    os.environ.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+    os.environ.pop("XDG_STATE_HOME", None)
+
+
+def _import_before_switching() -> None:
+    """Import what the server imports on demand while the interpreter is surely readable.
+
+    The interpreter's library may not be readable by the user we switch to (a Python
+    installed under root's home): the server itself must not depend on reading it later.
+    """
+    import concurrent.futures.thread  # noqa: F401 - asyncio resolves names in a thread
+    import encodings.idna  # noqa: F401 - asyncio and uvloop encode host names with it
+    import logging.handlers  # noqa: F401 - --syslog
+
+    import geartrain.server.app
+    import geartrain.server.persistence  # noqa: F401
+
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401
+
+
+def _set_limits(settings: Settings) -> None:
+    if settings.file_descriptors:
+        wanted = settings.file_descriptors
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"-f {wanted}: cannot raise the open-files limit: {exc}") from exc
+    if settings.coredump:
+        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+
+
+def _default_log_file(settings: Settings) -> None:
+    """A daemon has no terminal: without -l it logs to geartrain.log in the state directory."""
+    if settings.daemon and settings.log_file is None:
+        directory = state_directory()
+        directory.mkdir(parents=True, exist_ok=True)
+        settings.log_file = str(directory / "geartrain.log")
+
+
 def _configure_logging(settings: Settings) -> logging.Handler | None:
     level = LEVELS[settings.verbose.upper()]
     root = logging.getLogger()
@@ -149,6 +319,21 @@ def _configure_logging(settings: Settings) -> logging.Handler | None:
         handler = _ReopenableFileHandler(target)
     handler.setFormatter(logging.Formatter(_LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
     root.addHandler(handler)
+    if settings.syslog:
+        root.addHandler(_syslog_handler())
+    return handler
+
+
+#: The local syslog socket; tests point it elsewhere.
+SYSLOG_SOCKET = os.environ.get("GEARTRAIN_SYSLOG_SOCKET", "/dev/log")
+
+
+def _syslog_handler() -> logging.Handler:
+    handler = logging.handlers.SysLogHandler(
+        address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_USER
+    )
+    # As gearmand: ident, then the message; the level goes into the priority.
+    handler.setFormatter(logging.Formatter("geartrain[%(process)d]: %(name)s: %(message)s"))
     return handler
 
 
@@ -194,6 +379,7 @@ async def _main(settings: Settings, handler: logging.Handler | None, notify: int
     except OSError as exc:
         raise StartupError(f"cannot listen: {exc}") from exc
     except Exception as exc:
+        logger.debug("start-up failed", exc_info=True)
         raise StartupError(f"start-up failed: {exc}") from exc
     # Everything alive now (the replayed jobs included) lives long: keep it out of the
     # cyclic collector's scans. Done here, not in Server, because it is process-wide.
@@ -212,16 +398,24 @@ def _write_pid_file(path: str) -> None:
 
 
 async def _open_store(settings: Settings) -> Any:
-    if settings.queue.lower() in ("none", ""):
+    url = settings.queue_url()
+    if url.lower() in ("none", ""):
         if settings.import_gearmand:
             raise StartupError("--import-gearmand needs a persistent queue (not --queue none)")
+        logger.log(NOTICE, "no persistent queue: background jobs live in memory only")
         return None
     from geartrain.server.persistence import open_store
 
+    if settings.queue is None:  # the default file: its directory may not exist yet
+        try:
+            state_directory().mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create the state directory: {exc}") from exc
     try:
-        store = open_store(settings.queue, prefix=settings.queue_prefix)
+        store = open_store(url, prefix=settings.queue_prefix)
     except Exception as exc:  # a bad URL or a missing driver: say which
-        raise StartupError(f"persistent queue {settings.queue!r}: {exc}") from exc
+        raise StartupError(f"persistent queue {url!r}: {exc}") from exc
+    logger.log(NOTICE, "persistent queue: %s", _without_password(url))
     if settings.import_gearmand and store is not None:
         from geartrain.server.persistence.gearmand_import import import_into
 
@@ -230,6 +424,14 @@ async def _open_store(settings: Settings) -> Any:
         except Exception as exc:  # bad URL, missing driver, unreachable database
             raise StartupError(f"importing the gearmand queue failed: {exc}") from exc
     return store
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def _use_uvloop() -> None:
@@ -265,3 +467,17 @@ def _notify(fd: int, message: bytes) -> None:
     with contextlib.suppress(OSError):
         os.write(fd, message)
         os.close(fd)
+
+
+serve.params.extend(_GEARMAND_PARAMS)
+
+
+def _environment_names() -> None:
+    """GEARTRAIN_<OPTION> (as documented) and GEARTRAIN_SERVE_<OPTION> (click's own) both work."""
+    for param in serve.params:
+        if isinstance(param, click.Option) and param.name and not param.hidden:
+            name = param.name.upper()
+            param.envvar = [f"GEARTRAIN_{name}", f"GEARTRAIN_SERVE_{name}"]
+
+
+_environment_names()

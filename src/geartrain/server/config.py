@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import pwd
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -52,7 +54,8 @@ class Settings:
     #: Treat every client as if it sent OPTION_REQ exceptions.
     exceptions: bool = False
     #: Persistent queue URL: sqlite:///file, postgresql://, mysql://, redis://, or none.
-    queue: str = "sqlite:///geartrain.sqlite3"
+    #: None = the SQLite file ``geartrain.sqlite3`` in :func:`state_directory`.
+    queue: str | None = None
     #: Table/key prefix for the persistent queue.
     queue_prefix: str = "geartrain"
     #: Largest packet body accepted (gearmand has no limit; 4 GiB bodies would be
@@ -76,6 +79,20 @@ class Settings:
     admin_shutdown: bool = False
     #: Import the jobs of a gearmand queue at start-up (URL, see persistence docs).
     import_gearmand: str | None = None
+    #: Run as this user: privileges are dropped first thing, as gearmand does.
+    user: str | None = None
+    #: Raise the open-files limit to this many (0 = leave it).
+    file_descriptors: int = 0
+    #: Also log to syslog (the local syslog socket, as gearmand's --syslog).
+    syslog: bool = False
+    #: Let fatal signals leave a core file (raises the core size limit).
+    coredump: bool = False
+
+    def queue_url(self) -> str:
+        """The persistent queue to use, the default one resolved."""
+        if self.queue is not None:
+            return self.queue
+        return f"sqlite:///{state_directory() / 'geartrain.sqlite3'}"
 
     def handle_prefix(self) -> bytes:
         prefix = self.job_handle_prefix
@@ -94,6 +111,24 @@ class Settings:
             raise ValueError("job-retries and worker-wakeup must be 0 or more")
         if self.max_packet_size < 1024:
             raise ValueError("max-packet-size must be at least 1024 bytes")
+
+
+def state_directory() -> Path:
+    """Where the server keeps its state (the default SQLite queue) when not told.
+
+    ``$STATE_DIRECTORY`` when systemd gives one (``StateDirectory=``), /var/lib/geartrain for
+    root, else ``$XDG_STATE_HOME/geartrain`` or ``~/.local/state/geartrain`` of the user the
+    server runs as. Never the current directory: a service started from / must not write
+    /geartrain.sqlite3.
+    """
+    given = os.environ.get("STATE_DIRECTORY")
+    if given:
+        return Path(given.split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/geartrain")
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".local" / "state"
+    return base / "geartrain"
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,354 @@
+"""gearmand's whole command line, read from the real ``gearmand --help``, and what it does here."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.interop.wire import Conn, P
+from tests.support import GEARMAND, admin_command, free_port, wait_for_port
+
+pytestmark = pytest.mark.interop
+
+SERVE = [sys.executable, "-m", "geartrain", "serve"]
+
+#: A value for each gearmand option that takes one (anything else gets "1").
+VALUES = {
+    "backlog": "64",
+    "file-descriptors": "1024",
+    "job-handle-prefix": "H:opt",
+    "log-file": "none",
+    "listen": "127.0.0.1",
+    "pid-file": "{tmp}/gearmand.pid",
+    "protocol": "http",
+    "queue-type": "builtin",
+    "config-file": "{tmp}/gearmand.conf",
+    "user": "root",
+    "verbose": "INFO",
+    "libsqlite3-db": "{tmp}/queue.db",
+    "libsqlite3-table": "gearman_queue",
+    "libpq-table": "queue",
+    "mysql-table": "gearman_queue",
+    "redis-prefix": "gear",
+    "ssl-ca-file": "{tmp}/ca.pem",
+    "ssl-certificate": "{tmp}/cert.pem",
+    "ssl-key": "{tmp}/key.pem",
+}
+#: Accepted by the parser but refused at start-up on purpose, with the reason.
+REFUSED = {
+    # Plain text where TLS was asked for is gearmand's issue #207; we say no instead.
+    "ssl": "TLS is not available",
+}
+
+
+def gearmand_options() -> list[tuple[str, str | None, bool]]:
+    """(long name, short letter, takes a value) for every option gearmand 1.1 lists."""
+    if GEARMAND is None:
+        pytest.skip("gearmand is not installed: apt-get install gearman-job-server")
+    text = subprocess.run(
+        [GEARMAND, "--help"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+    found = re.findall(r"^\s+(?:-(\w) \[ )?--([\w-]+)(?: \])?( arg)?", text, re.M)
+    options = [(name, short or None, bool(arg)) for short, name, arg in found]
+    assert len(options) > 40, text  # the parse really found the list
+    return options
+
+
+def admin_value(port: int, line: bytes, host: str = "127.0.0.1") -> bytes:
+    """The one-line reply to an admin command such as ``verbose`` or ``version``."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(line + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+
+
+def run_serve(args: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SERVE, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_every_option_of_gearmand_help_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "gearmand.conf").write_text("--port=4731\n")
+    for name, short, takes_value in gearmand_options():
+        if name == "help":
+            continue
+        value = VALUES.get(name, "1").format(tmp=tmp_path) if takes_value else None
+        for spelling in [f"--{name}", *([f"-{short}"] if short else [])]:
+            args = [spelling, *([value] if value is not None else [])]
+            if name == "version":
+                result = run_serve(args)
+                assert result.returncode == 0 and "geartrain" in result.stdout, args
+                continue
+            result = run_serve([*args, "--queue", "none", "--check-args"])
+            if name in REFUSED:
+                assert result.returncode == 2 and REFUSED[name] in result.stderr, args
+            else:
+                assert result.returncode == 0, (args, result.stderr)
+
+
+def test_gearmand_queue_types_choose_our_stores(tmp_path: Path) -> None:
+    ok = run_serve(["-q", "Postgres", "--libpq-conninfo", "host=127.0.0.1 dbname=test", "-h"])
+    assert ok.returncode == 0
+    for args, error in [
+        (["-q", "libmemcached"], "not supported"),
+        (["-q", "libsqlite3"], "needs --libsqlite3-db"),
+        (["-q", "nosuch"], "unknown queue type"),
+        (["-r", "nosuch"], "unknown protocol module"),
+        (["@" + str(tmp_path / "missing.conf")], "cannot read option file"),
+    ]:
+        result = run_serve([*args, "--check-args"])
+        assert result.returncode == 2 and error in result.stderr, (args, result.stderr)
+
+
+class Server:
+    """``geartrain serve`` with some options, on a free port, stopped at the end."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [*SERVE, "-L", "127.0.0.1", *args],
+            env={**os.environ, "GEARMAND_PORT": str(self.port), **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port("127.0.0.1", self.port, proc=self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(15)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def proc_field(pid: int, name: str, field: str) -> str:
+    for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+        if line.startswith(field):
+            return line
+    raise AssertionError(f"{field} not in /proc/{pid}/{name}")
+
+
+def test_backlog_file_descriptors_and_verbosity_act(servers: list[Server]) -> None:
+    server = Server(["--queue", "none", "-b", "77", "-f", "4321", "-v"])
+    servers.append(server)
+    assert proc_field(server.proc.pid, "limits", "Max open files").split()[3] == "4321"
+    listing = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+    ).stdout
+    assert listing.split()[2] == "77", listing  # Send-Q of a listener is its backlog
+    assert admin_value(server.port, b"verbose") == b"OK INFO\n"  # NOTICE, one -v up
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_user_drops_privileges(servers: list[Server]) -> None:
+    server = Server(["--queue", "none", "-u", "nobody"])
+    servers.append(server)
+    nobody = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout)
+    assert proc_field(server.proc.pid, "status", "Uid:").split()[1:] == [str(nobody)] * 4
+
+
+def test_syslog_receives_the_log(tmp_path: Path, servers: list[Server]) -> None:
+    path = str(tmp_path / "log.sock")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(path)
+    sink.settimeout(10)
+    try:
+        servers.append(Server(["--queue", "none", "--syslog"], {"GEARTRAIN_SYSLOG_SOCKET": path}))
+        messages = b""
+        while b"listening on" not in messages:
+            messages += sink.recv(4096)
+    finally:
+        sink.close()
+    assert b"geartrain[" in messages
+
+
+def test_option_files_and_environment_names(tmp_path: Path, servers: list[Server]) -> None:
+    (tmp_path / "opts").write_text("--verbose=DEBUG  # gearmand's format\n--queue=none\n")
+    server = Server([f"@{tmp_path / 'opts'}"])
+    servers.append(server)
+    assert admin_value(server.port, b"verbose") == b"OK DEBUG\n"
+    server = Server(["--config-file", str(tmp_path / "opts")], {"GEARTRAIN_VERBOSE": "INFO"})
+    servers.append(server)
+    # The file's options stand where it was named, so they win over the environment.
+    assert admin_value(server.port, b"verbose") == b"OK DEBUG\n"
+    port = free_port()
+    env = {**os.environ, "GEARTRAIN_PORT": str(port), "GEARTRAIN_QUEUE": "none"}
+    proc = subprocess.Popen([*SERVE, "-L", "127.0.0.1"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, proc=proc)  # the documented GEARTRAIN_<OPTION> name
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_libsqlite3_queue_keeps_jobs_across_a_restart(tmp_path: Path) -> None:
+    args = ["-q", "libsqlite3", f"--libsqlite3-db={tmp_path / 'q.db'}", "--store-queue-on-shutdown"]
+    server = Server(args)
+    try:
+        with Conn(("127.0.0.1", server.port)) as conn:
+            conn.submit(b"kept", b"u1", b"payload", P.SUBMIT_JOB_BG)
+    finally:
+        assert server.stop() == 0
+    assert (tmp_path / "q.db").exists()
+    again = Server(args)
+    try:
+        assert b"kept\t1\t0\t0" in admin_command(again.port, b"status")
+    finally:
+        again.stop()
+
+
+def test_default_queue_and_daemon_log_go_to_the_state_directory(tmp_path: Path) -> None:
+    pid_file = tmp_path / "g.pid"
+    port = free_port()
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path), "GEARMAND_PORT": str(port)}
+    started = subprocess.run(
+        [*SERVE, "-L", "127.0.0.1", "-d", "-P", str(pid_file)],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    pid = int(pid_file.read_text())
+    try:
+        assert (tmp_path / "geartrain.sqlite3").exists()
+        log = (tmp_path / "geartrain.log").read_text()
+        assert f"persistent queue: sqlite:///{tmp_path}/geartrain.sqlite3" in log
+        assert "listening on 127.0.0.1" in log
+        assert not Path("/geartrain.sqlite3").exists()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert not pid_file.exists()
+
+
+# -- Debian's gearman-job-server units, with geartrain where they call gearmand -------------
+
+UNIT = Path("/lib/systemd/system/gearman-job-server.service")
+INIT = Path("/etc/init.d/gearman-job-server")
+DEFAULTS = Path("/etc/default/gearman-job-server")
+
+
+def debian_params() -> list[str]:
+    """$PARAMS as /etc/default/gearman-job-server sets it (the shell does the parsing)."""
+    if not DEFAULTS.exists():
+        pytest.skip("Debian's gearman-job-server is not installed")
+    out = subprocess.run(
+        ["sh", "-c", f'. {DEFAULTS}; printf "%s" "$PARAMS"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.split()
+
+
+def relocated(words: list[str], tmp: Path) -> list[str]:
+    # The only change besides the binary: the pid and log directories move to a temporary
+    # one, so the test leaves the machine's own files alone.
+    text = " ".join(words)
+    text = text.replace("/run/gearman", str(tmp)).replace("/var/log/gearman-job-server", str(tmp))
+    return text.split()
+
+
+def start_as_debian(args: list[str], tmp: Path, user: str | None) -> tuple[int, int]:
+    port = free_port()
+    # The port and the queue come from the environment, leaving the argument list as shipped.
+    # No persistent queue: the SQLite queue's writer is a child process of the interpreter,
+    # which the gearman user may not be allowed to run from where the tests' one lives.
+    env = {**os.environ, "GEARMAND_PORT": str(port), "GEARTRAIN_QUEUE": "none"}
+    prefix = ["runuser", "-u", user, "--"] if user else []
+    started = subprocess.run(
+        [*prefix, *SERVE, *args], env=env, capture_output=True, timeout=30, check=False
+    )
+    assert started.returncode == 0, started.stderr
+    wait_for_port("localhost", port)
+    return port, int((tmp / "gearmand.pid").read_text())
+
+
+def stop_by_pid_file(pid: int, pid_file: Path) -> None:
+    os.kill(pid, signal.SIGTERM)  # what systemd and start-stop-daemon --stop send
+    deadline = time.monotonic() + 15
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_file.exists()
+
+
+@pytest.fixture
+def gearman_dir() -> Iterator[Path]:
+    """A directory the gearman user owns and can reach (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="geartrain-debian-"))
+    shutil.chown(path, "gearman", "gearman")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="Debian's units start as root")
+def test_debian_systemd_unit_starts_and_stops_geartrain(gearman_dir: Path) -> None:
+    if not UNIT.exists():
+        pytest.skip("Debian's gearman-job-server unit is not installed")
+    exec_start = next(
+        line.split("=", 1)[1]
+        for line in UNIT.read_text().splitlines()
+        if line.startswith("ExecStart=")
+    )
+    binary, *words = exec_start.split()
+    assert binary.endswith("/gearmand")
+    args = relocated([w for w in words if w != "$PARAMS"] + debian_params(), gearman_dir)
+    user = next(
+        line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("User=")
+    )
+    can_run = subprocess.run(["runuser", "-u", user, "--", *SERVE, "--version"], check=False)
+    if can_run.returncode != 0:
+        pytest.skip(f"the {user} user cannot run this interpreter ({sys.executable})")
+    port, pid = start_as_debian(args, gearman_dir, user)
+    assert admin_value(port, b"version", host="localhost").startswith(b"OK ")
+    assert "listening on" in (gearman_dir / "gearmand.log").read_text()
+    stop_by_pid_file(pid, gearman_dir / "gearmand.pid")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="Debian's init script starts as root")
+def test_debian_init_script_starts_and_stops_geartrain(gearman_dir: Path) -> None:
+    if not INIT.exists():
+        pytest.skip("Debian's gearman-job-server init script is not installed")
+    script = INIT.read_text()
+    # The script's own argument list: start-stop-daemon ... -- --pid-file=$PIDFILE --user=...
+    assert "--pid-file=$PIDFILE" in script and "--user=$GEARMANUSER" in script
+    user = re.search(r'^GEARMANUSER="(\w+)"', script, re.M)
+    assert user is not None
+    args = relocated(
+        ["--pid-file=/run/gearman/gearmand.pid", f"--user={user[1]}", *debian_params()], gearman_dir
+    )
+    port, pid = start_as_debian(args, gearman_dir, None)
+    assert proc_field(pid, "status", "Uid:").split()[1] != "0"  # --user took effect
+    assert admin_value(port, b"version", host="localhost").startswith(b"OK ")
+    stop_by_pid_file(pid, gearman_dir / "gearmand.pid")
