@@ -20,7 +20,7 @@ from geartrain.errors import (
 )
 from geartrain.worker import Job
 from tests.client.helpers import worker_thread
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess, free_port, start_geartrain
 
 
 def reverse(job: Job) -> bytes:
@@ -327,3 +327,18 @@ def test_client_id_and_status_lookup_across_servers(any_server: ServerProcess) -
         assert client.get_status_unique("held-1", timeout=10).known
         with AdminClient(any_server.address) as admin:
             assert "reporting" in {w.client_id for w in admin.workers()}
+
+
+@pytest.mark.parametrize("size", [200_000, 16 * 1024 * 1024])
+def test_a_refused_oversized_job_names_the_servers_refusal(size: int) -> None:
+    # Large enough, the server's ERROR and close arrive while the client is still sending:
+    # that must still read as the server's refusal, not as "no job server reachable".
+    server = start_geartrain(args=["--max-packet-size", "65536"])
+    try:
+        with Client([server.address], timeout=10) as client:
+            with pytest.raises(ServerError, match="ARGUMENT_TOO_LARGE"):
+                client.call("big", b"x" * size, timeout=10)
+            # The client reconnects for the next job.
+            assert client.submit_background("small", b"x").startswith(b"H:")
+    finally:
+        server.stop()

@@ -8,6 +8,7 @@ updates of every other task in flight and calls their callbacks. A
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import selectors
@@ -348,6 +349,11 @@ class Client:
                 try:
                     conn.sock.sendall(conn.protocol.data_to_send())
                 except OSError as exc:
+                    if self._refused(conn, task):
+                        # The server answered ERROR and closed (a packet over its size
+                        # limit): that refusal, not a lost connection, is the outcome.
+                        self._lost(conn, f"send failed: {exc}")
+                        return
                     # sendall() failed, so the packet did not reach the server
                     # whole and cannot have become a job: the next server may
                     # take it without any risk of running it twice.
@@ -357,6 +363,19 @@ class Client:
                 task.server = address
                 return
         raise NoServerAvailable(self._unavailable())
+
+    def _refused(self, conn: _Connection, task: SyncTask) -> bool:
+        """Read what a server sent before it cut a send short; True if it refused ``task``."""
+        conn.sock.setblocking(False)
+        received = b""
+        with contextlib.suppress(OSError):
+            while chunk := conn.sock.recv(_READ_SIZE):
+                received += chunk
+        try:
+            self._dispatch(conn.protocol.receive_data(received))
+        except GeartrainError:
+            return False
+        return task.error is not None
 
     def _unavailable(self) -> str:
         names = ", ".join(format_address(a) for a in self.servers)
