@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 #: gearmand's queue plug-in names (``-q``, compared without case) and what they map to.
@@ -75,31 +75,56 @@ def _read_option_file(path: str) -> list[str]:
     return [token for line in lines for token in shlex.split(line)]
 
 
-def queue_url(kind: str, options: dict[str, Any]) -> tuple[str, str | None]:
-    """Our queue URL and table/key prefix for gearmand's ``-q NAME`` and its options.
+class GearmandQueue(NamedTuple):
+    """What gearmand's ``-q NAME`` and its options mean here."""
+
+    #: Our queue, at the same place (file, database, Redis server).
+    url: str
+    #: gearmand's queue table there, imported at start-up (see --import-gearmand), if any.
+    import_from: str | None = None
+    #: Our key prefix, where gearmand's option names one (--redis-prefix).
+    prefix: str | None = None
+
+
+def gearmand_queue(kind: str, options: dict[str, Any]) -> GearmandQueue:
+    """Our queue for gearmand's ``-q NAME`` and its options.
+
+    A gearmand queue becomes ours at the same place, and the jobs gearmand left in its own
+    table there are imported at start-up (the import renames that table afterwards, so
+    it happens once): switching the binary loses no queued job.
 
     Raises:
         ValueError: an unknown or unsupported plug-in, or a missing required option.
     """
     name = kind.lower()
     if name == _BUILTIN:
-        return "none", None
+        return GearmandQueue("none")
     if name == _SQLITE:
         db = options.get("libsqlite3_db")
         if not db:
             raise ValueError("-q libsqlite3 needs --libsqlite3-db FILE")
-        return f"sqlite:///{Path(db).resolve()}", options.get("libsqlite3_table")
+        url = f"sqlite:///{Path(db).resolve()}"
+        return GearmandQueue(url, _with_table(url, options.get("libsqlite3_table")))
     if name == _POSTGRES:
-        return _libpq_url(options.get("libpq_conninfo") or ""), options.get("libpq_table")
+        url = _libpq_url(options.get("libpq_conninfo") or "")
+        return GearmandQueue(url, _with_table(url, options.get("libpq_table")))
     if name == _MYSQL:
-        return _mysql_url(options), options.get("mysql_table")
+        url = _mysql_url(options)
+        return GearmandQueue(url, _with_table(url, options.get("mysql_table")))
     if name == _REDIS:
-        return _redis_url(options), options.get("redis_prefix")
+        # gearmand's Redis keys are not imported: their layout loses epoch jobs anyway.
+        return GearmandQueue(_redis_url(options), None, options.get("redis_prefix"))
     if name in _UNSUPPORTED:
         raise ValueError(f"-q {kind}: not supported: {_UNSUPPORTED[name]}")
     raise ValueError(
         f"unknown queue type {kind!r}: use builtin, libsqlite3, Postgres, MySQL, redis or a URL"
     )
+
+
+def _with_table(url: str, table: str | None) -> str:
+    if not table:
+        return url
+    return url + ("&" if "?" in url else "?") + f"table={quote(table, safe='')}"
 
 
 def _libpq_url(conninfo: str) -> str:

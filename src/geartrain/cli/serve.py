@@ -18,7 +18,7 @@ import click
 from geartrain import __version__
 from geartrain.server.config import LEVELS, NOTICE, Settings, load_file, state_directory
 
-from .gearmand_options import IGNORED, expand_option_files, queue_url
+from .gearmand_options import IGNORED, expand_option_files, gearmand_queue
 
 logger = logging.getLogger("geartrain.server")
 
@@ -215,9 +215,12 @@ def _apply_gearmand_options(options: dict[str, Any]) -> list[str]:
         raise ValueError("--ssl: TLS is not available in this version of geartrain")
     queue = options.get("queue")
     if queue is not None and "://" not in queue and queue.lower() != "none":
-        options["queue"], prefix = queue_url(queue, gearmand)
-        if prefix and options.get("queue_prefix") is None:
-            options["queue_prefix"] = prefix
+        plugin = gearmand_queue(queue, gearmand)
+        options["queue"] = plugin.url
+        if plugin.prefix and options.get("queue_prefix") is None:
+            options["queue_prefix"] = plugin.prefix
+        if plugin.import_from and options.get("import_gearmand") is None:
+            options["import_gearmand"] = plugin.import_from
     steps = options.pop("more_verbose")
     if steps:
         names = list(LEVELS)
