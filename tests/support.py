@@ -22,12 +22,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def admin_command(port: int, line: bytes, host: str = "127.0.0.1") -> bytes:
-    """Send one admin list command (status, workers, ...) and return its reply."""
+def admin_command(port: int, line: bytes, host: str = "127.0.0.1", end: bytes = b".\n") -> bytes:
+    """Send one admin command and return its reply: a list (status, workers, ...) by default,
+    or with ``end=b"\\n"`` a one-line value (version, verbose)."""
     with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(line + b"\n")
         reply = b""
-        while not reply.endswith(b".\n"):
+        while not reply.endswith(end):
             chunk = sock.recv(65536)
             if not chunk:
                 break

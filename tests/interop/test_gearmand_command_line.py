@@ -67,15 +67,7 @@ def gearmand_options() -> list[tuple[str, str | None, bool]]:
 
 def admin_value(port: int, line: bytes, host: str = "127.0.0.1") -> bytes:
     """The one-line reply to an admin command such as ``verbose`` or ``version``."""
-    with socket.create_connection((host, port), timeout=10) as sock:
-        sock.sendall(line + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-        return reply
+    return admin_command(port, line, host, end=b"\n")
 
 
 def run_serve(args: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
