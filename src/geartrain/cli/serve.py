@@ -73,7 +73,7 @@ def _gearmand_params() -> list[click.Parameter]:
 
 #: Added to ``serve`` below; folded into our settings by _apply_gearmand_options.
 _GEARMAND_PARAMS = _gearmand_params()
-_GEARMAND_ONLY = [param.name for param in _GEARMAND_PARAMS if param.name != "check_args"]
+_GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "check_args"]
 
 
 @click.command(cls=_GearmandCommand, context_settings={"help_option_names": ["-h", "--help"]})
