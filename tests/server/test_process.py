@@ -145,12 +145,13 @@ def test_daemon_parent_exits_zero_only_once_listening(tmp_path: Path) -> None:
     assert not pid_file.exists()
 
 
-def test_daemon_parent_fails_when_the_port_is_taken() -> None:
+def test_daemon_parent_fails_when_the_port_is_taken(tmp_path: Path) -> None:
+    log = str(tmp_path / "d.log")  # without -l a daemon logs into the state directory
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = _serve("-d", "-L", "127.0.0.1", "-p", str(port), "--queue", "none")
+        done = _serve("-d", "-L", "127.0.0.1", "-p", str(port), "--queue", "none", "-l", log)
     assert done.returncode == 1
     assert b"cannot listen" in done.stderr
 

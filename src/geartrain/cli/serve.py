@@ -181,9 +181,9 @@ def serve(config_file: str | None, **options: Any) -> None:
         if settings.user:
             _become(settings.user)
         _set_limits(settings)
-        _default_log_file(settings)
         if check_only:
             return
+        _default_log_file(settings)
         # Before forking, so that a log file that cannot be opened is reported here.
         handler = _configure_logging(settings)
     except (ValueError, OSError) as exc:
