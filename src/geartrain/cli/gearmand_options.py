@@ -12,6 +12,7 @@ same before the command line is parsed, so the file's options stand where it was
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -82,7 +83,9 @@ class GearmandQueue(NamedTuple):
     url: str
     #: gearmand's queue table there, imported at start-up (see --import-gearmand), if any.
     import_from: str | None = None
-    #: Our key prefix, where gearmand's option names one (--redis-prefix).
+    #: Our table or key prefix, where gearmand's options name one (--redis-prefix, or an
+    #: explicit --libsqlite3-table, --libpq-table, --mysql-table): two gearmands with their
+    #: own tables in one database stay two separate queues here too.
     prefix: str | None = None
 
 
@@ -103,14 +106,13 @@ def gearmand_queue(kind: str, options: dict[str, Any]) -> GearmandQueue:
         db = options.get("libsqlite3_db")
         if not db:
             raise ValueError("-q libsqlite3 needs --libsqlite3-db FILE")
-        url = f"sqlite:///{Path(db).resolve()}"
-        return GearmandQueue(url, _with_table(url, options.get("libsqlite3_table")))
+        return _sql_queue(f"sqlite:///{Path(db).resolve()}", options.get("libsqlite3_table"))
     if name == _POSTGRES:
-        url = _libpq_url(options.get("libpq_conninfo") or "")
-        return GearmandQueue(url, _with_table(url, options.get("libpq_table")))
+        return _sql_queue(
+            _libpq_url(options.get("libpq_conninfo") or ""), options.get("libpq_table")
+        )
     if name == _MYSQL:
-        url = _mysql_url(options)
-        return GearmandQueue(url, _with_table(url, options.get("mysql_table")))
+        return _sql_queue(_mysql_url(options), options.get("mysql_table"))
     if name == _REDIS:
         # gearmand's Redis keys are not imported: their layout loses epoch jobs anyway.
         return GearmandQueue(_redis_url(options), None, options.get("redis_prefix"))
@@ -121,37 +123,56 @@ def gearmand_queue(kind: str, options: dict[str, Any]) -> GearmandQueue:
     )
 
 
-def _with_table(url: str, table: str | None) -> str:
+def _sql_queue(url: str, table: str | None) -> GearmandQueue:
+    """Our queue at ``url``, importing gearmand's ``table`` there (its default if None)."""
     if not table:
-        return url
-    return url + ("&" if "?" in url else "?") + f"table={quote(table, safe='')}"
+        return GearmandQueue(url, url)
+    import_from = url + ("&" if "?" in url else "?") + f"table={quote(table, safe='')}"
+    return GearmandQueue(url, import_from, table)
 
 
 def _libpq_url(conninfo: str) -> str:
     """A libpq connection string (URL or ``key=value ...``) as a URL."""
     if conninfo.startswith(("postgres://", "postgresql://")):
         return conninfo
-    pairs = dict(_conninfo_pairs(conninfo))
+    pairs = _conninfo_pairs(conninfo)
     user = pairs.pop("user", "")
     password = pairs.pop("password", "")
     host = pairs.pop("host", "")
     port = pairs.pop("port", "")
     dbname = pairs.pop("dbname", "")
+    if host.startswith("/"):  # a Unix socket directory cannot stand in a URL's netloc
+        pairs = {"host": host, **pairs}
+        host = ""
+    elif ":" in host:  # an IPv6 address
+        host = f"[{host}]"
     credentials = quote(user, safe="")
     if password:
         credentials += ":" + quote(password, safe="")
     netloc = (credentials + "@" if credentials else "") + host + (f":{port}" if port else "")
-    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs.items())
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='/')}" for k, v in pairs.items())
     return f"postgresql://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
 
 
-def _conninfo_pairs(conninfo: str) -> list[tuple[str, str]]:
-    pairs = []
-    for token in shlex.split(conninfo):
-        key, sep, value = token.partition("=")
-        if not sep:
-            raise ValueError(f"--libpq-conninfo: {token!r} is not key=value")
-        pairs.append((key.strip(), value))
+#: One ``key = value`` of a libpq connection string; a value is a word or 'quoted'
+#: (backslash escapes the next character), as libpq's own parser reads it.
+_CONNINFO_PAIR = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']\S*)\s*")
+
+
+def _conninfo_pairs(conninfo: str) -> dict[str, str]:
+    pairs = {}
+    position = 0
+    while position < len(conninfo.rstrip()):
+        match = _CONNINFO_PAIR.match(conninfo, position)
+        if match is None:
+            raise ValueError(
+                f"--libpq-conninfo: cannot read {conninfo[position:].strip()!r} as key=value"
+            )
+        key, value = match.groups()
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        pairs[key] = value
+        position = match.end()
     return pairs
 
 
