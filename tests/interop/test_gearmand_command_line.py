@@ -13,15 +13,19 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.interop.wire import Conn, P
+from tests.persistence.conftest import MYSQL_URL, POSTGRES_URL, REDIS_URL, require_service
 from tests.support import GEARMAND, admin_command, free_port, start_gearmand, wait_for_port
 
 pytestmark = pytest.mark.interop
 
 SERVE = [sys.executable, "-m", "geartrain", "serve"]
+
+SERVICE_URLS = {"postgres": POSTGRES_URL, "mysql": MYSQL_URL, "redis": REDIS_URL}
 
 #: A value for each gearmand option that takes one (anything else gets "1").
 VALUES = {
@@ -226,6 +230,56 @@ def test_gearmands_sqlite_queue_carries_over_to_geartrain(tmp_path: Path) -> Non
             assert line in status, status
     finally:
         again.stop()
+
+
+def plugin_options(kind: str, url: str, table: str) -> list[str]:
+    """gearmand's ``-q`` options naming the database at ``url`` (our test service)."""
+    parts = urlsplit(url)
+    host, port, user = parts.hostname or "127.0.0.1", str(parts.port), parts.username or ""
+    database, password = parts.path.lstrip("/"), parts.password
+    if kind == "postgres":
+        conninfo = f"host={host} port={port} user={user} dbname={database}"
+        conninfo += f" password='{password}'" if password else ""
+        return ["-q", "Postgres", "--libpq-conninfo", conninfo, "--libpq-table", table]
+    if kind == "mysql":
+        args = ["-q", "MySQL", f"--mysql-host={host}", f"--mysql-port={port}"]
+        args += [f"--mysql-user={user}", f"--mysql-db={database}", f"--mysql-table={table}"]
+        return args + ([f"--mysql-password={password}"] if password else [])
+    args = ["-q", "redis", "--redis-server", host, "--redis-port", port, "--redis-prefix", table]
+    return args + (["--redis-password", password] if password else [])
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql", "redis"])
+def test_gearmand_queue_options_open_our_database_queues(kind: str, tmp_path: Path) -> None:
+    """-q Postgres/MySQL/redis with gearmand's options: a background job outlives a restart."""
+    require_service(kind)
+    scheme = {"postgres": "postgresql", "mysql": "mysql", "redis": "redis"}[kind]
+    args = [*plugin_options(kind, SERVICE_URLS[kind], "geartrain_cli_options")]
+    function = f"cli_options_{os.getpid()}".encode()  # this run's own, in a shared database
+    log = tmp_path / "first.log"
+    server = Server([*args, "-l", str(log)])
+    try:
+        with Conn(("127.0.0.1", server.port)) as conn:
+            conn.submit(function, b"u1", b"payload", P.SUBMIT_JOB_BG)
+    finally:
+        assert server.stop() == 0
+    assert f"persistent queue: {scheme}://" in log.read_text()
+    again = Server(args)
+    try:
+        assert function + b"\t1\t0\t0" in admin_command(again.port, b"status")
+        with Conn(("127.0.0.1", again.port)) as worker:  # run it, leaving the database empty
+            worker.register(function)
+            handle, _, unique, data = worker.grab_next()
+            assert (unique, data) == (b"u1", b"payload")
+            worker.send(P.WORK_COMPLETE, handle, b"")
+            worker.sync()
+    finally:
+        assert again.stop() == 0
+    third = Server(args)  # the finished job left the queue for good
+    try:
+        assert function not in admin_command(third.port, b"status")
+    finally:
+        third.stop()
 
 
 def test_default_queue_and_daemon_log_go_to_the_state_directory(tmp_path: Path) -> None:
