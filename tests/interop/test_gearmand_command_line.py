@@ -204,6 +204,25 @@ def test_option_files_and_environment_names(tmp_path: Path, servers: list[Server
         proc.wait(15)
 
 
+def test_command_line_beats_environment_beats_config_file(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    config = tmp_path / "geartrain.toml"
+    config.write_text('[server]\nverbose = "WARNING"\nqueue = "none"\n')
+    layers: list[tuple[list[str], dict[str, str], bytes]] = [
+        ([], {}, b"OK NOTICE\n"),  # the default
+        (["-c", str(config)], {}, b"OK WARNING\n"),
+        (["-c", str(config)], {"GEARTRAIN_VERBOSE": "INFO"}, b"OK INFO\n"),
+        (["-c", str(config), "--verbose", "ERROR"], {"GEARTRAIN_VERBOSE": "INFO"}, b"OK ERROR\n"),
+        # click's own spelling still works, below the documented one
+        (["-c", str(config)], {"GEARTRAIN_SERVE_VERBOSE": "DEBUG"}, b"OK DEBUG\n"),
+    ]
+    for args, env, level in layers:
+        server = Server(["--queue", "none", *args], env)
+        servers.append(server)
+        assert admin_value(server.port, b"verbose") == level, (args, env)
+
+
 def test_gearmands_sqlite_queue_carries_over_to_geartrain(tmp_path: Path) -> None:
     """gearmand's own command line, geartrain in its place: gearmand's queued jobs come back."""
     args = ["-q", "libsqlite3", f"--libsqlite3-db={tmp_path / 'q.db'}", "--store-queue-on-shutdown"]
