@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+import geartrain
 from tests.interop.wire import Conn, P
 from tests.persistence.conftest import MYSQL_URL, POSTGRES_URL, REDIS_URL, require_service
 from tests.support import GEARMAND, admin_command, free_port, start_gearmand, wait_for_port
@@ -357,15 +359,36 @@ def relocated(words: list[str], tmp: Path) -> list[str]:
     return text.split()
 
 
-def start_as_debian(args: list[str], tmp: Path, user: str | None) -> tuple[int, int]:
+def serve_command_for(user: str) -> tuple[list[str], dict[str, str]]:
+    """How ``user`` runs ``geartrain serve``: this interpreter, or the system's of its version.
+
+    The tests' interpreter may live where the gearman user cannot read it (a Python under
+    root's home); an installed geartrain would not, so the system's Python of the same
+    version stands in, reading geartrain and its dependencies from where they are.
+    """
+    candidates = [(SERVE, {})]
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if system.exists():
+        path = [str(Path(geartrain.__file__).parents[1]), sysconfig.get_paths()["purelib"]]
+        env = {"PYTHONPATH": os.pathsep.join(path)}
+        candidates.append(([str(system), "-m", "geartrain", "serve"], env))
+    for command, env in candidates:
+        probe = ["runuser", "-u", user, "--", "env", *(f"{k}={v}" for k, v in env.items())]
+        if subprocess.run([*probe, *command, "--version"], capture_output=True).returncode == 0:
+            return command, env
+    pytest.skip(f"the {user} user cannot run geartrain with {sys.executable} or {system}")
+
+
+def start_as_debian(
+    serve: list[str], env: dict[str, str], args: list[str], tmp: Path, user: str | None
+) -> tuple[int, int]:
     port = free_port()
-    # The port and the queue come from the environment, leaving the argument list as shipped.
-    # No persistent queue: the SQLite queue's writer is a child process of the interpreter,
-    # which the gearman user may not be allowed to run from where the tests' one lives.
-    env = {**os.environ, "GEARMAND_PORT": str(port), "GEARTRAIN_QUEUE": "none"}
+    # Only the environment differs, leaving the argument list as shipped: the port, and the
+    # state directory (the default SQLite queue is there) inside the test's own directory.
+    env = {**os.environ, **env, "GEARMAND_PORT": str(port), "STATE_DIRECTORY": str(tmp)}
     prefix = ["runuser", "-u", user, "--"] if user else []
     started = subprocess.run(
-        [*prefix, *SERVE, *args], env=env, capture_output=True, timeout=30, check=False
+        [*prefix, *serve, *args], env=env, capture_output=True, timeout=30, check=False
     )
     assert started.returncode == 0, started.stderr
     wait_for_port("localhost", port)
@@ -373,11 +396,23 @@ def start_as_debian(args: list[str], tmp: Path, user: str | None) -> tuple[int, 
 
 
 def stop_by_pid_file(pid: int, pid_file: Path) -> None:
-    os.kill(pid, signal.SIGTERM)  # what systemd and start-stop-daemon --stop send
+    os.kill(pid, signal.SIGTERM)  # what systemd sends the unit's main process
+    wait_until_removed(pid_file)
+
+
+def wait_until_removed(pid_file: Path) -> None:
     deadline = time.monotonic() + 15
     while pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not pid_file.exists()
+
+
+def queue_round_trip(port: int, state: Path) -> None:
+    """A background job reaches the default SQLite queue in the state directory."""
+    with Conn(("localhost", port)) as conn:
+        conn.submit(b"debian_unit", b"u1", b"payload", P.SUBMIT_JOB_BG)
+    assert b"debian_unit\t1\t0\t0" in admin_command(port, b"status", host="localhost")
+    assert (state / "geartrain.sqlite3").exists()
 
 
 @pytest.fixture
@@ -404,28 +439,42 @@ def test_debian_systemd_unit_starts_and_stops_geartrain(gearman_dir: Path) -> No
     user = next(
         line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("User=")
     )
-    can_run = subprocess.run(["runuser", "-u", user, "--", *SERVE, "--version"], check=False)
-    if can_run.returncode != 0:
-        pytest.skip(f"the {user} user cannot run this interpreter ({sys.executable})")
-    port, pid = start_as_debian(args, gearman_dir, user)
+    serve, env = serve_command_for(user)
+    port, pid = start_as_debian(serve, env, args, gearman_dir, user)
     assert admin_value(port, b"version", host="localhost").startswith(b"OK ")
+    queue_round_trip(port, gearman_dir)
     assert "listening on" in (gearman_dir / "gearmand.log").read_text()
     stop_by_pid_file(pid, gearman_dir / "gearmand.pid")
+
+
+def init_script_arguments(script: str) -> list[str]:
+    """The arguments start() hands gearmand, expanded by sh from the script's own variables."""
+    call = re.search(r"--start\b.*?\s--\s(.*?)\n\s*then\b", script, re.S)
+    assert call is not None, "no start-stop-daemon --start ... -- ARGS in the init script"
+    variables = "\n".join(re.findall(r"^[A-Za-z_]\w*=.*$", script, re.M))
+    defaults = f". {DEFAULTS}" if DEFAULTS.exists() else ""
+    arguments = call[1].replace("\\\n", " ")
+    shell = f'{variables}\n{defaults}\nset -- {arguments}\nprintf "%s\\n" "$@"'
+    out = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="Debian's init script starts as root")
 def test_debian_init_script_starts_and_stops_geartrain(gearman_dir: Path) -> None:
     if not INIT.exists():
         pytest.skip("Debian's gearman-job-server init script is not installed")
-    script = INIT.read_text()
-    # The script's own argument list: start-stop-daemon ... -- --pid-file=$PIDFILE --user=...
-    assert "--pid-file=$PIDFILE" in script and "--user=$GEARMANUSER" in script
-    user = re.search(r'^GEARMANUSER="(\w+)"', script, re.M)
-    assert user is not None
-    args = relocated(
-        ["--pid-file=/run/gearman/gearmand.pid", f"--user={user[1]}", *debian_params()], gearman_dir
-    )
-    port, pid = start_as_debian(args, gearman_dir, None)
-    assert proc_field(pid, "status", "Uid:").split()[1] != "0"  # --user took effect
+    args = init_script_arguments(INIT.read_text())
+    assert "--pid-file=/run/gearman/gearmand.pid" in args and "--user=gearman" in args, args
+    serve, env = serve_command_for("gearman")  # what the server runs once it is gearman
+    port, pid = start_as_debian(serve, env, relocated(args, gearman_dir), gearman_dir, None)
+    gearman = int(subprocess.run(["id", "-u", "gearman"], capture_output=True, text=True).stdout)
+    assert proc_field(pid, "status", "Uid:").split()[1:] == [str(gearman)] * 4  # --user acted
     assert admin_value(port, b"version", host="localhost").startswith(b"OK ")
-    stop_by_pid_file(pid, gearman_dir / "gearmand.pid")
+    queue_round_trip(port, gearman_dir)
+    # stop(): start-stop-daemon --stop --oknodo --exec $DAEMON --pidfile $PIDFILE, with the
+    # interpreter in gearmand's place.
+    pid_file = gearman_dir / "gearmand.pid"
+    interpreter = os.path.realpath(serve[0])
+    stop = ["start-stop-daemon", "--stop", "--oknodo", "--exec", interpreter]
+    subprocess.run([*stop, "--pidfile", str(pid_file)], check=True, timeout=30)
+    wait_until_removed(pid_file)
