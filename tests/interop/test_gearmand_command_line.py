@@ -118,10 +118,12 @@ def test_gearmand_queue_types_choose_our_stores(tmp_path: Path) -> None:
 class Server:
     """``geartrain serve`` with some options, on a free port, stopped at the end."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: Sequence[str], env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [*SERVE, "-L", "127.0.0.1", *args],
+            [*prefix, *SERVE, "-L", "127.0.0.1", *args],
             env={**os.environ, "GEARMAND_PORT": str(self.port), **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -162,6 +164,18 @@ def test_backlog_file_descriptors_and_verbosity_act(servers: list[Server]) -> No
     ).stdout
     assert listing.split()[2] == "77", listing  # Send-Q of a listener is its backlog
     assert admin_value(server.port, b"verbose") == b"OK INFO\n"  # NOTICE, one -v up
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is not installed")
+def test_coredump_lets_a_crash_leave_a_core_file(servers: list[Server]) -> None:
+    # Started with no core files allowed, as most services are: --coredump lifts that.
+    server = Server(["--queue", "none", "--coredump"], prefix=["prlimit", "--core=0:", "--"])
+    servers.append(server)
+    soft, hard = proc_field(server.proc.pid, "limits", "Max core file size").split()[4:6]
+    assert soft == hard, (soft, hard)
+    plain = Server(["--queue", "none"], prefix=["prlimit", "--core=0:", "--"])
+    servers.append(plain)
+    assert proc_field(plain.proc.pid, "limits", "Max core file size").split()[4] == "0"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
