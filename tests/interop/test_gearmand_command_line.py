@@ -232,6 +232,8 @@ def test_command_line_beats_environment_beats_config_file(
         (["-c", str(config), "--verbose", "ERROR"], {"GEARTRAIN_VERBOSE": "INFO"}, b"OK ERROR\n"),
         # click's own spelling still works, below the documented one
         (["-c", str(config)], {"GEARTRAIN_SERVE_VERBOSE": "DEBUG"}, b"OK DEBUG\n"),
+        # --config's long spelling; a GEARTRAIN_VERSION left in the environment stops nothing
+        ([], {"GEARTRAIN_CONFIG": str(config), "GEARTRAIN_VERSION": "1"}, b"OK WARNING\n"),
     ]
     for args, env, level in layers:
         server = Server(["--queue", "none", *args], env)

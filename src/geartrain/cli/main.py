@@ -8,7 +8,9 @@ from geartrain import __version__
 
 
 @click.group(context_settings={"help_option_names": ["--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="geartrain")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="geartrain", allow_from_autoenv=False
+)
 def cli() -> None:
     """Gearman job server, client, worker and admin tools."""
 

@@ -77,7 +77,9 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
 
 
 @click.command(cls=_GearmandCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="geartrain")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="geartrain", allow_from_autoenv=False
+)
 @click.option(
     "-c",
     "--config",
@@ -476,11 +478,18 @@ serve.params.extend(_GEARMAND_PARAMS)
 
 
 def _environment_names() -> None:
-    """GEARTRAIN_<OPTION> (as documented) and GEARTRAIN_SERVE_<OPTION> (click's own) both work."""
+    """GEARTRAIN_<OPTION> (as documented) and GEARTRAIN_SERVE_<OPTION> (click's own) both work.
+
+    <OPTION> is each long spelling (GEARTRAIN_CONFIG for --config, GEARTRAIN_QUEUE_TYPE for
+    --queue-type) as well as the parameter's own name.
+    """
     for param in serve.params:
-        if isinstance(param, click.Option) and param.name and not param.hidden:
-            name = param.name.upper()
-            param.envvar = [f"GEARTRAIN_{name}", f"GEARTRAIN_SERVE_{name}"]
+        # Not -V: a GEARTRAIN_VERSION left in the environment must not stop the server.
+        if isinstance(param, click.Option) and param.name and not (param.hidden or param.is_eager):
+            spellings = [o[2:] for o in param.opts if o.startswith("--")]
+            names = dict.fromkeys(n.replace("-", "_").upper() for n in [*spellings, param.name])
+            param.envvar = [f"GEARTRAIN_{name}" for name in names]
+            param.envvar.append(f"GEARTRAIN_SERVE_{param.name.upper()}")
 
 
 _environment_names()
