@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ import pytest
 
 import geartrain
 from tests.interop.wire import Conn, P
-from tests.persistence.conftest import MYSQL_URL, POSTGRES_URL, REDIS_URL, require_service
+from tests.persistence.conftest import MYSQL_URL, POSTGRES_URL, REDIS_URL, build_harness
 from tests.support import GEARMAND, admin_command, free_port, start_gearmand, wait_for_port
 
 pytestmark = pytest.mark.interop
@@ -289,9 +290,16 @@ def plugin_options(kind: str, url: str, table: str) -> list[str]:
 @pytest.mark.parametrize("kind", ["postgres", "mysql", "redis"])
 def test_gearmand_queue_options_open_our_database_queues(kind: str, tmp_path: Path) -> None:
     """-q Postgres/MySQL/redis with gearmand's options: a background job outlives a restart."""
-    require_service(kind)
+    harness = build_harness(kind, tmp_path)  # a fresh table/key prefix, dropped at the end
+    try:
+        check_database_queue(kind, harness.prefix, tmp_path)
+    finally:
+        asyncio.run(harness.teardown())
+
+
+def check_database_queue(kind: str, table: str, tmp_path: Path) -> None:
     scheme = {"postgres": "postgresql", "mysql": "mysql", "redis": "redis"}[kind]
-    args = [*plugin_options(kind, SERVICE_URLS[kind], "geartrain_cli_options")]
+    args = [*plugin_options(kind, SERVICE_URLS[kind], table)]
     function = f"cli_options_{os.getpid()}".encode()  # this run's own, in a shared database
     log = tmp_path / "first.log"
     server = Server([*args, "-l", str(log)])
