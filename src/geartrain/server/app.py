@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from geartrain import __version__
+from geartrain.protocol.spool import SpoolWriter
 
 from .config import NOTICE, Settings
 from .connection import Connection, tune_socket
@@ -41,12 +42,17 @@ class Server:
             worker_wakeup=settings.worker_wakeup,
             store=store,
         )
+        self.spool_directory = settings.spool_path()
         self.connections: dict[Connection, None] = {}
         self.listeners: list[asyncio.Server] = []
         self.addresses: list[tuple[str, int]] = []
         self.on_reopen_log: Callable[[], None] | None = None
         self._stopping: asyncio.Event | None = None
         self._graceful = False
+
+    def spool_writer(self) -> SpoolWriter:
+        """A new spool file for a large body (raises OSError if the disk refuses)."""
+        return SpoolWriter(self.spool_directory)
 
     # -- start ---------------------------------------------------------------------
 
