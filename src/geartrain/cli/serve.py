@@ -127,7 +127,20 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
     help="At start-up, import the jobs of a gearmand queue (URL).",
 )
 @click.option(
-    "--max-packet-size", type=int, help="Largest packet body accepted, in bytes (default 64 MiB)."
+    "--max-packet-size",
+    type=int,
+    help="Largest packet body accepted, in bytes (default 4 GiB - 1, the protocol's limit).",
+)
+@click.option(
+    "--spool-threshold",
+    type=int,
+    help="Bodies of this many bytes or more are kept in a spool file, not in memory "
+    "(default 1 MiB).",
+)
+@click.option(
+    "--spool-directory",
+    help="Directory of the spool files (default: spool beside the SQLite queue file, or in "
+    "the state directory). Files there are unlinked as soon as they are made.",
 )
 @click.option(
     "--verbose",

@@ -266,10 +266,13 @@ class Decoder:
                 )
             body_start = pos + HEADER_SIZE
             body_end = body_start + size
-            if body_end > end:
-                if size >= self.spool_at and self.spool is not None:
-                    self._start_spooling(magic, ptype, size, buf, body_start, events)
+            if size >= self.spool_at and self.spool is not None:
+                # Spooled even when the whole body is here: the job may wait in a queue.
+                if not self._spool_body(magic, ptype, size, buf, body_start, events):
                     return end
+                pos = body_end
+                continue
+            if body_end > end:
                 if size > _ACCUMULATE_AT:
                     self._start_accumulator(magic, ptype, size, buf, body_start, events)
                     return end
@@ -293,9 +296,10 @@ class Decoder:
         self._acc[: len(chunk)] = chunk
         self._acc_fill = len(chunk)
 
-    def _start_spooling(
+    def _spool_body(
         self, magic: bytes, ptype: int, size: int, buf: bytes, start: int, events: list[Event]
-    ) -> None:
+    ) -> bool:
+        """Start spooling a body with what ``buf`` holds of it; True if that was all of it."""
         assert self.spool is not None
         wanted, has_data, count = self._layout[ptype]
         spooling = _Spooling(ptype, size, wanted, count, self.spool)
@@ -303,10 +307,11 @@ class Decoder:
             spooling.refuse(_wrong_magic(self.expect, ptype, b"", 0, 0))
         elif not has_data:
             spooling.refuse(_too_large_without_data(ptype, count))
-        self._spooling = spooling
-        spooling.feed(memoryview(buf)[start:], events)
-        if spooling.remaining == 0:  # pragma: no cover - only a complete body ends here
-            self._spooling = None
+        spooling.feed(memoryview(buf)[start : start + size], events)
+        if spooling.remaining:
+            self._spooling = spooling
+            return False
+        return True
 
     def body_buffer(self) -> memoryview | None:
         """Writable space for the rest of a large body being collected, or None.
