@@ -13,13 +13,19 @@ from __future__ import annotations
 import errno
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from geartrain.protocol.codec import BadPacket, Decoder, Event, Packet, encode_head, encode_request
 from geartrain.protocol.constants import RES, ErrorCode, PacketType
 from geartrain.protocol.spool import Spooled, SpoolWriter, spool_from
+
+from .helpers import feed_chunks, split_at
+from .strategies import comparable, sides, streams
 
 P = PacketType
 KiB = 1024
@@ -177,3 +183,24 @@ def test_oversized_body_is_fatal_before_anything_is_spooled(tmp_path: Path) -> N
     assert isinstance(refusal, BadPacket) and refusal.fatal
     assert refusal.code == ErrorCode.ARGUMENT_TOO_LARGE
     assert not (tmp_path / "s").exists()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(side=sides(), spool_at=st.integers(4097, 70_000), data=st.data())
+def test_a_spooling_decoder_yields_what_a_memory_decoder_does(
+    side: tuple[bytes, bool], spool_at: int, data: st.DataObject
+) -> None:
+    magic, text = side
+    wire, expected = data.draw(streams(magic, text, large=True, max_messages=5))
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=40))
+    with tempfile.TemporaryDirectory() as directory:
+        decoder = Decoder(
+            expect=magic,
+            text=text,
+            spool=lambda: SpoolWriter(Path(directory)),
+            spool_at=spool_at,
+        )
+        events = feed_chunks(decoder, split_at(wire, cuts))
+        assert [comparable(e) for e in events] == [comparable(e) for e in expected]
+        assert decoder.buffered == 0 and not decoder.spooling
+        assert os.listdir(directory) == []

@@ -50,8 +50,10 @@ _JOIN_LIMIT = 65536
 #: buffer_updated for one connection at a time, and buffer_updated copies the bytes out
 #: before anything else runs, so sharing it costs nothing and saves 256 KiB a connection.
 _READ_BUFFER = memoryview(bytearray(256 * 1024))
-#: A peer may leave this many maximum-size packets unread before it is dropped.
+#: A peer may leave this many maximum-size packets unread before it is dropped...
 _UNREAD_PACKETS = 4
+#: ... but never more than this many bytes in all.
+_MAX_UNREAD = 64 * 1024 * 1024
 #: Replies held behind an unacknowledged persistent write before we stop reading
 #: more requests from that connection.
 _MAX_HELD = 10000
@@ -127,9 +129,9 @@ class Connection(Peer, asyncio.BufferedProtocol):
             spool=server.spool_writer,
             spool_at=settings.spool_threshold,
         )
-        # Unread output we tolerate: a few of the largest packets held in memory (larger
-        # ones are spooled and sent from their files at the pace the peer reads).
-        self._max_unread = _UNREAD_PACKETS * min(settings.max_packet_size, settings.spool_threshold)
+        # Unread output we tolerate: a few of the largest packets, up to a ceiling (spooled
+        # payloads do not count: they are sent from their files as fast as the peer reads).
+        self._max_unread = min(_UNREAD_PACKETS * settings.max_packet_size, _MAX_UNREAD)
         self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._out: list[Payload] = []
