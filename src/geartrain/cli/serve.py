@@ -302,14 +302,27 @@ def _import_before_switching() -> None:
         import uvloop  # noqa: F401
 
 
+#: Without -f, the open-files limit is raised to the hard limit, up to this many.
+_MAX_DEFAULT_OPEN_FILES = 1 << 20
+
+
 def _set_limits(settings: Settings) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if settings.file_descriptors:
         wanted = settings.file_descriptors
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
         except (ValueError, OSError) as exc:
             raise ValueError(f"-f {wanted}: cannot raise the open-files limit: {exc}") from exc
+    elif soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        # Every connection and every queued spooled job holds a descriptor. The soft limit
+        # (1024 under systemd) is kept low for programs using select(); the hard one is
+        # there for programs like this one to raise it to.
+        target = min(hard, _MAX_DEFAULT_OPEN_FILES) if hard != resource.RLIM_INFINITY else 0
+        target = target or _MAX_DEFAULT_OPEN_FILES
+        if target > soft:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     if settings.coredump:
         _, hard = resource.getrlimit(resource.RLIMIT_CORE)
         resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
