@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from geartrain.protocol.codec import Data, Decoder, Packet
+from geartrain.protocol.codec import Decoder, Packet, Payload, as_bytes
 from geartrain.protocol.constants import RES
+from geartrain.server import replies
 from geartrain.server.jobs import Peer
 from geartrain.server.scheduler import Scheduler
+from geartrain.server.writes import WriteGroup
 
 
 class FakePeer(Peer):
@@ -16,22 +18,31 @@ class FakePeer(Peer):
 
     __slots__ = ("name", "received")
 
-    def __init__(self, name: str = "peer") -> None:
+    def __init__(self, name: str = "peer", scheduler: Scheduler | None = None) -> None:
         super().__init__()
         self.name = name
         self.received: list[Packet] = []
+        if scheduler is not None:
+            self.scheduler = scheduler
 
     def send(self, packet: bytes) -> None:
         events = Decoder(expect=RES, text=False).feed(packet)
         assert all(isinstance(e, Packet) for e in events), events
         self.received.extend(e for e in events if isinstance(e, Packet))
 
-    def send_parts(self, head: bytes, data: Data) -> None:
-        self.send(head + bytes(data))
+    def send_parts(self, head: bytes, data: Payload) -> None:
+        self.send(head + as_bytes(data))
+
+    def send_after(self, write: WriteGroup, reply: bytes) -> None:
+        def release() -> None:
+            refused = write.refused
+            self.send(reply if refused is None else replies.queue_refused(refused))
+
+        write.when_settled(release)
 
     def take(self) -> list[tuple[int, tuple[bytes, ...], bytes]]:
         """Everything received since the last call, as (type, args, data)."""
-        out = [(p.type, p.args, bytes(p.data)) for p in self.received]
+        out = [(p.type, p.args, as_bytes(p.data)) for p in self.received]
         self.received.clear()
         return out
 

@@ -10,15 +10,42 @@ Commands gearmand lacks use new words so gearmand-only tools are unaffected.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
 
 from geartrain.protocol.numbers import parse_c_int
 
-from .jobs import Function
+from .jobs import Function, Peer
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from .config import Settings
+    from .scheduler import Scheduler
+
+
+class ServerView(Protocol):
+    """What admin commands read of the server, and the one thing they may ask of it."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def version_string(self) -> str: ...
+
+    @property
+    def connections(self) -> Iterable[Peer]: ...
+
+    def request_stop(self, graceful: bool = False) -> None: ...
+
+
+class AdminContext(Protocol):
+    """The connection an admin line came on, as admin commands see it."""
+
+    @property
+    def scheduler(self) -> Scheduler: ...
+
+    @property
+    def server(self) -> ServerView: ...
+
 
 OK = b"OK\r\n"
 _UNKNOWN = b"ERR UNKNOWN_COMMAND Unknown+server+command%s\r\n"
@@ -26,10 +53,10 @@ _INCOMPLETE = (
     b"ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+%s\r\n"
 )
 
-Command = Callable[["Connection", list[bytes]], bytes]
+Command = Callable[[AdminContext, list[bytes]], bytes]
 
 
-def run_admin(conn: Connection, line: bytes) -> bytes:
+def run_admin(conn: AdminContext, line: bytes) -> bytes:
     """Answer one admin line (without its line ending)."""
     words = line.split(b" ")
     # Runs of spaces between words are skipped, but a leading space makes the
@@ -42,7 +69,7 @@ def run_admin(conn: Connection, line: bytes) -> bytes:
     return handler(conn, args)
 
 
-def _status(conn: Connection, args: list[bytes]) -> bytes:
+def _status(conn: AdminContext, args: list[bytes]) -> bytes:
     lines = [
         b"%s\t%d\t%d\t%d\n" % (f.name, f.total, f.running, len(f.workers))
         for f in conn.scheduler.functions.values()
@@ -50,7 +77,7 @@ def _status(conn: Connection, args: list[bytes]) -> bytes:
     return b"".join(lines) + b".\n"
 
 
-def _priority_status(conn: Connection, args: list[bytes]) -> bytes:
+def _priority_status(conn: AdminContext, args: list[bytes]) -> bytes:
     lines = []
     for f in conn.scheduler.functions.values():
         high, normal, low = f.queued
@@ -60,7 +87,7 @@ def _priority_status(conn: Connection, args: list[bytes]) -> bytes:
     return b"".join(lines) + b".\n"
 
 
-def _workers(conn: Connection, args: list[bytes]) -> bytes:
+def _workers(conn: AdminContext, args: list[bytes]) -> bytes:
     lines = []
     for peer in conn.server.connections:
         names = b"".join(b" " + f.name for f in reversed(peer.ability_list))
@@ -68,7 +95,7 @@ def _workers(conn: Connection, args: list[bytes]) -> bytes:
     return b"".join(lines) + b".\n"
 
 
-def _show(conn: Connection, args: list[bytes]) -> bytes:
+def _show(conn: AdminContext, args: list[bytes]) -> bytes:
     if not args:
         return _UNKNOWN % b"show"
     what = args[0].lower()
@@ -79,7 +106,7 @@ def _show(conn: Connection, args: list[bytes]) -> bytes:
     return b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n"
 
 
-def _show_jobs(conn: Connection) -> bytes:
+def _show_jobs(conn: AdminContext) -> bytes:
     lines = []
     for job in conn.scheduler.iter_jobs():
         # IGNORE is always 0: abandoned and cancelled jobs leave the table at once.
@@ -88,7 +115,7 @@ def _show_jobs(conn: Connection) -> bytes:
     return b"".join(lines) + b".\n"
 
 
-def _cancel(conn: Connection, args: list[bytes]) -> bytes:
+def _cancel(conn: AdminContext, args: list[bytes]) -> bytes:
     if len(args) < 2:
         return _UNKNOWN % b"cancel"
     if args[0].lower() != b"job":
@@ -98,14 +125,14 @@ def _cancel(conn: Connection, args: list[bytes]) -> bytes:
     return b"ERR UNKNOWN_JOB\r\n"
 
 
-def _create(conn: Connection, args: list[bytes]) -> bytes:
+def _create(conn: AdminContext, args: list[bytes]) -> bytes:
     if len(args) < 2 or args[0].lower() != b"function":
         return _INCOMPLETE % b"create"
     conn.scheduler.function(args[1])
     return OK
 
 
-def _drop(conn: Connection, args: list[bytes]) -> bytes:
+def _drop(conn: AdminContext, args: list[bytes]) -> bytes:
     if len(args) < 2 or args[0].lower() != b"function":
         return _INCOMPLETE % b"drop"
     wanted = args[1].lower()
@@ -119,7 +146,7 @@ def _drop(conn: Connection, args: list[bytes]) -> bytes:
     return b"ERR function not found\r\n"
 
 
-def _maxqueue(conn: Connection, args: list[bytes]) -> bytes:
+def _maxqueue(conn: AdminContext, args: list[bytes]) -> bytes:
     if not args:
         return _INCOMPLETE % b"maxqueue"
     f: Function | None = conn.scheduler.functions.get(args[0])
@@ -134,19 +161,19 @@ def _maxqueue(conn: Connection, args: list[bytes]) -> bytes:
     return OK
 
 
-def _version(conn: Connection, args: list[bytes]) -> bytes:
+def _version(conn: AdminContext, args: list[bytes]) -> bytes:
     return b"OK %s\n" % conn.server.version_string.encode()
 
 
-def _verbose(conn: Connection, args: list[bytes]) -> bytes:
+def _verbose(conn: AdminContext, args: list[bytes]) -> bytes:
     return b"OK %s\n" % conn.server.settings.verbose.upper().encode()
 
 
-def _getpid(conn: Connection, args: list[bytes]) -> bytes:
+def _getpid(conn: AdminContext, args: list[bytes]) -> bytes:
     return b"OK %d\n" % os.getpid()
 
 
-def _shutdown(conn: Connection, args: list[bytes]) -> bytes:
+def _shutdown(conn: AdminContext, args: list[bytes]) -> bytes:
     # Removed from gearmand 1.1.15 on purpose: anyone on the port could stop the
     # server. Only with --admin-shutdown do we honour it.
     if not conn.server.settings.admin_shutdown:

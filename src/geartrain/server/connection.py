@@ -28,14 +28,14 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from geartrain.protocol.codec import AdminLine, BadPacket, Decoder, Event, Packet, Payload, encode
-from geartrain.protocol.constants import REQ, ErrorCode
-from geartrain.protocol.constants import PacketType as P
+from geartrain.protocol.codec import AdminLine, BadPacket, Decoder, Event, Packet, Payload
+from geartrain.protocol.constants import REQ
 from geartrain.protocol.spool import CHUNK, Spooled
 
 from .admin import run_admin
 from .dispatch import HANDLERS, unreadable_result
 from .jobs import Peer
+from .replies import queue_refused
 
 if TYPE_CHECKING:
     from .app import Server
@@ -57,6 +57,9 @@ _MAX_UNREAD = 64 * 1024 * 1024
 #: Replies held behind an unacknowledged persistent write before we stop reading
 #: more requests from that connection.
 _MAX_HELD = 10000
+#: Seconds a connection closed for bad input keeps reading (and discarding) what its peer
+#: still sends, so that the peer reads our ERROR before it sees the connection close.
+_LINGER = 2.0
 #: Bytes of a spooled payload sent in one loop turn before other connections get theirs.
 _FILE_TURN = 8 * 1024 * 1024
 
@@ -76,7 +79,7 @@ def _settled(write: WriteGroup, replies: list[bytes]) -> list[bytes]:
     refused = write.refused
     if refused is None:
         return replies
-    return [encode(P.ERROR, ErrorCode.QUEUE_ERROR, refused)] * len(replies)
+    return [queue_refused(refused)] * len(replies)
 
 
 class _FileSend:
@@ -95,6 +98,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
     __slots__ = (
         "_close_when_sent",
         "_eof",
+        "_eof_sent",
         "_file_send",
         "_flush_scheduled",
         "_held",
@@ -110,9 +114,6 @@ class Connection(Peer, asyncio.BufferedProtocol):
         "_write_blocked",
         "closed",
         "decoder",
-        "fd",
-        "ip",
-        "scheduler",
         "server",
         "transport",
     )
@@ -141,6 +142,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._sendfile = False  # whether os.sendfile may write to our socket directly
         self._write_blocked = False
         self._close_when_sent = False
+        self._eof_sent = False  # our side is shut after a fatal error; nothing more goes out
         self._flush_scheduled = False
         self._in_receive = False
         self._into_body = False
@@ -148,8 +150,6 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._paused = False
         self._eof = False
         self.closed = False
-        self.fd = -1
-        self.ip = "-"
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -211,6 +211,9 @@ class Connection(Peer, asyncio.BufferedProtocol):
         # A half-closed peer has sent its last request: answer everything it asked,
         # including replies still held for the persistent queue, then close.
         self._eof = True
+        if self._eof_sent:
+            self.close_after_flush()
+            return True
         if self._held is None:
             self.close_after_flush()
         return True
@@ -242,7 +245,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
     # -- Peer output ----------------------------------------------------------------
 
     def send(self, packet: bytes) -> None:
-        if self.closed:
+        if self.closed or self._eof_sent:
             return
         if self._held is not None:
             self._held.append(packet)
@@ -254,7 +257,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
             self._loop.call_soon(self._flush)
 
     def send_parts(self, head: bytes, data: Payload) -> None:
-        if self.closed:
+        if self.closed or self._eof_sent:
             return
         if self._held is not None:
             self._held.append(head)
@@ -340,6 +343,9 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._flush_scheduled = False
         out = self._out
         if not out or self.transport is None or self.closed or self._file_send is not None:
+            return
+        if self._eof_sent:
+            self._out = []
             return
         if self._out_files:
             self._flush_until_file(out)
@@ -430,9 +436,6 @@ class Connection(Peer, asyncio.BufferedProtocol):
 
     # -- errors --------------------------------------------------------------------
 
-    def send_error(self, code: bytes, text: bytes) -> None:
-        self.send(encode(P.ERROR, code, text))
-
     def _bad_packet(self, event: BadPacket) -> None:
         logger.warning(
             "bad input from %s (fd %d): %s %s%s",
@@ -446,9 +449,38 @@ class Connection(Peer, asyncio.BufferedProtocol):
         if event.handle:
             unreadable_result(self, event.handle)
         if event.fatal:
+            self._close_after_error()
+
+    def _close_after_error(self) -> None:
+        """Close a stream that can no longer be framed, so that the peer reads the ERROR.
+
+        Closing at once while the peer is still sending (the rest of an oversized body)
+        would make the kernel answer its data with a reset, which can destroy the ERROR
+        before the peer reads it. So the reply goes out, then our FIN; whatever the peer
+        still sends is read and discarded (the decoder is dead) until it closes its side
+        or ``_LINGER`` seconds pass.
+        """
+        transport = self.transport
+        self._flush()
+        if (
+            transport is None
+            or self._file_send is not None
+            or self._held is not None  # the ERROR waits behind replies: keep the old way
+            or not transport.can_write_eof()
+        ):
             self.close_after_flush()
+            return
+        transport.write_eof()
+        self._eof_sent = True
+        self._loop.call_later(_LINGER, self.close_after_flush)
 
     def close_after_flush(self) -> None:
+        if self.closed:
+            return
+        if self._eof_sent:
+            if self.transport is not None:
+                self.transport.close()
+            return
         self._flush()
         if self._file_send is not None:
             self._close_when_sent = True  # closed once the file and what follows are out

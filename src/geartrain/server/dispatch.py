@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
 
-from geartrain.protocol.codec import Data, Packet, encode, encode_head, res_packet
+from geartrain.protocol.codec import Packet
 from geartrain.protocol.constants import (
     MAX_CLIENT_ID_SIZE,
     MAX_HANDLE_SIZE,
@@ -22,22 +21,13 @@ from geartrain.protocol.constants import (
 from geartrain.protocol.constants import PacketType as P
 from geartrain.protocol.numbers import parse_c_int
 
-from .jobs import Job, JobState
-from .scheduler import NO_JOB, Error
+from . import replies
+from .jobs import Job, JobState, Peer
+from .replies import JOB_ASSIGN, JOB_ASSIGN_ALL, JOB_ASSIGN_UNIQ, NO_JOB, send_with_data
+from .scheduler import Error
 
-if TYPE_CHECKING:
-    from .connection import Connection
+Handler = Callable[[Peer, Packet], None]
 
-Handler = Callable[["Connection", Packet], None]
-
-_PASS_THROUGH = 65536
-# Packet numbers as plain ints on the per-job paths (an Enum attribute costs ~60 ns).
-_JOB_CREATED, _JOB_ASSIGN, _JOB_ASSIGN_UNIQ, _JOB_ASSIGN_ALL = (
-    int(P.JOB_CREATED),
-    int(P.JOB_ASSIGN),
-    int(P.JOB_ASSIGN_UNIQ),
-    int(P.JOB_ASSIGN_ALL),
-)
 _NORMAL = int(Priority.NORMAL)
 _NOT_FOUND = b"Job given in work result not found"
 _NOT_FOUND_DATA = b"Job does not exist on server"
@@ -47,14 +37,14 @@ _NOT_FOUND_EXCEPTION = b"An exception was received for a job that does not exist
 # -- submission ----------------------------------------------------------------------
 
 
-def _reply_submitted(conn: Connection, result: Job | Error) -> None:
+def _reply_submitted(conn: Peer, result: Job | Error) -> None:
     if isinstance(result, tuple):
         conn.send_error(*result)
     elif result.pending is None:
-        conn.send(res_packet(_JOB_CREATED, result.handle))
+        conn.send(replies.job_created(result.handle))
     else:
         # A stored job is acknowledged only once durable (or refused by the store).
-        conn.send_after(result.pending, res_packet(_JOB_CREATED, result.handle))
+        conn.send_after(result.pending, replies.job_created(result.handle))
 
 
 def _submitter(priority: int, background: bool) -> Handler:
@@ -63,7 +53,7 @@ def _submitter(priority: int, background: bool) -> Handler:
     # to index with, to bind as an SQL parameter and to serialize.
     priority = int(priority)
 
-    def submit(conn: Connection, packet: Packet) -> None:
+    def submit(conn: Peer, packet: Packet) -> None:
         name, unique = packet.args
         result = conn.scheduler.submit(conn, name, unique, packet.data, priority, background)
         _reply_submitted(conn, result)
@@ -71,7 +61,7 @@ def _submitter(priority: int, background: bool) -> Handler:
     return submit
 
 
-def submit_epoch(conn: Connection, packet: Packet) -> None:
+def submit_epoch(conn: Peer, packet: Packet) -> None:
     name, unique, when_text = packet.args
     when = _parse_epoch(when_text)
     if when is None:
@@ -82,7 +72,7 @@ def submit_epoch(conn: Connection, packet: Packet) -> None:
 
 
 def _reducer(background: bool) -> Handler:
-    def submit_reduce(conn: Connection, packet: Packet) -> None:
+    def submit_reduce(conn: Peer, packet: Packet) -> None:
         name, unique, reducer, _aggregator = packet.args
         result = conn.scheduler.submit(
             conn, name, unique, packet.data, _NORMAL, background, reducer=reducer
@@ -113,71 +103,66 @@ def _parse_epoch(text: bytes) -> float | None:
 # -- workers -------------------------------------------------------------------------
 
 
-def can_do(conn: Connection, packet: Packet) -> None:
+def can_do(conn: Peer, packet: Packet) -> None:
     conn.scheduler.can_do(conn, packet.args[0])
 
 
-def can_do_timeout(conn: Connection, packet: Packet) -> None:
+def can_do_timeout(conn: Peer, packet: Packet) -> None:
     name, timeout = packet.args
     conn.scheduler.can_do(conn, name, parse_c_int(timeout))
 
 
-def cant_do(conn: Connection, packet: Packet) -> None:
+def cant_do(conn: Peer, packet: Packet) -> None:
     conn.scheduler.cant_do(conn, packet.args[0])
 
 
-def reset_abilities(conn: Connection, packet: Packet) -> None:
+def reset_abilities(conn: Peer, packet: Packet) -> None:
     conn.scheduler.reset_abilities(conn)
 
 
-def pre_sleep(conn: Connection, packet: Packet) -> None:
+def pre_sleep(conn: Peer, packet: Packet) -> None:
     conn.scheduler.pre_sleep(conn)
 
 
-def grab_job(conn: Connection, packet: Packet) -> None:
+def grab_job(conn: Peer, packet: Packet) -> None:
     job = conn.scheduler.grab(conn)
     if job is None:
         conn.send(NO_JOB)
     else:
-        _assign(conn, _JOB_ASSIGN, (job.handle, job.function.name), job)
+        _assign(conn, JOB_ASSIGN, (job.handle, job.function.name), job)
 
 
-def grab_job_uniq(conn: Connection, packet: Packet) -> None:
+def grab_job_uniq(conn: Peer, packet: Packet) -> None:
     job = conn.scheduler.grab(conn)
     if job is None:
         conn.send(NO_JOB)
     else:
-        _assign(conn, _JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
+        _assign(conn, JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
 
 
-def grab_job_all(conn: Connection, packet: Packet) -> None:
+def grab_job_all(conn: Peer, packet: Packet) -> None:
     job = conn.scheduler.grab(conn)
     if job is None:
         conn.send(NO_JOB)
     elif job.reducer:
         args = (job.handle, job.function.name, job.unique, job.reducer)
-        _assign(conn, _JOB_ASSIGN_ALL, args, job)
+        _assign(conn, JOB_ASSIGN_ALL, args, job)
     else:
-        _assign(conn, _JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
+        _assign(conn, JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
 
 
-def _assign(conn: Connection, ptype: int, args: tuple[bytes, ...], job: Job) -> None:
-    data = job.data
-    if len(data) >= _PASS_THROUGH:
-        conn.send_parts(encode_head(ptype, args, len(data)), data)
-    else:
-        # Spooled data is never this short: only in-memory data gets here.
-        conn.send(res_packet(ptype, b"\0".join((*args, cast(Data, data)))))
+def _assign(conn: Peer, ptype: int, args: tuple[bytes, ...], job: Job) -> None:
+    send_with_data((conn,), ptype, args, job.data)
 
 
-def set_client_id(conn: Connection, packet: Packet) -> None:
+def set_client_id(conn: Peer, packet: Packet) -> None:
     conn.client_id = packet.args[0][:MAX_CLIENT_ID_SIZE]
 
 
 # -- results -------------------------------------------------------------------------
 
 
-def work_status(conn: Connection, packet: Packet) -> None:
+def work_status(conn: Peer, packet: Packet) -> None:
     handle, numerator, denominator = packet.args
     job = conn.scheduler.owned(conn, handle)
     if job is None:
@@ -186,7 +171,7 @@ def work_status(conn: Connection, packet: Packet) -> None:
         conn.scheduler.work_status(job, numerator, denominator)
 
 
-def work_data(conn: Connection, packet: Packet) -> None:
+def work_data(conn: Peer, packet: Packet) -> None:
     job = conn.scheduler.owned(conn, packet.args[0])
     if job is None:
         conn.send_error(ErrorCode.JOB_NOT_FOUND, _NOT_FOUND_DATA)
@@ -194,7 +179,7 @@ def work_data(conn: Connection, packet: Packet) -> None:
         conn.scheduler.work_data(job, packet.type, packet.data)
 
 
-def work_complete(conn: Connection, packet: Packet) -> None:
+def work_complete(conn: Peer, packet: Packet) -> None:
     handle = packet.args[0]
     job = conn.scheduler.owned(conn, handle)
     if job is not None:
@@ -203,7 +188,7 @@ def work_complete(conn: Connection, packet: Packet) -> None:
         conn.send_error(ErrorCode.JOB_NOT_FOUND, _NOT_FOUND)
 
 
-def work_fail(conn: Connection, packet: Packet) -> None:
+def work_fail(conn: Peer, packet: Packet) -> None:
     handle = packet.args[0].rstrip(b"\0")
     if len(handle) > MAX_HANDLE_SIZE:
         conn.send_error(ErrorCode.ARGUMENT_TOO_LARGE, b"Job handle too large")
@@ -218,7 +203,7 @@ def work_fail(conn: Connection, packet: Packet) -> None:
         conn.send_error(ErrorCode.JOB_NOT_FOUND, _NOT_FOUND)
 
 
-def work_exception(conn: Connection, packet: Packet) -> None:
+def work_exception(conn: Peer, packet: Packet) -> None:
     job = conn.scheduler.owned(conn, packet.args[0])
     if job is None:
         conn.send_error(ErrorCode.JOB_NOT_FOUND, _NOT_FOUND_EXCEPTION)
@@ -226,7 +211,7 @@ def work_exception(conn: Connection, packet: Packet) -> None:
         conn.scheduler.work_exception(job, packet.data)
 
 
-def unreadable_result(conn: Connection, handle: bytes) -> None:
+def unreadable_result(conn: Peer, handle: bytes) -> None:
     """A work result of this worker's that could not be read (e.g. sent with \\0RES magic).
 
     The worker believes it ended the job and will not report it again: left assigned,
@@ -242,56 +227,44 @@ def unreadable_result(conn: Connection, handle: bytes) -> None:
 # -- status, echo, options -------------------------------------------------------------
 
 
-def get_status(conn: Connection, packet: Packet) -> None:
+def get_status(conn: Peer, packet: Packet) -> None:
     handle = packet.args[0]
     job = conn.scheduler.jobs.get(handle)
     if job is None:
-        conn.send(encode(P.STATUS_RES, handle, b"0", b"0", b"0", b"0"))
+        conn.send(replies.status(handle, False, False, 0, 0))
         return
-    running = b"1" if job.state is JobState.RUNNING else b"0"
-    conn.send(
-        encode(P.STATUS_RES, handle, b"1", running, b"%d" % job.numerator, b"%d" % job.denominator)
-    )
+    running = job.state is JobState.RUNNING
+    conn.send(replies.status(handle, True, running, job.numerator, job.denominator))
 
 
-def get_status_unique(conn: Connection, packet: Packet) -> None:
+def get_status_unique(conn: Peer, packet: Packet) -> None:
     unique = packet.args[0]
     job = conn.scheduler.status_by_unique(unique)
     if job is None:
-        conn.send(encode(P.STATUS_RES_UNIQUE, unique, b"0", b"0", b"0", b"0", b"0"))
+        conn.send(replies.status_unique(unique, False, False, 0, 0, 0))
         return
-    running = b"1" if job.state is JobState.RUNNING else b"0"
+    running = job.state is JobState.RUNNING
     conn.send(
-        encode(
-            P.STATUS_RES_UNIQUE,
-            unique,
-            b"1",
-            running,
-            b"%d" % job.numerator,
-            b"%d" % job.denominator,
-            b"%d" % len(job.clients),
+        replies.status_unique(
+            unique, True, running, job.numerator, job.denominator, len(job.clients)
         )
     )
 
 
-def echo(conn: Connection, packet: Packet) -> None:
-    data = packet.data
-    if len(data) >= _PASS_THROUGH:
-        conn.send_parts(encode_head(P.ECHO_RES, (), len(data)), data)
-    else:
-        conn.send(encode(P.ECHO_RES, data=cast(Data, data)))
+def echo(conn: Peer, packet: Packet) -> None:
+    send_with_data((conn,), P.ECHO_RES, (), packet.data)
 
 
-def option_req(conn: Connection, packet: Packet) -> None:
+def option_req(conn: Peer, packet: Packet) -> None:
     name = packet.args[0]
     if len(name) <= MAX_OPTION_SIZE and name.rstrip(b"\0").lower() == b"exceptions":
         conn.exceptions = True
-        conn.send(encode(P.OPTION_RES, name))
+        conn.send(replies.option_accepted(name))
     else:
         conn.send_error(ErrorCode.UNKNOWN_OPTION, b"Server does not recognize given option")
 
 
-def not_expected(conn: Connection, packet: Packet) -> None:
+def not_expected(conn: Peer, packet: Packet) -> None:
     conn.send_error(ErrorCode.INVALID_COMMAND, b"Command not expected")
 
 

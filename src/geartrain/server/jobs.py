@@ -11,11 +11,14 @@ import enum
 from collections import deque
 from typing import TYPE_CHECKING
 
+from . import replies
+
 if TYPE_CHECKING:
     import asyncio
 
     from geartrain.protocol.codec import Payload
 
+    from .scheduler import Scheduler
     from .writes import WriteGroup
 
 
@@ -135,10 +138,12 @@ class Function:
 
 
 class Peer:
-    """Per-connection Gearman state; the connection class subclasses it.
+    """Per-connection Gearman state, and all that packet handlers may use of a connection.
 
     A connection may be a client (it submits and waits), a worker (it registers
-    functions and grabs), or both at once.
+    functions and grabs), or both at once. The socket-bound connection class
+    subclasses this; handlers (``dispatch``) see only what is here, so they run
+    against any subclass, such as one that records what it was sent.
     """
 
     __slots__ = (
@@ -148,15 +153,23 @@ class Peer:
         "client_id",
         "ended",
         "exceptions",
+        "fd",
+        "ip",
         "noop_sent",
         "rotation",
+        "scheduler",
         "sleeping",
         "waiting",
     )
 
+    #: The scheduler of the server this peer is connected to.
+    scheduler: Scheduler
+
     def __init__(self) -> None:
         self.client_id = b"-"
         self.exceptions = False
+        self.fd = -1  # the socket's descriptor, as `workers` shows it
+        self.ip = "-"
         # worker side
         self.abilities: dict[Function, int] = {}  # function -> timeout in ms (0 = none)
         self.ability_list: list[Function] = []  # same keys, for round-robin by index
@@ -177,3 +190,10 @@ class Peer:
     def send_parts(self, head: bytes, data: Payload) -> None:
         """Queue a packet whose large data is passed through without a copy."""
         raise NotImplementedError
+
+    def send_after(self, write: WriteGroup, reply: bytes) -> None:
+        """Send ``reply`` once ``write`` settles, holding later output behind it."""
+        raise NotImplementedError
+
+    def send_error(self, code: bytes, text: bytes) -> None:
+        self.send(replies.error(code, text))

@@ -42,25 +42,17 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import islice
 from math import ceil
-from typing import cast
 
-from geartrain.protocol.codec import (
-    Data,
-    Payload,
-    as_bytes,
-    encode,
-    encode_head,
-    in_memory,
-    res_packet,
-)
+from geartrain.protocol.codec import Payload, as_bytes
 from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode
-from geartrain.protocol.constants import PacketType as P
 from geartrain.protocol.numbers import parse_c_int
 from geartrain.protocol.spool import Spooled
 
+from . import replies
 from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
 from .persistence.base import QueueError, QueueStore, StoredJob
+from .replies import send_with_data
 from .writes import WriteGroup
 
 logger = logging.getLogger(__name__)
@@ -76,17 +68,8 @@ PENDING, SCHEDULED, QUEUED, RUNNING, ENDED = (
     JobState.RUNNING,
     JobState.ENDED,
 )
-_WORK_STATUS, _WORK_COMPLETE, _WORK_FAIL, _WORK_EXCEPTION = (
-    int(P.WORK_STATUS),
-    int(P.WORK_COMPLETE),
-    int(P.WORK_FAIL),
-    int(P.WORK_EXCEPTION),
-)
+_WORK_COMPLETE = replies.WORK_COMPLETE
 
-NOOP = encode(P.NOOP)
-NO_JOB = encode(P.NO_JOB)
-#: Trailing data at least this long is forwarded without being copied into a packet.
-_PASS_THROUGH = 65536
 #: CAN_DO_TIMEOUT values are milliseconds with a floor of one second (gearmand 1.1.19+).
 _MIN_TIMEOUT_MS = 1000
 
@@ -329,10 +312,6 @@ class Scheduler:
             job.function.scheduled -= 1
             self._enqueue(job)
 
-    def run_due_jobs(self) -> None:
-        """Move every epoch job whose time has come into its queue and wake workers."""
-        self._epoch.run_due()
-
     # -- workers -----------------------------------------------------------------
 
     def can_do(self, peer: Peer, name: bytes, timeout_ms: int = 0) -> None:
@@ -364,7 +343,7 @@ class Scheduler:
 
     def pre_sleep(self, peer: Peer) -> None:
         if self._select(peer) >= 0:
-            peer.send(NOOP)
+            peer.send(replies.NOOP)
             return
         peer.sleeping = True
         if not peer.noop_sent:
@@ -381,7 +360,7 @@ class Scheduler:
         peer.noop_sent = True
         for f in peer.ability_list:
             f.sleepers.pop(peer, None)
-        peer.send(NOOP)
+        peer.send(replies.NOOP)
 
     def grab(self, peer: Peer) -> Job | None:
         """Assign the best runnable job to ``peer``, or None (NO_JOB)."""
@@ -492,7 +471,7 @@ class Scheduler:
         job.numerator = parse_c_int(numerator) & 0xFFFFFFFF
         job.denominator = parse_c_int(denominator) & 0xFFFFFFFF
         if job.clients:
-            packet = res_packet(_WORK_STATUS, b"\0".join((job.handle, numerator, denominator)))
+            packet = replies.work_status(job.handle, numerator, denominator)
             for client in job.clients:
                 client.send(packet)
 
@@ -516,31 +495,22 @@ class Scheduler:
             packet = b""
             for client in job.clients:
                 if client.exceptions:
-                    packet = packet or encode(_WORK_EXCEPTION, job.handle, data=in_memory(data))
+                    packet = packet or replies.work_exception(job.handle, data)
                     client.send(packet)
                 else:
                     plain.append(client)
             if plain:
-                fail = res_packet(_WORK_FAIL, job.handle)
+                fail = replies.work_fail(job.handle)
                 for client in plain:
                     client.send(fail)
         self._finish(job)
 
     def _forward(self, job: Job, ptype: int, data: Payload) -> None:
-        if len(data) >= _PASS_THROUGH:
-            head = encode_head(ptype, (job.handle,), len(data))
-            for client in job.clients:
-                client.send_parts(head, data)
-        else:
-            # Spooled data is never this short: only in-memory data gets here.
-            packet = res_packet(ptype, b"\0".join((job.handle, cast(Data, data))))
-            for client in job.clients:
-                client.send(packet)
+        send_with_data(job.clients, ptype, (job.handle,), data)
 
     def _forward_fail(self, job: Job) -> None:
         if job.clients:
-            # Exactly the handle: libgearman matches WORK_FAIL by length (PROTOCOL.md §7.4).
-            packet = res_packet(_WORK_FAIL, job.handle)
+            packet = replies.work_fail(job.handle)
             for client in job.clients:
                 client.send(packet)
 
