@@ -39,6 +39,12 @@ LEVELS = {
 
 @dataclass(slots=True)
 class Settings:
+    """The server's options, one field per long option of ``geartrain serve``.
+
+    The command line, a ``-c`` TOML file and ``GEARTRAIN_<OPTION>`` environment variables all
+    end up here; :class:`geartrain.server.app.Server` takes the result.
+    """
+
     #: Addresses to listen on; empty = every address (IPv4 and IPv6), like gearmand.
     listen: list[str] = field(default_factory=list)
     #: TCP port (IANA-assigned Gearman port).
