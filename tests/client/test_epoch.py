@@ -58,7 +58,7 @@ def _when_with_fraction(fraction: float) -> float:
     return whole + fraction if whole + fraction - time.time() >= 0.6 else whole + 1 + fraction
 
 
-def _run_epoch_job(server: ServerProcess, when: float, **client_options: bool) -> float:
+def _run_epoch_job(server: ServerProcess, when: float, *, subsecond_epoch: bool = False) -> float:
     """Submit an epoch job for ``when`` and return the time a worker got it."""
     ran: list[float] = []
 
@@ -69,7 +69,7 @@ def _run_epoch_job(server: ServerProcess, when: float, **client_options: bool) -
     # gearmand 1.1 never wakes a sleeping worker for a due epoch job: poll often.
     with (
         worker_thread(server.address, {"stamp": stamp}, poll_interval=0.05),
-        Client([server.address], timeout=10, **client_options) as client,
+        Client([server.address], timeout=10, subsecond_epoch=subsecond_epoch) as client,
     ):
         client.submit_background("stamp", b"", when=when)
         wait_until(lambda: ran, timeout=10)

@@ -31,6 +31,7 @@ def gear() -> ModuleType:
         import gear as module
     except ImportError:
         pytest.skip(f"python gear {MISSING}: pip install gear")
+    assert isinstance(module, ModuleType)
     return module
 
 

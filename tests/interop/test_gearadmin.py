@@ -8,7 +8,7 @@ exit status 0 (PROTOCOL.md §12.3).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import pytest
@@ -222,7 +222,7 @@ def _scenario(server: ServerProcess, stack: ExitStack) -> dict[bytes, bytes]:
 # What legitimately differs and is normalised: the fd column of --workers, the pid, the version
 # string, the configured log level, the order of list lines (hash order in gearmand) and job
 # handles (they embed the host name).
-_NORMALISE = {
+_NORMALISE: dict[str, Callable[[str], str]] = {
     "--workers": lambda out: "\n".join(re.sub(r"^\d+ ", "FD ", x) for x in list_lines(out)),
     "--getpid": lambda out: "PID" if out.strip().isdigit() else out,
     "--server-version": lambda out: "VERSION" if re.fullmatch(r"\S+\n", out) else out,

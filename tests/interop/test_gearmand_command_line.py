@@ -390,7 +390,7 @@ def serve_command_for(user: str) -> tuple[list[str], dict[str, str]]:
     root's home); an installed geartrain would not, so the system's Python of the same
     version stands in, reading geartrain and its dependencies from where they are.
     """
-    candidates = [(SERVE, {})]
+    candidates: list[tuple[list[str], dict[str, str]]] = [(SERVE, {})]
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     if system.exists():
         path = [str(Path(geartrain.__file__).parents[1]), sysconfig.get_paths()["purelib"]]

@@ -204,7 +204,8 @@ class Conn:
         got, body = self.recv()
         if got == P.NO_JOB:
             return got, []
-        nargs = {P.JOB_ASSIGN: 2, P.JOB_ASSIGN_UNIQ: 3, P.JOB_ASSIGN_ALL: 4}[got]
+        fields: dict[int, int] = {P.JOB_ASSIGN: 2, P.JOB_ASSIGN_UNIQ: 3, P.JOB_ASSIGN_ALL: 4}
+        nargs = fields[got]
         return got, body.split(b"\0", nargs)
 
     def grab_next(self, ptype: int = P.GRAB_JOB_UNIQ, timeout: float = 10.0) -> list[bytes]:

@@ -21,7 +21,6 @@ from geartrain.protocol.codec import encode_request
 from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server
 from geartrain.server.persistence._batch import Batch
-from geartrain.server.persistence.base import QueueStore
 from geartrain.server.persistence.memory import MemoryBacking, MemoryStore
 from tests.persistence.conftest import Harness
 from tests.server.conftest import RawClient, running_server
@@ -120,7 +119,7 @@ async def test_slow_store_keeps_priority_then_fifo() -> None:
 
 
 async def test_every_backend_keeps_priority_then_fifo(harness: Harness) -> None:
-    store: QueueStore = harness.make()
+    store = harness.make()
     harness.stores.append(store)  # closed by the harness even if the server is not
     async with running_server(store=store) as server:
         await check_every_pair(server)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -82,6 +82,12 @@ class RawClient:
             await self.writer.wait_closed()
 
 
+class Connect(Protocol):
+    """The ``connect`` fixture: a new :class:`RawClient` to the test's server, or to another."""
+
+    async def __call__(self, target: Server | None = None) -> RawClient: ...
+
+
 @asynccontextmanager
 async def running_server(store: QueueStore | None = None, **options: Any) -> AsyncIterator[Server]:
     settings = Settings(listen=["127.0.0.1"], port=0, queue="none", **options)
@@ -103,7 +109,7 @@ async def server() -> AsyncIterator[Server]:
 
 
 @pytest.fixture
-async def connect(server: Server) -> AsyncIterator[Callable[[], Any]]:
+async def connect(server: Server) -> AsyncIterator[Connect]:
     clients: list[RawClient] = []
 
     async def factory(target: Server | None = None) -> RawClient:

@@ -8,11 +8,13 @@ from geartrain import __version__
 from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server
 
+from .conftest import Connect
+
 INCOMPLETE = b"ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+%s\r\n"
 
 
 async def test_status_lists_every_function_with_total_running_workers(
-    server: Server, connect
+    server: Server, connect: Connect
 ) -> None:
     admin, worker, client = await connect(), await connect(), await connect()
     assert await admin.admin(b"status") == b".\n"
@@ -27,7 +29,9 @@ async def test_status_lists_every_function_with_total_running_workers(
     assert await admin.admin(b"STATUS") == b"rev\t2\t1\t1\nother\t1\t0\t0\n.\n"
 
 
-async def test_prioritystatus_counts_queued_jobs_per_priority(server: Server, connect) -> None:
+async def test_prioritystatus_counts_queued_jobs_per_priority(
+    server: Server, connect: Connect
+) -> None:
     admin, client = await connect(), await connect()
     for ptype in (P.SUBMIT_JOB_HIGH_BG, P.SUBMIT_JOB_BG, P.SUBMIT_JOB_BG, P.SUBMIT_JOB_LOW_BG):
         client.send(ptype, b"pa", b"", data=b"x")
@@ -35,7 +39,7 @@ async def test_prioritystatus_counts_queued_jobs_per_priority(server: Server, co
     assert await admin.admin(b"prioritystatus") == b"pa\t1\t2\t1\t0\n.\n"
 
 
-async def test_workers_lists_every_connection(server: Server, connect) -> None:
+async def test_workers_lists_every_connection(server: Server, connect: Connect) -> None:
     admin, worker = await connect(), await connect()
     worker.send(P.SET_CLIENT_ID, b"my worker")
     worker.send(P.CAN_DO, b"pa")
@@ -49,7 +53,7 @@ async def test_workers_lists_every_connection(server: Server, connect) -> None:
     assert by_id[b"my worker : pb pa"].split(b" ")[0].isdigit()
 
 
-async def test_show_jobs_and_unique_jobs(server: Server, connect) -> None:
+async def test_show_jobs_and_unique_jobs(server: Server, connect: Connect) -> None:
     admin, client = await connect(), await connect()
     client.send(P.SUBMIT_JOB_BG, b"f", b"u1", data=b"x")
     client.send(P.SUBMIT_JOB, b"f", b"", data=b"y")
@@ -63,7 +67,7 @@ async def test_show_jobs_and_unique_jobs(server: Server, connect) -> None:
     assert await admin.admin(b"show unique") == b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n"
 
 
-async def test_cancel_job_forms(server: Server, connect) -> None:
+async def test_cancel_job_forms(server: Server, connect: Connect) -> None:
     admin, client = await connect(), await connect()
     client.send(P.SUBMIT_JOB, b"f", b"", data=b"y")
     (_, (handle,), _) = (await client.packets(1))[0]
@@ -77,7 +81,7 @@ async def test_cancel_job_forms(server: Server, connect) -> None:
     assert await admin.admin(b"status") == b"f\t0\t0\t0\n.\n"
 
 
-async def test_create_and_drop_function(server: Server, connect) -> None:
+async def test_create_and_drop_function(server: Server, connect: Connect) -> None:
     admin, worker = await connect(), await connect()
     assert await admin.admin(b"create function abcdef") == b"OK\r\n"
     assert await admin.admin(b"status") == b"abcdef\t0\t0\t0\n.\n"
@@ -98,7 +102,9 @@ async def test_create_and_drop_function(server: Server, connect) -> None:
     assert await admin.admin(b"status") == b".\n"
 
 
-async def test_drop_function_refuses_while_jobs_are_queued(server: Server, connect) -> None:
+async def test_drop_function_refuses_while_jobs_are_queued(
+    server: Server, connect: Connect
+) -> None:
     admin, client = await connect(), await connect()
     client.send(P.SUBMIT_JOB_BG, b"f", b"", data=b"x")
     await client.packet()
@@ -107,7 +113,7 @@ async def test_drop_function_refuses_while_jobs_are_queued(server: Server, conne
     )
 
 
-async def test_maxqueue_forms(server: Server, connect) -> None:
+async def test_maxqueue_forms(server: Server, connect: Connect) -> None:
     admin, client = await connect(), await connect()
     assert await admin.admin(b"maxqueue") == INCOMPLETE % b"maxqueue"
     assert await admin.admin(b"maxqueue unknown 5") == b"OK\r\n"
@@ -128,7 +134,7 @@ async def test_maxqueue_forms(server: Server, connect) -> None:
     assert server.scheduler.functions[b"f"].max_queue == [0, 0, 0]
 
 
-async def test_value_replies_and_unknown_commands(server: Server, connect) -> None:
+async def test_value_replies_and_unknown_commands(server: Server, connect: Connect) -> None:
     admin = await connect()
     assert await admin.admin(b"version") == b"OK %s\n" % __version__.encode()
     assert await admin.admin(b"version extra args") == b"OK %s\n" % __version__.encode()
@@ -145,7 +151,7 @@ async def test_value_replies_and_unknown_commands(server: Server, connect) -> No
     )
 
 
-async def test_admin_lines_and_binary_packets_interleave(server: Server, connect) -> None:
+async def test_admin_lines_and_binary_packets_interleave(server: Server, connect: Connect) -> None:
     conn = await connect()
     conn.send_raw(b"version\n")
     conn.send(P.ECHO_REQ, data=b"ping")

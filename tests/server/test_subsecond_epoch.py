@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from geartrain.protocol.constants import PacketType as P
+from geartrain.server.app import Server
 from geartrain.server.dispatch import _parse_epoch
 from geartrain.server.jobs import JobState
 from geartrain.server.persistence import open_store
 
-from .conftest import running_server
+from .conftest import Connect, running_server
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,9 @@ def _due_soon_with_a_fraction() -> float:
     return whole + 0.1 if whole + 0.1 - time.time() > 0.4 else whole + 1.1
 
 
-async def test_a_fractional_epoch_wakes_the_worker_to_the_millisecond(server, connect) -> None:
+async def test_a_fractional_epoch_wakes_the_worker_to_the_millisecond(
+    server: Server, connect: Connect
+) -> None:
     client, worker = await connect(), await connect()
     worker.send(P.CAN_DO, b"later")
     when = _due_soon_with_a_fraction()
@@ -60,7 +63,7 @@ async def test_a_fractional_epoch_wakes_the_worker_to_the_millisecond(server, co
 
 
 async def test_a_fractional_epoch_is_stored_rounded_up_and_replayed(
-    connect, tmp_path: Path
+    connect: Connect, tmp_path: Path
 ) -> None:
     # Every queue stores whole seconds; rounding up means a restart can make the job
     # later by under a second, never earlier.

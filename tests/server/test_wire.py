@@ -13,10 +13,12 @@ from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server
 from geartrain.server.persistence.base import QueueError, StoredJob
 
-from .conftest import RawClient, running_server
+from .conftest import Connect, RawClient, running_server
 
 
-async def test_reverse_round_trip_with_status_data_and_unique(server: Server, connect) -> None:
+async def test_reverse_round_trip_with_status_data_and_unique(
+    server: Server, connect: Connect
+) -> None:
     client, worker = await connect(), await connect()
     worker.send(P.CAN_DO, b"reverse")
     worker.send(P.PRE_SLEEP)
@@ -44,7 +46,7 @@ async def test_reverse_round_trip_with_status_data_and_unique(server: Server, co
     assert await client.packets(1) == [(P.STATUS_RES, (handle, b"0", b"0", b"0", b"0"), b"")]
 
 
-async def test_grab_job_forms_and_empty_payload(server: Server, connect) -> None:
+async def test_grab_job_forms_and_empty_payload(server: Server, connect: Connect) -> None:
     client, worker = await connect(), await connect()
     worker.send(P.CAN_DO, b"f")
     client.send(P.SUBMIT_JOB_BG, b"f", b"u1", data=b"")
@@ -63,7 +65,7 @@ async def test_grab_job_forms_and_empty_payload(server: Server, connect) -> None
     ]
 
 
-async def test_work_fail_is_forwarded_as_the_bare_handle(server: Server, connect) -> None:
+async def test_work_fail_is_forwarded_as_the_bare_handle(server: Server, connect: Connect) -> None:
     client, worker = await connect(), await connect()
     worker.send(P.CAN_DO, b"f")
     client.send(P.SUBMIT_JOB, b"f", b"", data=b"x")
@@ -75,7 +77,9 @@ async def test_work_fail_is_forwarded_as_the_bare_handle(server: Server, connect
     assert raw == b"\0RES" + struct.pack(">II", P.WORK_FAIL, len(handle)) + handle
 
 
-async def test_exception_then_fail_from_one_worker_gets_no_error(server: Server, connect) -> None:
+async def test_exception_then_fail_from_one_worker_gets_no_error(
+    server: Server, connect: Connect
+) -> None:
     # Perl's Gearman::Worker sends WORK_EXCEPTION and then WORK_FAIL for the same
     # job; an ERROR for the second would kill it on its next GRAB_JOB.
     client, worker = await connect(), await connect()
@@ -93,7 +97,9 @@ async def test_exception_then_fail_from_one_worker_gets_no_error(server: Server,
     assert await client.packets(1) == [(P.WORK_EXCEPTION, (handle,), b"died")]
 
 
-async def test_results_for_jobs_the_connection_does_not_own(server: Server, connect) -> None:
+async def test_results_for_jobs_the_connection_does_not_own(
+    server: Server, connect: Connect
+) -> None:
     worker = await connect()
     worker.send(P.WORK_COMPLETE, b"H:nope:1", data=b"x")
     worker.send(P.WORK_DATA, b"H:nope:1", data=b"x")
@@ -111,7 +117,7 @@ async def test_results_for_jobs_the_connection_does_not_own(server: Server, conn
     ]
 
 
-async def test_status_unique_echo_and_options(server: Server, connect) -> None:
+async def test_status_unique_echo_and_options(server: Server, connect: Connect) -> None:
     c1, c2 = await connect(), await connect()
     c1.send(P.SUBMIT_JOB, b"f", b"shared", data=b"x")
     c2.send(P.SUBMIT_JOB, b"f", b"shared", data=b"y")
@@ -131,7 +137,7 @@ async def test_status_unique_echo_and_options(server: Server, connect) -> None:
     ]
 
 
-async def test_unexpected_types_get_invalid_command(server: Server, connect) -> None:
+async def test_unexpected_types_get_invalid_command(server: Server, connect: Connect) -> None:
     conn = await connect()
     for ptype in (P.UNUSED, P.NOOP, P.JOB_CREATED, P.ALL_YOURS, P.STATUS_RES, P.JOB_ASSIGN_ALL):
         conn.send_raw(encode_request(ptype))
@@ -144,7 +150,7 @@ async def test_unexpected_types_get_invalid_command(server: Server, connect) -> 
 
 class TestBadInput:
     async def test_missing_nuls_is_an_error_and_the_stream_stays_framed(
-        self, server: Server, connect
+        self, server: Server, connect: Connect
     ) -> None:
         conn = await connect()
         conn.send_raw(b"\0REQ" + struct.pack(">II", P.CAN_DO_TIMEOUT, 3) + b"abc")
@@ -153,7 +159,7 @@ class TestBadInput:
         assert await conn.packets(1) == [(P.ECHO_RES, (), b"next")]
 
     async def test_response_magic_is_refused_but_the_connection_stays(
-        self, server: Server, connect
+        self, server: Server, connect: Connect
     ) -> None:
         conn = await connect()
         conn.send_raw(b"\0RES" + struct.pack(">II", P.ECHO_REQ, 2) + b"hi")
@@ -164,7 +170,7 @@ class TestBadInput:
         ]
 
     async def test_a_bare_handle_work_complete_delivers_an_empty_result(
-        self, server: Server, connect
+        self, server: Server, connect: Connect
     ) -> None:
         # Perl's Gearman::Worker sends this for a result of "" or "0".
         client, worker = await connect(), await connect()
@@ -178,7 +184,9 @@ class TestBadInput:
         worker.send(P.GRAB_JOB)
         assert await worker.packets(1) == [(P.NO_JOB, (), b"")]  # no ERROR, nothing left
 
-    async def test_an_unreadable_result_runs_the_job_again(self, server: Server, connect) -> None:
+    async def test_an_unreadable_result_runs_the_job_again(
+        self, server: Server, connect: Connect
+    ) -> None:
         # The worker believes it ended the job; left assigned, the job would never end.
         client, worker, other = await connect(), await connect(), await connect()
         worker.send(P.CAN_DO, b"f")
@@ -197,7 +205,7 @@ class TestBadInput:
         other.send(P.WORK_COMPLETE, handle, data=b"second try")
         assert await client.packets(1) == [(P.WORK_COMPLETE, (handle,), b"second try")]
 
-    async def test_fatal_input_gets_an_error_then_a_close(self, connect) -> None:
+    async def test_fatal_input_gets_an_error_then_a_close(self, connect: Connect) -> None:
         async with running_server(max_packet_size=4096) as small:
             for raw, code in [
                 (b"\0XYZ" + bytes(8), b"INVALID_MAGIC"),
@@ -214,7 +222,9 @@ class TestBadInput:
             other.send(P.ECHO_REQ, data=b"alive")
             assert await other.packets(1) == [(P.ECHO_RES, (), b"alive")]
 
-    async def test_garbage_never_hurts_other_connections(self, server: Server, connect) -> None:
+    async def test_garbage_never_hurts_other_connections(
+        self, server: Server, connect: Connect
+    ) -> None:
         bystander = await connect()
         bystander.send(P.CAN_DO, b"f")
         for seed in range(20):
@@ -241,7 +251,7 @@ class TestBadInput:
         assert received.endswith(b"\n") and b"OK " in received
 
 
-async def test_large_payload_passes_through(server: Server, connect) -> None:
+async def test_large_payload_passes_through(server: Server, connect: Connect) -> None:
     client, worker = await connect(), await connect()
     payload = bytes(range(256)) * (32 * 4096)  # 32 MiB
     worker.send(P.CAN_DO, b"big")
@@ -313,7 +323,7 @@ class SlowStore:
         pass
 
 
-async def test_replies_keep_request_order_behind_a_persistent_write(connect) -> None:
+async def test_replies_keep_request_order_behind_a_persistent_write(connect: Connect) -> None:
     store = SlowStore()
     async with running_server(store=store) as srv:
         conn = await connect(srv)
@@ -325,7 +335,7 @@ async def test_replies_keep_request_order_behind_a_persistent_write(connect) -> 
         assert [r.unique for r in store.rows.values()] == [b"bg"]
 
 
-async def test_background_job_is_acknowledged_only_once_durable(connect) -> None:
+async def test_background_job_is_acknowledged_only_once_durable(connect: Connect) -> None:
     store = SlowStore()
     store.delay = 0.3
     async with running_server(store=store) as srv:
@@ -346,7 +356,7 @@ async def test_background_job_is_acknowledged_only_once_durable(connect) -> None
         assert await admin.admin(b"status") == b"f\t0\t0\t1\n.\n"
 
 
-async def test_store_failure_gives_queue_error_and_no_job(connect) -> None:
+async def test_store_failure_gives_queue_error_and_no_job(connect: Connect) -> None:
     store = SlowStore()
     store.fail = True
     async with running_server(store=store) as srv:
@@ -361,7 +371,7 @@ async def test_store_failure_gives_queue_error_and_no_job(connect) -> None:
         assert await admin.admin(b"show unique jobs") == b"\n.\n"
 
 
-async def test_a_job_too_large_for_the_store_is_refused_alone(connect) -> None:
+async def test_a_job_too_large_for_the_store_is_refused_alone(connect: Connect) -> None:
     # Checked before the job joins a write group, so the jobs submitted with it in the
     # same loop turn are stored as usual; foreground jobs are not stored, so not limited.
     store = SlowStore()
@@ -381,7 +391,7 @@ async def test_a_job_too_large_for_the_store_is_refused_alone(connect) -> None:
         assert sorted(r.unique for r in store.rows.values()) == [b"edge", b"small"]
 
 
-async def test_stored_jobs_are_replayed_in_priority_then_fifo_order(connect) -> None:
+async def test_stored_jobs_are_replayed_in_priority_then_fifo_order(connect: Connect) -> None:
     store = SlowStore()
     store.delay = 0
     for i, (prio, unique) in enumerate([(2, b"low"), (1, b"n1"), (0, b"high"), (1, b"n2")], 1):
@@ -399,7 +409,7 @@ async def test_stored_jobs_are_replayed_in_priority_then_fifo_order(connect) -> 
         assert max(store.rows) == 5  # ids continue after the replayed ones
 
 
-async def test_coalescing_still_works_after_a_replay(connect) -> None:
+async def test_coalescing_still_works_after_a_replay(connect: Connect) -> None:
     store = SlowStore()
     store.delay = 0
     store.rows[7] = StoredJob(7, b"f", b"same", b"old payload", 1)
@@ -420,7 +430,7 @@ async def test_coalescing_still_works_after_a_replay(connect) -> None:
         assert await client.packets(1) == [(P.WORK_COMPLETE, (handle,), b"done")]
 
 
-async def test_epoch_job_wakes_a_sleeping_worker_when_due(server: Server, connect) -> None:
+async def test_epoch_job_wakes_a_sleeping_worker_when_due(server: Server, connect: Connect) -> None:
     client, worker = await connect(), await connect()
     worker.send(P.CAN_DO, b"later")
     worker.send(P.PRE_SLEEP)
@@ -436,7 +446,7 @@ async def test_epoch_job_wakes_a_sleeping_worker_when_due(server: Server, connec
     assert await worker.packets(1) == [(P.JOB_ASSIGN, (handle, b"later"), b"x")]
 
 
-async def test_epoch_that_no_clock_reaches_is_refused(server: Server, connect) -> None:
+async def test_epoch_that_no_clock_reaches_is_refused(server: Server, connect: Connect) -> None:
     client = await connect()
     client.send(P.SUBMIT_JOB_EPOCH, b"f", b"", b"9" * 30, data=b"x")
     client.send(P.SUBMIT_JOB_EPOCH, b"f", b"", b"soon", data=b"y")  # strtoll: 0, runs now
@@ -446,7 +456,7 @@ async def test_epoch_that_no_clock_reaches_is_refused(server: Server, connect) -
     assert server.scheduler.jobs[created[1][0]].state.name == "QUEUED"
 
 
-async def test_can_do_timeout_requeues_and_the_late_result_is_refused(connect) -> None:
+async def test_can_do_timeout_requeues_and_the_late_result_is_refused(connect: Connect) -> None:
     async with running_server(job_retries=2) as srv:
         client, slow, fast = await connect(srv), await connect(srv), await connect(srv)
         slow.send(P.CAN_DO_TIMEOUT, b"f", b"10")  # ms, raised to the 1 s floor
@@ -467,7 +477,9 @@ async def test_can_do_timeout_requeues_and_the_late_result_is_refused(connect) -
         assert await client.packets(1) == [(P.WORK_COMPLETE, (handle,), b"ok")]
 
 
-async def test_a_client_that_stops_reading_is_dropped_not_buffered_forever(connect) -> None:
+async def test_a_client_that_stops_reading_is_dropped_not_buffered_forever(
+    connect: Connect,
+) -> None:
     async with running_server(max_packet_size=256 * 1024) as srv:
         host, port = srv.addresses[0]
         lazy = socket.socket()

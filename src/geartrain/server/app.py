@@ -99,6 +99,7 @@ class Server:
     # -- run and stop ------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop, SIGUSR1 stops gracefully, SIGHUP reopens the log (main thread)."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
@@ -121,11 +122,14 @@ class Server:
         self._stopping.set()
 
     async def serve_until_stopped(self) -> None:
+        """Serve until :meth:`request_stop` (or a signal) asks to stop, then :meth:`stop`."""
         assert self._stopping is not None
         await self._stopping.wait()
         await self.stop(graceful=self._graceful)
 
     async def stop(self, graceful: bool = False) -> None:
+        """Close the listeners, let running jobs finish first if ``graceful`` (within the
+        settings' ``graceful_timeout``), drop every connection, then close the queue."""
         for listener in self.listeners:
             listener.close()
         if graceful:

@@ -40,6 +40,14 @@ LEVELS = {
 
 @dataclass(slots=True)
 class Settings:
+    """The server's options: each field is the ``geartrain serve`` option of the same name
+    (``job_retries`` is ``--job-retries``).
+
+    The command line, a ``-c`` TOML file and ``GEARTRAIN_<OPTION>`` environment variables all
+    end up here; :class:`geartrain.server.app.Server` takes the result. ``queue`` names the
+    persistent queue for ``geartrain serve``; a ``Server`` built in code is given its store.
+    """
+
     #: Addresses to listen on; empty = every address (IPv4 and IPv6), like gearmand.
     listen: list[str] = field(default_factory=list)
     #: TCP port (IANA-assigned Gearman port).
