@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from geartrain.protocol.codec import encode_request
+from geartrain.protocol.codec import as_bytes, encode_request
 from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server
 from geartrain.server.persistence._batch import Batch
@@ -77,7 +77,7 @@ async def run_in_order(worker: RawClient, count: int) -> list[bytes]:
             continue
         assert reply.type == P.JOB_ASSIGN, reply
         handle, _function = reply.args
-        payloads.append(bytes(reply.data))
+        payloads.append(as_bytes(reply.data))
         worker.send(P.WORK_COMPLETE, handle, data=b"done")
     return payloads
 

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from geartrain.protocol.codec import AdminLine, BadPacket, Event, Packet, encode
+from geartrain.protocol.codec import (
+    AdminLine,
+    BadPacket,
+    Event,
+    Packet,
+    as_bytes,
+    encode,
+    in_memory,
+)
 from geartrain.protocol.constants import (
     ARGUMENTS,
     HANDLE_ONLY_TYPES,
@@ -91,7 +99,7 @@ large_data = st.integers(LARGE_MIN, 70_000).map(pattern)
 @st.composite
 def packet_messages(draw: st.DrawFn, magic: bytes, large: bool = False) -> Message:
     packet = draw(packets(large_data if large else None))
-    wire = encode(packet.type, *packet.args, data=packet.data, magic=magic)
+    wire = encode(packet.type, *packet.args, data=in_memory(packet.data), magic=magic)
     return Message(wire, received(magic, packet))
 
 
@@ -106,7 +114,7 @@ def foreign_messages(draw: st.DrawFn, magic: bytes) -> Message:
 @st.composite
 def wrong_magic_messages(draw: st.DrawFn, magic: bytes) -> Message:
     packet = draw(packets())
-    wire = encode(packet.type, *packet.args, data=packet.data, magic=other(magic))
+    wire = encode(packet.type, *packet.args, data=in_memory(packet.data), magic=other(magic))
     text = b"Request magic expected" if magic == REQ else b"Response magic expected"
     # A work result names the job it settles even when it cannot be read.
     handle = packet.args[0] if packet.type in RESULT_TYPES else b""
@@ -165,7 +173,7 @@ def comparable(event: Event) -> object:
     if isinstance(event, BadPacket):
         return ("bad", event.code, event.fatal, event.type)
     if isinstance(event, Packet):
-        return (event.type, event.args, bytes(event.data))
+        return (event.type, event.args, as_bytes(event.data))
     return event
 
 

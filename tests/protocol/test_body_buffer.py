@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geartrain.protocol.codec import Decoder, Packet, encode_request
+from geartrain.protocol.codec import Decoder, Packet, as_bytes, encode_request
 from geartrain.protocol.constants import PacketType as P
 
 
@@ -22,7 +22,7 @@ def test_body_written_into_body_buffer_completes_the_packet() -> None:
         events += decoder.body_filled(step)
         done += step
     assert len(events) == 1 and isinstance(events[0], Packet)
-    assert events[0].args == (b"f", b"u") and bytes(events[0].data) == payload
+    assert events[0].args == (b"f", b"u") and as_bytes(events[0].data) == payload
     assert decoder.body_buffer() is None and decoder.buffered == 0
     follow = encode_request(P.ECHO_REQ, data=b"next")
     assert decoder.feed(follow) == [Packet(P.ECHO_REQ, (), b"next")]

@@ -12,7 +12,7 @@ import tracemalloc
 
 import pytest
 
-from geartrain.protocol.codec import Decoder, Packet, encode_head, encode_request
+from geartrain.protocol.codec import Decoder, Packet, as_bytes, encode_head, encode_request
 from geartrain.protocol.constants import HEADER_SIZE, PacketType
 
 from .helpers import feed_chunks
@@ -68,7 +68,7 @@ def test_64_mib_body_in_256_kib_chunks(big_payload: bytes) -> None:
     assert packet.type == P.SUBMIT_JOB
     assert packet.args == (b"upper", b"job-1")
     assert len(packet.data) == len(big_payload)
-    assert bytes(packet.data) == big_payload
+    assert as_bytes(packet.data) == big_payload
     assert echo == Packet(P.ECHO_REQ, (), b"after")
     # One body-sized buffer plus a few reads; copying the tail on every read would
     # need two body-sized buffers at once.
@@ -124,12 +124,12 @@ def test_data_handed_out_survives_later_reads() -> None:
         events.extend(decoder.feed(wire[i : i + 10_000]))
     assert len(events) == 2
     assert isinstance(events[0], Packet) and isinstance(events[1], Packet)
-    assert bytes(events[0].data) == first
-    assert bytes(events[1].data) == second
+    assert as_bytes(events[0].data) == first
+    assert as_bytes(events[1].data) == second
 
 
 def test_large_data_in_one_read_is_whole() -> None:
     payload = pattern(3 * MiB)
     [packet] = Decoder().feed(encode_request(P.SUBMIT_JOB_BG, b"f", b"u", data=payload))
     assert isinstance(packet, Packet)
-    assert bytes(packet.data) == payload
+    assert as_bytes(packet.data) == payload

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from geartrain.protocol.codec import Decoder, Packet, encode, encode_head, encode_request
+from geartrain.protocol.codec import Decoder, Packet, encode, encode_head, encode_request, in_memory
 from geartrain.protocol.constants import ARGUMENTS, HEADER_SIZE, REQ, RES, PacketType
 
 from .helpers import feed_chunks
@@ -29,8 +29,8 @@ def receiver(magic: bytes) -> Decoder:
 
 def encode_as(magic: bytes, packet: Packet) -> bytes:
     if magic == REQ:
-        return encode_request(packet.type, *packet.args, data=packet.data)
-    return encode(packet.type, *packet.args, data=packet.data)
+        return encode_request(packet.type, *packet.args, data=in_memory(packet.data))
+    return encode(packet.type, *packet.args, data=in_memory(packet.data))
 
 
 # (id, magic, wire bytes as in PROTOCOL.md §3.1, the packet they carry)

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from geartrain.protocol.codec import Decoder, Packet, encode_request
+from geartrain.protocol.codec import Decoder, Packet, as_bytes, encode_request
 from geartrain.protocol.constants import RES
 from geartrain.server.app import Server
 from geartrain.server.config import Settings
@@ -48,7 +48,7 @@ class RawClient:
         out = []
         for _ in range(count):
             p = await self.packet(wait)
-            out.append((p.type, p.args, bytes(p.data)))
+            out.append((p.type, p.args, as_bytes(p.data)))
         return out
 
     async def admin(self, line: bytes, wait: float = 5.0) -> bytes:

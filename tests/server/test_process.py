@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from geartrain.protocol.codec import Decoder, Packet, encode_request
+from geartrain.protocol.codec import Decoder, Packet, as_bytes, encode_request
 from geartrain.protocol.constants import RES
 from geartrain.protocol.constants import PacketType as P
 from tests.support import free_port, start_geartrain, wait_for_port
@@ -96,7 +96,7 @@ def test_sigusr1_lets_running_jobs_finish_then_exits(tmp_path: Path) -> None:
         assert server.proc.poll() is None, "the running job keeps the server alive"
         worker.sendall(encode_request(P.WORK_COMPLETE, created.args[0], data=b"done"))
         (result,) = _read_packets(client, 1)
-        assert (result.type, bytes(result.data)) == (P.WORK_COMPLETE, b"done")
+        assert (result.type, as_bytes(result.data)) == (P.WORK_COMPLETE, b"done")
         assert _wait_exit(server.proc, 10) == 0
         worker.close()
         client.close()

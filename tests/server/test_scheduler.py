@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from geartrain.protocol.codec import as_bytes
 from geartrain.protocol.constants import PacketType as P
 from geartrain.protocol.constants import Priority
 from geartrain.server.jobs import Job, JobState
@@ -40,7 +41,7 @@ def grab_all(s: Scheduler, worker: FakePeer) -> list[bytes]:
         job = s.grab(worker)
         if job is None:
             return order
-        order.append(bytes(job.data))
+        order.append(as_bytes(job.data))
         s.work_complete(job, b"")
     raise AssertionError("grab loop did not end")
 
@@ -175,7 +176,7 @@ class TestWorkerLoss:
         assert first.retries == 1 and first.state is JobState.QUEUED
         assert (first.numerator, first.denominator) == (0, 0)
         s.can_do(w2, b"f")
-        assert [bytes(j.data) for j in (s.grab(w2), s.grab(w2)) if j] == [b"second", b"first"]
+        assert [as_bytes(j.data) for j in (s.grab(w2), s.grab(w2)) if j] == [b"second", b"first"]
         assert client.take() == [(P.WORK_STATUS, (first.handle, b"1", b"2"), b"")]
 
     def test_job_retries_bounds_attempts_then_fails_the_clients(self) -> None:

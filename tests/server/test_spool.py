@@ -16,7 +16,7 @@ import random
 import socket
 from pathlib import Path
 
-from geartrain.protocol.codec import Decoder, Packet, encode_request
+from geartrain.protocol.codec import Decoder, Event, Packet, as_bytes, encode_request
 from geartrain.protocol.constants import RES, PacketType
 from geartrain.protocol.spool import Spooled
 
@@ -57,7 +57,7 @@ async def test_large_job_and_result_round_trip_through_spool_files(tmp_path: Pat
         worker.send(P.ECHO_REQ, data=b"after the assignment")
         assign = await worker.packet(wait=20)
         assert (assign.type, assign.args) == (P.JOB_ASSIGN_UNIQ, (handle, b"big", b"u-1"))
-        assert digest(bytes(assign.data)) == digest(job)
+        assert digest(as_bytes(assign.data)) == digest(job)
         assert await worker.packets(1) == [(P.ECHO_RES, (), b"after the assignment")]
 
         worker.send(P.WORK_DATA, handle, data=b"small first")
@@ -82,7 +82,7 @@ async def test_a_slow_reader_gets_every_byte_of_a_spooled_result(tmp_path: Path)
         await loop.sock_sendall(slow, encode_request(P.ECHO_REQ, data=job))
         await loop.sock_sendall(slow, encode_request(P.ECHO_REQ, data=b"next"))
         decoder = Decoder(expect=RES, text=False)
-        events = []
+        events: list[Event] = []
         async with asyncio.timeout(30):
             while len(events) < 2:
                 await asyncio.sleep(0.001)  # a reader slower than the server can send
@@ -91,7 +91,7 @@ async def test_a_slow_reader_gets_every_byte_of_a_spooled_result(tmp_path: Path)
                 events += decoder.feed(chunk)
         slow.close()
     first, second = events
-    assert isinstance(first, Packet) and digest(bytes(first.data)) == digest(job)
+    assert isinstance(first, Packet) and digest(as_bytes(first.data)) == digest(job)
     assert second == Packet(P.ECHO_RES, (), b"next")
 
 

@@ -8,7 +8,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 
-from geartrain.protocol.codec import encode_request
+from geartrain.protocol.codec import as_bytes, encode_request
 from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server
 from geartrain.server.persistence.base import QueueError, StoredJob
@@ -259,10 +259,10 @@ async def test_large_payload_passes_through(server: Server, connect: Connect) ->
     ((_, (handle,), _),) = await client.packets(1, wait=30)
     worker.send(P.GRAB_JOB)
     assign = await worker.packet(wait=30)
-    assert assign.args == (handle, b"big") and bytes(assign.data) == payload
+    assert assign.args == (handle, b"big") and as_bytes(assign.data) == payload
     worker.send(P.WORK_COMPLETE, handle, data=payload)
     done = await client.packet(wait=30)
-    assert done.type == P.WORK_COMPLETE and bytes(done.data) == payload
+    assert done.type == P.WORK_COMPLETE and as_bytes(done.data) == payload
 
 
 class SlowStore:
@@ -420,7 +420,7 @@ async def test_coalescing_still_works_after_a_replay(connect: Connect) -> None:
         client.send(P.GET_STATUS_UNIQUE, b"same")
         (_, (handle,), _), status = await client.packets(2)
         assert status == (P.STATUS_RES_UNIQUE, (b"same", b"1", b"0", b"0", b"0", b"1"), b"")
-        assert bytes(srv.scheduler.jobs[handle].data) == b"old payload"
+        assert as_bytes(srv.scheduler.jobs[handle].data) == b"old payload"
         assert len(store.rows) == 2  # coalesced: nothing new stored
         worker = await connect(srv)
         worker.send(P.CAN_DO, b"f")
