@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from .base import StoredJob
 
@@ -29,8 +30,12 @@ SqlRow = tuple[int, bytes, bytes, bytes, int, int, bytes, int]
 
 
 def as_row(job: StoredJob) -> SqlRow:
-    """``job`` as a row in :data:`SQL_COLUMNS` order (it already is one)."""
-    return job
+    """``job`` as a row in :data:`SQL_COLUMNS` order (it already is one).
+
+    Only for jobs of a :class:`~geartrain.server.persistence._batch.Batch`, whose data
+    is bytes: a spooled payload has been written in chunks and replaced by b"".
+    """
+    return cast("SqlRow", job)
 
 
 def from_row(row: SqlRow) -> StoredJob:
