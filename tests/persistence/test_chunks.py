@@ -6,6 +6,7 @@ each, so the chunking is exercised without gigabytes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from collections.abc import Iterator
@@ -144,3 +145,19 @@ async def test_an_empty_spooled_payload_is_stored_as_empty_bytes(
 
     assert await harness.stored_chunks() == {}
     assert [j.data for j in await (await harness.opened()).load()] == [b""]
+
+
+async def test_small_adds_are_not_held_up_by_a_large_one(harness: Harness, tmp_path: Path) -> None:
+    # Six chunk transactions: a job submitted meanwhile is stored between two of them.
+    store = await harness.opened(chunk_bytes=CHUNK)
+    settled: list[int] = []
+    large = asyncio.ensure_future(store.add(job(1, spooled(tmp_path, content(SIZE, 5)))))
+    small = asyncio.ensure_future(store.add(job(2, b"small")))
+    for future, job_id in ((large, 1), (small, 2)):
+        future.add_done_callback(lambda _, job_id=job_id: settled.append(job_id))
+    await asyncio.gather(large, small)
+    await store.close()
+
+    assert settled == [2, 1]
+    loaded = await (await harness.opened()).load()
+    assert [j.id for j in loaded] == [1, 2] and loaded[1].data == b"small"

@@ -40,15 +40,18 @@ Failures:
 
 Large payloads (a :class:`~geartrain.protocol.spool.Spooled` job's data) are stored in
 chunks of ``chunk_bytes``, in transactions of their own written *before* the batch that
-holds the job's row: each chunk batch reads at most ``max_batch_bytes`` of the spool file,
-so memory stays bounded whatever the job's size. The row goes with an empty ``data``
-column, in the next batch; the add settles when that batch commits. Every backend commits
-in order, so once the row is durable its chunks are too. If a chunk batch or the row's
-batch fails, the add fails and the job's id is queued as a remove, which deletes any
-chunks already written. Chunks whose row never came (the server died between the two)
-are found and deleted by ``load``, which reads every other chunked payload back into a
-new spool file, one chunk at a time. The store remembers which ids have chunks
-(``_chunked``), so that a remove deletes chunks only where there are some.
+holds the job's row: each chunk batch reads at most ``max_batch_bytes`` of the spool
+file, so memory stays bounded whatever the job's size. The row goes with an empty
+``data`` column, in the next batch; the add settles when that batch commits. Every
+backend commits in order, so once the row is durable its chunks are too. Adds that
+arrive meanwhile (other than large ones) are committed between two chunk transactions,
+so a large job delays other submissions by one chunk's write, not by its whole size. If
+a chunk batch or the row's batch fails, the add fails and the job's id is queued as a
+remove, which deletes any chunks already written. Chunks whose row never came (the
+server died between the two) are found and deleted by ``load``, which reads every other
+chunked payload back into a new spool file, one chunk at a time. The store remembers
+which ids have chunks (``_chunked``), so that a remove deletes chunks only where there
+are some.
 
 Nothing here knows about SQL or Redis; backends implement the ``_`` hooks.
 """
@@ -138,6 +141,7 @@ class _Add:
     jobs: list[StoredJob]
     settled: Settled | None  # None once called: every add settles exactly once
     size: int = 0
+    spooled: bool = False  # some job's data is Spooled (set with size)
 
     def settle(self, error: QueueError | None) -> None:
         settled, self.settled = self.settled, None
@@ -249,7 +253,9 @@ class GroupCommitStore(ABC):
         # Ids with stored chunks: found by load, added before chunks are written,
         # dropped once a remove of the id has committed.
         self._chunked: set[int] = set()
-        self._in_flight: _Taken | None = None  # the batch being written right now
+        # The batches being written right now: one, plus one more while adds go out
+        # between the chunks of a large payload.
+        self._in_flight: list[_Taken] = []
         self._wake = asyncio.Event()
         self._lazy_wake: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -464,9 +470,9 @@ class GroupCommitStore(ABC):
                 await asyncio.gather(writer, return_exceptions=True)
         # Whatever the cancelled writer held: its outcome is unknown, so those adds
         # fail (at worst the job was stored anyway and runs once more after a restart).
-        if self._in_flight is not None:
-            self._put_back(self._in_flight)
-            self._in_flight = None
+        for taken in self._in_flight:
+            self._put_back(taken)
+        self._in_flight = []
         self._fail_pending_adds(f"{self.name}: queue store closed")
         await self._disconnect()
 
@@ -487,13 +493,17 @@ class GroupCommitStore(ABC):
                 await self._sleep_unless_closing(self._retry_delay())
             elif not self._closing and not self._adds:
                 await self._gather_lazy_writes()
-            taken = self._in_flight = self._take()
-            try:
-                await self._commit(taken)
-            except Exception as exc:  # a bug in a backend hook must not kill the writer
-                logger.exception("%s: unexpected error in the queue writer", self.name)
-                self._batch_failed(taken, exc, lost=False)
-            self._in_flight = None
+            await self._commit_taken(self._take())
+
+    async def _commit_taken(self, taken: _Taken) -> None:
+        # Left in _in_flight if cancelled: close() then fails its adds.
+        self._in_flight.append(taken)
+        try:
+            await self._commit(taken)
+        except Exception as exc:  # a bug in a backend hook must not kill the writer
+            logger.exception("%s: unexpected error in the queue writer", self.name)
+            self._batch_failed(taken, exc, lost=False)
+        self._in_flight.remove(taken)
 
     def _retry_delay(self) -> float:
         return backoff_delay(self._failures - 1, self.backoff_initial, self.backoff_max)
@@ -510,14 +520,15 @@ class GroupCommitStore(ABC):
         except TimeoutError:
             pass
 
-    def _take(self) -> _Taken:
+    def _take(self, *, adds_only: bool = False) -> _Taken:
         """The next batch: up to ``max_batch`` jobs and ``max_batch_bytes`` of adds,
         and up to ``max_batch`` removes and as many retry counts.
 
         Removes and retry counts have budgets of their own (a few bytes each), so a
         stream of submissions never starves them, nor they the submissions. An
         add_many is never split (its jobs share one outcome), so a batch may exceed
-        the limits by one such add.
+        the limits by one such add. ``adds_only`` (between the chunks of a large
+        payload) takes adds up to the first one with a spooled payload, and nothing else.
         """
         taken = _Taken()
         adds = self._adds
@@ -526,11 +537,16 @@ class GroupCommitStore(ABC):
             add = adds[0]
             if not add.size:
                 add.size = _add_size(add.jobs)
+                add.spooled = any(job.data.__class__ is Spooled for job in add.jobs)
             if taken.adds and size + add.size > self.max_batch_bytes:
+                break
+            if adds_only and add.spooled:
                 break
             taken.adds.append(adds.popleft())
             size += add.size
             count += len(add.jobs)
+        if adds_only:
+            return taken
         removes = self._removes
         if len(removes) <= self.max_batch:
             taken.removes, self._removes = removes, []
@@ -629,8 +645,24 @@ class GroupCommitStore(ABC):
                 for seq, offset in enumerate(offsets[first : first + per_batch], start=first)
             ]
             failure = await self._write_retrying(Batch(chunks=chunks))
+            if failure is None and self._adds:
+                failure = await self._commit_between_chunks()
             if failure is not None:
                 return failure
+        return None
+
+    async def _commit_between_chunks(self) -> tuple[Exception, bool] | None:
+        """Commit the small adds that arrived meanwhile, so that they wait for one chunk
+        transaction, not for the whole payload (a GiB takes SQLite tens of seconds).
+
+        Only adds: a retry count or a remove of an id must not overtake the one in the
+        batch being written. Returns a failure if the store went down meanwhile.
+        """
+        taken = self._take(adds_only=True)
+        if taken.adds:
+            await self._commit_taken(taken)
+        if self._down_reason is not None:
+            return ConnectionResetError(f"{self.name} unavailable: {self._down_reason}"), True
         return None
 
     def _lost_connection(self, exc: BaseException) -> bool:
