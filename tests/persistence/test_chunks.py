@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 from geartrain.protocol.spool import Spooled, spool_from
 from geartrain.server.persistence._batch import Batch
 from geartrain.server.persistence.base import QueueError, StoredJob
+from geartrain.server.persistence.sqlite import SqliteStore
+from geartrain.server.scheduler import Scheduler
 
 from .conftest import Harness
 
@@ -161,3 +164,40 @@ async def test_small_adds_are_not_held_up_by_a_large_one(harness: Harness, tmp_p
     assert settled == [2, 1]
     loaded = await (await harness.opened()).load()
     assert [j.id for j in loaded] == [1, 2] and loaded[1].data == b"small"
+
+
+async def test_a_queue_file_made_before_chunking_gains_the_chunks_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    con = sqlite3.connect(path)
+    con.execute(  # the jobs table as earlier versions made it, and nothing else
+        "CREATE TABLE geartrain_jobs (id INTEGER PRIMARY KEY, priority INTEGER NOT NULL,"
+        " function BLOB NOT NULL, unique_key BLOB NOT NULL, data BLOB NOT NULL,"
+        " when_to_run INTEGER NOT NULL DEFAULT 0, reducer BLOB NOT NULL DEFAULT x'',"
+        " retries INTEGER NOT NULL DEFAULT 0)"
+    )
+    con.execute("INSERT INTO geartrain_jobs VALUES (1, 1, x'66', x'75', x'6f6c64', 0, x'', 0)")
+    con.commit()
+    con.close()
+    data = content(3 * MiB, 6)
+
+    store = SqliteStore(str(path), chunk_bytes=CHUNK)
+    await store.open()
+    assert await store.load() == [StoredJob(1, b"f", b"u", b"old", 1)]
+    await store.add(job(2, spooled(tmp_path, data)))
+    await store.close()
+
+    store = SqliteStore(str(path))
+    store.spool_directory = tmp_path
+    await store.open()
+    loaded = await store.load()
+    await store.close()
+    assert [j.id for j in loaded] == [1, 2]
+    assert isinstance(loaded[1].data, Spooled) and loaded[1].data.to_bytes() == data
+
+
+def test_a_spooled_payload_does_not_count_against_a_row_limit(tmp_path: Path) -> None:
+    # Stores chunk a spooled payload: only what goes in the row can be too large.
+    payload = spooled(tmp_path, b"x" * 1000)
+    assert Scheduler._too_large_to_store(100, b"f", b"u", payload, b"") is None
+    assert Scheduler._too_large_to_store(100, b"f", b"u", b"x" * 1000, b"") is not None
+    assert Scheduler._too_large_to_store(100, b"f" * 60, b"u" * 60, payload, b"") is not None

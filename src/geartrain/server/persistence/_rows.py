@@ -13,7 +13,7 @@ _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}\Z")
 def check_prefix(prefix: str) -> str:
     """Validate a table/key prefix; it is spliced into SQL, so it must be a plain name.
 
-    48 characters leaves room for the ``_jobs`` suffix within MySQL's 64-character
+    48 characters leaves room for the ``_jobs`` and ``_chunks`` suffixes within MySQL's 64-character
     identifier limit (PostgreSQL allows 63).
     """
     if not _PREFIX_RE.match(prefix):
