@@ -16,6 +16,7 @@ import asyncio
 import importlib.util
 import os
 import socket
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -180,6 +181,10 @@ class Harness:
     async def drop(self) -> None:
         """Delete the tables/keys this harness created."""
 
+    async def stored_chunks(self) -> dict[int, int]:
+        """How many chunks of a large payload are stored, by job id."""
+        raise NotImplementedError
+
     async def teardown(self) -> None:
         try:
             # A store stuck in a failed test must not keep its table alive.
@@ -219,6 +224,9 @@ class MemoryHarness(Harness):
     async def restore(self) -> None:
         self.backing.refuse_connects = False
 
+    async def stored_chunks(self) -> dict[int, int]:
+        return {job_id: len(chunks) for job_id, chunks in self.backing.chunks.items()}
+
 
 class SqliteHarness(Harness):
     kind = "sqlite"
@@ -229,6 +237,16 @@ class SqliteHarness(Harness):
 
     def _build(self, url: str, **options: Any) -> GroupCommitStore:
         return SqliteStore(self.path, prefix=self.prefix, **options)
+
+    async def stored_chunks(self) -> dict[int, int]:
+        con = sqlite3.connect(self.path)
+        try:
+            rows = con.execute(
+                f'SELECT job_id, count(*) FROM "{self.prefix}_chunks" GROUP BY job_id'
+            ).fetchall()
+        finally:
+            con.close()
+        return dict(rows)
 
 
 class PostgresHarness(Harness):
@@ -259,8 +277,17 @@ class PostgresHarness(Harness):
         )
         assert killed >= 1, "no backend found for our store"
 
+    async def stored_chunks(self) -> dict[int, int]:
+        rows = await self._admin(
+            lambda con: con.fetch(
+                f'SELECT job_id, count(*) FROM "{self.prefix}_chunks" GROUP BY job_id'
+            )
+        )
+        return {int(row[0]): int(row[1]) for row in rows}
+
     async def drop(self) -> None:
-        await self._admin(lambda con: con.execute(f'DROP TABLE IF EXISTS "{self.prefix}_jobs"'))
+        p = self.prefix
+        await self._admin(lambda con: con.execute(f'DROP TABLE IF EXISTS "{p}_jobs", "{p}_chunks"'))
 
 
 class MysqlHarness(Harness):
@@ -281,7 +308,7 @@ class MysqlHarness(Harness):
             **options,
         )
 
-    async def _admin(self, sql: str) -> None:
+    async def _admin(self, sql: str) -> list[tuple[Any, ...]]:
         import aiomysql
 
         parts = urlsplit(MYSQL_URL)
@@ -295,8 +322,15 @@ class MysqlHarness(Harness):
         try:
             async with con.cursor() as cur:
                 await cur.execute(sql)
+                return list(await cur.fetchall())
         finally:
             con.close()
+
+    async def stored_chunks(self) -> dict[int, int]:
+        rows = await self._admin(
+            f"SELECT job_id, count(*) FROM `{self.prefix}_chunks` GROUP BY job_id"
+        )
+        return {int(job_id): int(count) for job_id, count in rows}
 
     async def kill(self, store: GroupCommitStore) -> None:
         thread_id = getattr(store, "thread_id", None)
@@ -304,7 +338,7 @@ class MysqlHarness(Harness):
         await self._admin(f"KILL {int(thread_id)}")
 
     async def drop(self) -> None:
-        await self._admin(f"DROP TABLE IF EXISTS `{self.prefix}_jobs`")
+        await self._admin(f"DROP TABLE IF EXISTS `{self.prefix}_jobs`, `{self.prefix}_chunks`")
 
 
 class RedisHarness(Harness):
@@ -329,12 +363,28 @@ class RedisHarness(Harness):
         finally:
             await admin.aclose()
 
+    async def stored_chunks(self) -> dict[int, int]:
+        """Chunks per job, and 0 for an id in the index set without a chunks key."""
+        from redis.asyncio import Redis
+
+        admin = Redis.from_url(REDIS_URL)
+        try:
+            found = {int(member): 0 for member in await admin.smembers(f"{self.prefix}:chunked")}
+            async for key in admin.scan_iter(match=f"{self.prefix}:chunks:*"):
+                found[int(key.rsplit(b":", 1)[1])] = int(await admin.hlen(key))
+            return found
+        finally:
+            await admin.aclose()
+
     async def drop(self) -> None:
         from redis.asyncio import Redis
 
         admin = Redis.from_url(REDIS_URL)
         try:
-            await admin.delete(*(f"{self.prefix}:{key}" for key in ("jobs", "order", "retries")))
+            # Every key of the prefix: the fixed ones and a chunks key per large job.
+            keys = [key async for key in admin.scan_iter(match=f"{self.prefix}:*")]
+            if keys:
+                await admin.delete(*keys)
         finally:
             await admin.aclose()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import time
@@ -19,9 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from geartrain.client.sync import Client
 from geartrain.protocol.codec import Decoder, Packet, encode_request
 from geartrain.protocol.constants import RES
 from geartrain.protocol.constants import PacketType as P
+from geartrain.worker.job import Job
+from geartrain.worker.sync import Worker
 from tests.server.load import Ledger, drain, restart_and_check, run_load
 from tests.support import ServerProcess, free_port, start_geartrain
 
@@ -66,14 +70,14 @@ def _sql_cleanup(name: str, prefix: str) -> Callable[[], None]:
             import asyncpg
 
             conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-            await conn.execute(f"DROP TABLE IF EXISTS {prefix}_jobs")
+            await conn.execute(f"DROP TABLE IF EXISTS {prefix}_jobs, {prefix}_chunks")
             await conn.close()
         else:
             import aiomysql
 
             conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", db="test")
             async with conn.cursor() as cur:
-                await cur.execute(f"DROP TABLE IF EXISTS {prefix}_jobs")
+                await cur.execute(f"DROP TABLE IF EXISTS {prefix}_jobs, {prefix}_chunks")
             conn.close()
 
     return lambda: asyncio.run(drop())
@@ -199,13 +203,66 @@ def test_backend_connections_cut_under_load(backend: Backend, tmp_path: Path) ->
     restart_and_check(port, backend.url, ledger)
 
 
+def _config(tmp_path: Path, **settings: object) -> list[str]:
+    """``--config`` with a spool directory under ``tmp_path`` and ``settings``."""
+    lines = [f'spool_directory = "{tmp_path / "spool"}"']
+    lines += [f"{name} = {value!r}" for name, value in settings.items()]
+    config = tmp_path / "geartrain.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return ["--config", str(config)]
+
+
+def _run_jobs(port: int, function: str, count: int) -> dict[bytes, bytes]:
+    """Run ``count`` jobs of ``function`` with our worker; their payloads by unique."""
+    received: dict[bytes, bytes] = {}
+
+    def work(job: Job) -> bytes:
+        received[job.unique] = bytes(job.payload)
+        return b"done"
+
+    worker = Worker([("127.0.0.1", port)], poll_interval=0.2)
+    worker.register(function, work)
+    try:
+        worker.work(max_jobs=count, idle_timeout=60, handle_signals=False)
+    finally:
+        worker.close()
+    return received
+
+
+def test_a_large_background_job_survives_kill_9(backend: Backend, tmp_path: Path) -> None:
+    # 12 MiB: spooled as it arrives, stored in chunks (never one value, nor whole in the
+    # server's memory), loaded back into a spool file after the crash.
+    payload = random.Random(12).randbytes(12 * 1024 * 1024 + 7)
+    port = free_port()
+    args = _config(tmp_path)
+    server = start_geartrain(args, port=port, queue=backend.url)
+    try:
+        with Client([("127.0.0.1", port)], timeout=120) as client:
+            client.submit_background("large", payload, unique="big")
+            client.submit_background("large", b"small", unique="small")
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+        server = start_geartrain(args, port=port, queue=backend.url)
+        received = _run_jobs(port, "large", 2)
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    assert received.keys() == {b"big", b"small"}
+    assert received[b"small"] == b"small"
+    assert len(received[b"big"]) == len(payload) and received[b"big"] == payload
+    assert os.listdir(tmp_path / "spool") == []  # spool files never have names
+
+
 @pytest.mark.parametrize("backend", ["mysql"], indirect=True)
-def test_a_job_larger_than_mysql_takes_is_refused_alone(backend: Backend) -> None:
+def test_a_job_larger_than_mysql_takes_is_refused_alone(backend: Backend, tmp_path: Path) -> None:
     # MariaDB drops a connection that sends a statement over max_allowed_packet (16 MiB
-    # here, so about 8 MiB of job as hex). The server refuses such a job on its own;
+    # here, so about 8 MiB of job as hex). A spooled payload goes in chunks and is
+    # stored whatever its size; a payload held in memory (possible only with a spool
+    # threshold above that) must fit in its row, and the server refuses it on its own:
     # the jobs pipelined around it are stored, and the queue stays up.
     port = free_port()
-    server = start_geartrain(port=port, queue=backend.url)
+    args = _config(tmp_path, spool_threshold=32 * 1024 * 1024)
+    server = start_geartrain(args, port=port, queue=backend.url)
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         decoder = Decoder(expect=RES, text=False)
@@ -227,7 +284,7 @@ def test_a_job_larger_than_mysql_takes_is_refused_alone(backend: Backend) -> Non
         assert b"larger than the persistent queue takes" in replies[1].args[1]
         assert server.stop() == 0
         # Both small jobs were stored: a restarted server runs them.
-        server = start_geartrain(port=port, queue=backend.url)
+        server = start_geartrain(args, port=port, queue=backend.url)
         assert sorted(drain(port)) == [b"after", b"before"]
     finally:
         server.kill()

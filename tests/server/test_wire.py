@@ -7,6 +7,7 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from geartrain.protocol.codec import as_bytes, encode_request
 from geartrain.protocol.constants import PacketType as P
@@ -274,6 +275,7 @@ class SlowStore:
         self.delay = 0.05
         self.tasks: set[asyncio.Future[None]] = set()
         self.max_job_bytes: int | None = None
+        self.spool_directory: Path | None = None
 
     async def open(self) -> None:
         pass

@@ -63,6 +63,8 @@ class Server:
         self.scheduler.use_timers(loop.call_later)
         if self.store is not None:
             await self.store.open()
+            # Large queued payloads come back from the store into spool files.
+            self.store.spool_directory = self.spool_directory
             started = time.monotonic()
             records = await self.store.load()
             self.scheduler.restore(records)

@@ -43,7 +43,7 @@ from functools import partial
 from itertools import islice
 from math import ceil
 
-from geartrain.protocol.codec import Payload, as_bytes
+from geartrain.protocol.codec import Payload
 from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode
 from geartrain.protocol.numbers import parse_c_int
 from geartrain.protocol.spool import Spooled
@@ -190,8 +190,14 @@ class Scheduler:
     def _too_large_to_store(
         limit: int, name: bytes, unique: bytes, data: Payload, reducer: bytes
     ) -> bytes | None:
-        """Why the store cannot take this job, if it is over the backend's size limit."""
-        size = len(name) + len(unique) + len(data) + len(reducer)
+        """Why the store cannot take this job, if it is over the backend's size limit.
+
+        A spooled payload does not count: every store writes it in chunks of a size it
+        can take, so only what goes in the job's row can be too large.
+        """
+        size = len(name) + len(unique) + len(reducer)
+        if data.__class__ is not Spooled:
+            size += len(data)
         if size <= limit:
             return None
         return b"Job of %d bytes is larger than the persistent queue takes (%d)" % (size, limit)
@@ -623,9 +629,10 @@ def coalescing_key(unique: bytes, data: Payload) -> object:
     return (b"-", bytes(data)) if data else None
 
 
-def _stored_data(data: Payload) -> bytes:
-    """The payload as a stored record carries it."""
-    return as_bytes(data)
+def _stored_data(data: Payload) -> bytes | Spooled:
+    """The payload as a stored record carries it: a spooled one stays in its file
+    (the store writes it in chunks), anything else is bytes."""
+    return data if isinstance(data, Spooled) else bytes(data)
 
 
 def _being_written(queue: deque[Job]) -> bool:

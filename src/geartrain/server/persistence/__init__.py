@@ -21,11 +21,13 @@ A relative SQLite path is relative to the server's working directory.
 Query parameters understood for every backend (and removed before the URL reaches the
 driver):
 
-* ``prefix=NAME``: names the storage: table ``NAME_jobs`` for SQL backends, keys
-  ``NAME:jobs`` / ``NAME:order`` / ``NAME:retries`` for Redis. Overrides the ``prefix``
-  argument of :func:`open_store` (default ``geartrain``). ``table=NAME`` is accepted as a
-  synonym and means the same (``?table=myqueue`` gives table ``myqueue_jobs``: one rule
-  for every backend). Letters, digits and ``_`` only, at most 48 characters.
+* ``prefix=NAME``: names the storage: tables ``NAME_jobs`` and ``NAME_chunks`` (large
+  payloads, in chunks) for SQL backends, keys ``NAME:jobs`` / ``NAME:order`` /
+  ``NAME:retries`` (and ``NAME:chunked`` / ``NAME:chunks:<id>``) for Redis. Overrides
+  the ``prefix`` argument of :func:`open_store` (default ``geartrain``). ``table=NAME``
+  is accepted as a synonym and means the same (``?table=myqueue`` gives table
+  ``myqueue_jobs``: one rule for every backend). Letters, digits and ``_`` only, at most
+  48 characters.
 * ``batch=N``: at most N operations per transaction (default 5000).
 * ``timeout=SECONDS``: a write slower than this counts as a lost connection (default 30).
 

@@ -38,7 +38,22 @@ Failures:
   and leaves the connection up; the next batch waits a backoff delay so that kept
   removes that keep failing cannot spin the loop.
 
-Nothing here knows about SQL or Redis; backends implement the five ``_`` hooks.
+Large payloads (a :class:`~geartrain.protocol.spool.Spooled` job's data) are stored in
+chunks of ``chunk_bytes``, in transactions of their own written *before* the batch that
+holds the job's row: each chunk batch reads at most ``max_batch_bytes`` of the spool
+file, so memory stays bounded whatever the job's size. The row goes with an empty
+``data`` column, in the next batch; the add settles when that batch commits. Every
+backend commits in order, so once the row is durable its chunks are too. Adds that
+arrive meanwhile (other than large ones) are committed between two chunk transactions,
+so a large job delays other submissions by one chunk's write, not by its whole size. If
+a chunk batch or the row's batch fails, the add fails and the job's id is queued as a
+remove, which deletes any chunks already written. Chunks whose row never came (the
+server died between the two) are found and deleted by ``load``, which reads every other
+chunked payload back into a new spool file, one chunk at a time. The store remembers
+which ids have chunks (``_chunked``), so that a remove deletes chunks only where there
+are some.
+
+Nothing here knows about SQL or Redis; backends implement the ``_`` hooks.
 """
 
 from __future__ import annotations
@@ -48,12 +63,16 @@ import contextlib
 import logging
 import operator
 import random
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypedDict
+
+from geartrain.protocol.spool import Spooled, SpoolWriter
 
 from .base import QueueError, StoredJob
 
@@ -65,6 +84,9 @@ DEFAULT_MAX_BATCH = 5000
 #: Payload bytes per batch; keeps MySQL statements below the 16 MiB max_allowed_packet
 #: default of MariaDB 10.x and Redis pipelines from building huge buffers.
 DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: Size of one stored chunk of a spooled payload: one chunk per batch by default, well
+#: below every backend's cap on one value (and MariaDB's max_allowed_packet, as hex).
+DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 #: A write (or connect) that takes longer than this is treated as a lost connection,
 #: so that a silent network partition cannot leave submitters waiting forever.
 DEFAULT_TIMEOUT = 30.0
@@ -89,15 +111,24 @@ class StoreOptions(TypedDict, total=False):
     backoff_initial: float
     backoff_max: float
     close_timeout: float
+    chunk_bytes: int
 
 
 @dataclass(slots=True)
 class Batch:
-    """The writes of one transaction; backends apply removes, then adds, then retries."""
+    """The writes of one transaction.
+
+    Backends apply removes (and the chunks of ``chunk_removes``), then chunks, then
+    adds, then retries. The adds' data is bytes here: a chunked job's row has b"".
+    """
 
     adds: list[StoredJob] = field(default_factory=list)
     retries: list[tuple[int, int]] = field(default_factory=list)  # (id, retries)
     removes: list[int] = field(default_factory=list)
+    #: Ids whose chunks are deleted (removed jobs that had some, and orphans).
+    chunk_removes: list[int] = field(default_factory=list)
+    #: (job id, sequence number from 0, bytes): upserts by (id, sequence number).
+    chunks: list[tuple[int, int, bytes]] = field(default_factory=list)
 
 
 Settled = Callable[[QueueError | None], None]
@@ -110,6 +141,7 @@ class _Add:
     jobs: list[StoredJob]
     settled: Settled | None  # None once called: every add settles exactly once
     size: int = 0
+    spooled: bool = False  # some job's data is Spooled (set with size)
 
     def settle(self, error: QueueError | None) -> None:
         settled, self.settled = self.settled, None
@@ -195,14 +227,19 @@ class GroupCommitStore(ABC):
         backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
+        if chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be positive: {chunk_bytes}")
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
         self.timeout = timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.close_timeout = close_timeout
+        self.chunk_bytes = chunk_bytes
         self.max_job_bytes: int | None = None  # see QueueStore.max_job_bytes
+        self.spool_directory: Path | None = None  # see QueueStore.spool_directory
         self.commits = 0
         self.failed_batches = 0
         self.reconnects = 0
@@ -213,7 +250,12 @@ class GroupCommitStore(ABC):
         self._adds: deque[_Add] = deque()
         self._removes: list[int] = []
         self._retries: dict[int, int] = {}
-        self._in_flight: _Taken | None = None  # the batch being written right now
+        # Ids with stored chunks: found by load, added before chunks are written,
+        # dropped once a remove of the id has committed.
+        self._chunked: set[int] = set()
+        # The batches being written right now: one, plus one more while adds go out
+        # between the chunks of a large payload.
+        self._in_flight: list[_Taken] = []
         self._wake = asyncio.Event()
         self._lazy_wake: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -246,7 +288,20 @@ class GroupCommitStore(ABC):
 
     @abstractmethod
     async def _write(self, batch: Batch) -> None:
-        """Apply ``batch`` atomically: deletes, inserts (upsert by id), then retries."""
+        """Apply ``batch`` atomically: deletes (rows, and chunks of ``chunk_removes``),
+        chunks (upsert by id and sequence number), inserts (upsert by id), then retries."""
+
+    @abstractmethod
+    async def _chunked_ids(self) -> set[int]:
+        """The ids that have stored chunks (whether or not their row exists)."""
+
+    @abstractmethod
+    async def _read_chunk(self, job_id: int, seq: int) -> bytes | None:
+        """Chunk ``seq`` of job ``job_id``, or None past its last chunk."""
+
+    def _chunk_size(self) -> int:
+        """Bytes per stored chunk (a backend may lower it to what it can take)."""
+        return self.chunk_bytes
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         """True if ``exc`` means the connection is gone (default: OSError)."""
@@ -289,6 +344,7 @@ class GroupCommitStore(ABC):
                     await self._connect()
                     self._down_reason = None
                 jobs = await self._load()
+                await self._load_chunks(jobs)
             except QueueError:
                 raise
             except Exception as exc:
@@ -297,6 +353,34 @@ class GroupCommitStore(ABC):
         # and is nearly free on three distinct keys, so no backend needs an extra index.
         jobs.sort(key=lambda job: job.priority)
         return jobs
+
+    async def _load_chunks(self, jobs: list[StoredJob]) -> None:
+        """Give chunked jobs their payloads back, spooled; delete orphan chunks."""
+        chunked = await self._chunked_ids()
+        stored = {job.id for job in jobs} if chunked else set()
+        orphans = sorted(chunked - stored)
+        if orphans:
+            # Chunks of a job whose row never committed: its add was never acknowledged.
+            logger.warning("%s: deleting the chunks of %d unfinished jobs", self.name, len(orphans))
+            await self._write(Batch(chunk_removes=orphans))
+        for index, job in enumerate(jobs):
+            if job.id in chunked:
+                jobs[index] = job._replace(data=await self._read_payload(job.id))
+        self._chunked = chunked & stored
+
+    async def _read_payload(self, job_id: int) -> Spooled:
+        """Job ``job_id``'s chunks, in order, into a new spool file."""
+        directory = self.spool_directory or Path(tempfile.gettempdir())
+        writer = SpoolWriter(directory)
+        try:
+            seq = 0
+            while (chunk := await self._read_chunk(job_id, seq)) is not None:
+                writer.write(chunk)
+                seq += 1
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish()
 
     def add(self, job: StoredJob) -> Awaitable[None]:
         return self.add_many([job])
@@ -386,9 +470,9 @@ class GroupCommitStore(ABC):
                 await asyncio.gather(writer, return_exceptions=True)
         # Whatever the cancelled writer held: its outcome is unknown, so those adds
         # fail (at worst the job was stored anyway and runs once more after a restart).
-        if self._in_flight is not None:
-            self._put_back(self._in_flight)
-            self._in_flight = None
+        for taken in self._in_flight:
+            self._put_back(taken)
+        self._in_flight = []
         self._fail_pending_adds(f"{self.name}: queue store closed")
         await self._disconnect()
 
@@ -409,13 +493,17 @@ class GroupCommitStore(ABC):
                 await self._sleep_unless_closing(self._retry_delay())
             elif not self._closing and not self._adds:
                 await self._gather_lazy_writes()
-            taken = self._in_flight = self._take()
-            try:
-                await self._commit(taken)
-            except Exception as exc:  # a bug in a backend hook must not kill the writer
-                logger.exception("%s: unexpected error in the queue writer", self.name)
-                self._batch_failed(taken, exc, lost=False)
-            self._in_flight = None
+            await self._commit_taken(self._take())
+
+    async def _commit_taken(self, taken: _Taken) -> None:
+        # Left in _in_flight if cancelled: close() then fails its adds.
+        self._in_flight.append(taken)
+        try:
+            await self._commit(taken)
+        except Exception as exc:  # a bug in a backend hook must not kill the writer
+            logger.exception("%s: unexpected error in the queue writer", self.name)
+            self._batch_failed(taken, exc, lost=False)
+        self._in_flight.remove(taken)
 
     def _retry_delay(self) -> float:
         return backoff_delay(self._failures - 1, self.backoff_initial, self.backoff_max)
@@ -432,14 +520,15 @@ class GroupCommitStore(ABC):
         except TimeoutError:
             pass
 
-    def _take(self) -> _Taken:
+    def _take(self, *, adds_only: bool = False) -> _Taken:
         """The next batch: up to ``max_batch`` jobs and ``max_batch_bytes`` of adds,
         and up to ``max_batch`` removes and as many retry counts.
 
         Removes and retry counts have budgets of their own (a few bytes each), so a
         stream of submissions never starves them, nor they the submissions. An
         add_many is never split (its jobs share one outcome), so a batch may exceed
-        the limits by one such add.
+        the limits by one such add. ``adds_only`` (between the chunks of a large
+        payload) takes adds up to the first one with a spooled payload, and nothing else.
         """
         taken = _Taken()
         adds = self._adds
@@ -448,11 +537,16 @@ class GroupCommitStore(ABC):
             add = adds[0]
             if not add.size:
                 add.size = _add_size(add.jobs)
+                add.spooled = any(job.data.__class__ is Spooled for job in add.jobs)
             if taken.adds and size + add.size > self.max_batch_bytes:
+                break
+            if adds_only and add.spooled:
                 break
             taken.adds.append(adds.popleft())
             size += add.size
             count += len(add.jobs)
+        if adds_only:
+            return taken
         removes = self._removes
         if len(removes) <= self.max_batch:
             taken.removes, self._removes = removes, []
@@ -475,17 +569,17 @@ class GroupCommitStore(ABC):
     async def _commit(self, taken: _Taken) -> None:
         started = time.perf_counter()
         batch = make_batch(taken)
-        for attempt in (1, 2):
-            try:
-                async with self._io_lock, asyncio.timeout(self.timeout):
-                    await self._write(batch)
-            except Exception as exc:
-                lost = self._lost_connection(exc)
-                if lost and attempt == 1 and await self._reconnect_once(exc):
-                    continue
-                self._batch_failed(taken, exc, lost)
-                return
-            break
+        chunked = self._chunked
+        if chunked:
+            batch.chunk_removes = [job_id for job_id in batch.removes if job_id in chunked]
+        failure = await self._store_chunks(batch)
+        if failure is None:
+            failure = await self._write_retrying(batch)
+        if failure is not None:
+            self._batch_failed(taken, *failure)
+            return
+        if batch.chunk_removes:
+            chunked.difference_update(batch.chunk_removes)
         self.commits += 1
         self._failures = 0
         if logger.isEnabledFor(logging.DEBUG):
@@ -499,6 +593,77 @@ class GroupCommitStore(ABC):
             )
         for add in taken.adds:
             add.settle(None)
+
+    async def _write_retrying(self, batch: Batch) -> tuple[Exception, bool] | None:
+        """Write ``batch``, reconnecting once if the connection was lost.
+
+        Returns None, or the error and whether it looks like a lost connection.
+        """
+        for attempt in (1, 2):
+            try:
+                async with self._io_lock, asyncio.timeout(self.timeout):
+                    await self._write(batch)
+            except Exception as exc:
+                lost = self._lost_connection(exc)
+                if lost and attempt == 1 and await self._reconnect_once(exc):
+                    continue
+                return exc, lost
+            break
+        return None
+
+    async def _store_chunks(self, batch: Batch) -> tuple[Exception, bool] | None:
+        """Write the chunks of the spooled payloads in ``batch``, each job's in turn.
+
+        Their rows then carry an empty ``data``. Returns None or the first failure.
+        """
+        for index, job in enumerate(batch.adds):
+            data = job.data
+            if data.__class__ is bytes:
+                continue
+            if not isinstance(data, Spooled):  # any other bytes-like value
+                batch.adds[index] = job._replace(data=bytes(data))
+                continue
+            if data.size:
+                self._chunked.add(job.id)  # from now on a remove deletes its chunks
+                failure = await self._write_chunks(job.id, data)
+                if failure is not None:
+                    return failure
+            batch.adds[index] = job._replace(data=b"")
+        return None
+
+    async def _write_chunks(self, job_id: int, data: Spooled) -> tuple[Exception, bool] | None:
+        """``data`` as chunks, ``max_batch_bytes`` of them per transaction (at least one).
+
+        Only one transaction's chunks are read from the spool file at a time.
+        """
+        size = self._chunk_size()
+        per_batch = max(1, self.max_batch_bytes // size)
+        offsets = range(0, data.size, size)
+        for first in range(0, len(offsets), per_batch):
+            chunks = [
+                (job_id, seq, data.read(offset, size))
+                for seq, offset in enumerate(offsets[first : first + per_batch], start=first)
+            ]
+            failure = await self._write_retrying(Batch(chunks=chunks))
+            if failure is None and self._adds:
+                failure = await self._commit_between_chunks()
+            if failure is not None:
+                return failure
+        return None
+
+    async def _commit_between_chunks(self) -> tuple[Exception, bool] | None:
+        """Commit the small adds that arrived meanwhile, so that they wait for one chunk
+        transaction, not for the whole payload (a GiB takes SQLite tens of seconds).
+
+        Only adds: a retry count or a remove of an id must not overtake the one in the
+        batch being written. Returns a failure if the store went down meanwhile.
+        """
+        taken = self._take(adds_only=True)
+        if taken.adds:
+            await self._commit_taken(taken)
+        if self._down_reason is not None:
+            return ConnectionResetError(f"{self.name} unavailable: {self._down_reason}"), True
+        return None
 
     def _lost_connection(self, exc: BaseException) -> bool:
         if isinstance(exc, TimeoutError):
@@ -523,7 +688,10 @@ class GroupCommitStore(ABC):
         # when the connection died during COMMIT the rows may have been written
         # although we report failure, and a job its client was told is not queued
         # must never run after a restart.
-        undo = [job.id for add in taken.adds for job in add.jobs] if lost else []
+        # A job whose chunks may have been written is undone in any case, so that the
+        # remove deletes them.
+        chunked = self._chunked
+        undo = [job.id for add in taken.adds for job in add.jobs if lost or job.id in chunked]
         self._put_back(_Taken(removes=taken.removes + undo, retries=taken.retries))
         if lost:
             self._down_reason = reason

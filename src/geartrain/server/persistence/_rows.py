@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from .base import StoredJob
 
@@ -12,7 +13,7 @@ _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}\Z")
 def check_prefix(prefix: str) -> str:
     """Validate a table/key prefix; it is spliced into SQL, so it must be a plain name.
 
-    48 characters leaves room for the ``_jobs`` suffix within MySQL's 64-character
+    48 characters leaves room for the ``_jobs`` and ``_chunks`` suffixes within MySQL's 64-character
     identifier limit (PostgreSQL allows 63).
     """
     if not _PREFIX_RE.match(prefix):
@@ -29,8 +30,12 @@ SqlRow = tuple[int, bytes, bytes, bytes, int, int, bytes, int]
 
 
 def as_row(job: StoredJob) -> SqlRow:
-    """``job`` as a row in :data:`SQL_COLUMNS` order (it already is one)."""
-    return job
+    """``job`` as a row in :data:`SQL_COLUMNS` order (it already is one).
+
+    Only for jobs of a :class:`~geartrain.server.persistence._batch.Batch`, whose data
+    is bytes: a spooled payload has been written in chunks and replaced by b"".
+    """
+    return cast("SqlRow", job)
 
 
 def from_row(row: SqlRow) -> StoredJob:

@@ -20,6 +20,15 @@ Contract (what every backend guarantees, and what the contract tests check):
 * ``load`` returns every stored record, in original priority-then-FIFO order
   (``priority`` ascending, then ``id`` ascending); it is called once, before the
   server accepts connections.
+* A record's ``data`` is bytes or a :class:`~geartrain.protocol.spool.Spooled` payload
+  (a large job received into a spool file). A backend stores a spooled payload in
+  chunks of a bounded size, read from the file one at a time, each chunk write its own
+  bounded transaction; the job's row (with an empty ``data`` column) is written only
+  once all its chunks are, and the add resolves when that row commits. ``remove``
+  deletes the chunks with the row; chunks whose row was never written (the server died
+  in between) are deleted by ``load``. ``load`` returns a chunked payload as a new
+  Spooled payload in :attr:`QueueStore.spool_directory`, built a chunk at a time, so
+  queued large jobs are never held in memory, not even at start-up.
 * Records are keyed by ``id``, an integer the server assigns (monotonic across
   restarts: the server continues from the largest id it loaded). Never by unique:
   empty and ``-`` uniques must not collide.
@@ -31,7 +40,10 @@ Contract (what every backend guarantees, and what the contract tests check):
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import NamedTuple, Protocol
+
+from geartrain.protocol.spool import Spooled
 
 
 class QueueError(Exception):
@@ -48,7 +60,7 @@ class StoredJob(NamedTuple):
     id: int
     function: bytes
     unique: bytes
-    data: bytes
+    data: bytes | Spooled  # Spooled: stored in chunks, never whole in memory
     priority: int  # 0 high, 1 normal, 2 low (geartrain.protocol.Priority)
     when: int = 0  # Unix seconds for SUBMIT_JOB_EPOCH jobs, 0 = run now
     reducer: bytes = b""
@@ -58,12 +70,17 @@ class StoredJob(NamedTuple):
 class QueueStore(Protocol):
     """What the server needs from a persistent queue backend."""
 
-    #: The largest job the backend can store (function, unique, data and reducer bytes
-    #: together), or None if it has no limit below the server's own. The server refuses
-    #: a bigger background job on its own, with ERROR QUEUE_ERROR, before it joins a
-    #: write group: a job the backend cannot take would otherwise fail the write of every
-    #: job submitted with it. An attribute, not a property: it is read for every job.
+    #: The largest row the backend can store (function, unique and reducer bytes, plus
+    #: the data when it is bytes: a spooled payload goes in chunks and does not count),
+    #: or None if it has no limit below the server's own. The server refuses a bigger
+    #: background job on its own, with ERROR QUEUE_ERROR, before it joins a write group:
+    #: a job the backend cannot take would otherwise fail the write of every job
+    #: submitted with it. An attribute, not a property: it is read for every job.
     max_job_bytes: int | None
+
+    #: Where ``load`` puts the chunked payloads it reads back (the server's spool
+    #: directory, set before ``load``); None means the system's temporary directory.
+    spool_directory: Path | None
 
     async def open(self) -> None:
         """Connect and create tables/keys if needed. Raises QueueError if unusable."""

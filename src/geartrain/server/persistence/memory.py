@@ -6,6 +6,10 @@ in a :class:`MemoryBacking` that may outlive the store, which is how tests "rest
 server: open a new store on the same backing. ``memory://`` URLs get a fresh backing,
 i.e. nothing survives the process.
 
+Layout: ``jobs`` maps id to record; a spooled payload is stored, like in every backend,
+as chunks in ``chunks`` (id -> sequence number -> bytes) with an empty ``data`` in the
+record, so tests of chunking run without a database.
+
 Fault injection for tests: :meth:`MemoryStore.break_connection` makes the store behave as
 if the server had dropped its connection (the next write fails with
 :class:`ConnectionResetError`, and the reconnect succeeds unless ``refuse_connects``);
@@ -27,6 +31,7 @@ class MemoryBacking:
     """The "database" behind one or more successive :class:`MemoryStore` instances."""
 
     jobs: dict[int, StoredJob] = dataclasses.field(default_factory=dict)
+    chunks: dict[int, dict[int, bytes]] = dataclasses.field(default_factory=dict)
     #: When set, every write raises this exception (without applying anything).
     fail_writes: BaseException | None = None
     #: When true, connecting fails with ConnectionRefusedError (the server is down).
@@ -68,14 +73,26 @@ class MemoryStore(GroupCommitStore):
         self._check_connected()
         if self.backing.fail_writes is not None:
             raise self.backing.fail_writes
-        jobs = self.backing.jobs
+        jobs, chunks = self.backing.jobs, self.backing.chunks
         for job_id in batch.removes:
             jobs.pop(job_id, None)
+        for job_id in batch.chunk_removes:
+            chunks.pop(job_id, None)
+        for job_id, seq, data in batch.chunks:
+            chunks.setdefault(job_id, {})[seq] = data
         for job in batch.adds:
             jobs[job.id] = job
         for job_id, retries in batch.retries:
             if job_id in jobs:
                 jobs[job_id] = jobs[job_id]._replace(retries=retries)
+
+    async def _chunked_ids(self) -> set[int]:
+        self._check_connected()
+        return set(self.backing.chunks)
+
+    async def _read_chunk(self, job_id: int, seq: int) -> bytes | None:
+        self._check_connected()
+        return self.backing.chunks.get(job_id, {}).get(seq)
 
     def _check_connected(self) -> None:
         if not self._connected:

@@ -18,7 +18,14 @@ Durability is InnoDB's: with ``innodb_flush_log_at_trx_commit=1`` (the default) 
 on disk when its add resolves; 2 or 0 trade that for speed and lose up to a second of
 acknowledged jobs on a crash of the database host.
 
-The table (InnoDB, binary columns so function names and uniques keep their exact bytes)
+Large (spooled) payloads go to ``<prefix>_chunks(job_id, seq, data LONGBLOB, PRIMARY
+KEY (job_id, seq))``, one row per chunk, in transactions of their own before the job's
+row (which has an empty ``data``); see ``_batch.py``. A chunk is at most ``chunk_bytes``
+(4 MiB) and never more than fits, as hex, in one statement below the server's
+max_allowed_packet (read at connect time), so a job of any size up to the protocol's
+4 GiB is stored, and no statement or result row ever nears the limit.
+
+The tables (InnoDB, binary columns so function names and uniques keep their exact bytes)
 is created on first use. A lost connection (``KILL``, server restart, "MySQL server has
 gone away") is reopened by the group-commit writer with jittered exponential backoff; see
 ``_batch.py``.
@@ -35,8 +42,10 @@ import contextlib
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Unpack
 
+from geartrain.protocol.spool import Spooled
+
 from ._batch import Batch, GroupCommitStore, StoreOptions
-from ._rows import SQL_COLUMNS, check_prefix, from_row
+from ._rows import SQL_COLUMNS, as_row, check_prefix, from_row
 from .base import QueueError, StoredJob
 
 if TYPE_CHECKING:
@@ -107,6 +116,7 @@ class MysqlStore(GroupCommitStore):
         }
         self.table = f"`{check_prefix(prefix)}_jobs`"
         self._insert_head = f"INSERT INTO {self.table} ({SQL_COLUMNS}) VALUES "
+        self.chunks = f"`{prefix}_chunks`"
         self._con: aiomysql.Connection | None = None
         self.max_packet = DEFAULT_MAX_PACKET
 
@@ -145,13 +155,20 @@ class MysqlStore(GroupCommitStore):
     def max_packet(self, value: int) -> None:
         self._max_packet = value
         # A statement over max_allowed_packet makes the server drop the connection (and
-        # gearmand loop, its issue #126): a job must fit in a statement of its own, with
-        # its bytes as hex (two characters each) and room for the rest of the INSERT.
+        # gearmand loop, its issue #126): a row must fit in a statement of its own, with
+        # its bytes as hex (two characters each) and room for the rest of the INSERT. A
+        # spooled payload goes in chunks and does not count.
         self.max_job_bytes = (value - _STATEMENT_OVERHEAD) // 2
+
+    def _chunk_size(self) -> int:
+        # A chunk goes as hex in a statement of its own and comes back as one result row.
+        return max(1, min(self.chunk_bytes, (self.max_packet - _STATEMENT_OVERHEAD) // 2))
 
     def add(self, job: StoredJob) -> Awaitable[None]:
         # Refused up front with a clear reason (the server checks max_job_bytes itself).
-        size = len(job.function) + len(job.unique) + len(job.data) + len(job.reducer)
+        size = len(job.function) + len(job.unique) + len(job.reducer)
+        if not isinstance(job.data, Spooled):  # chunked otherwise
+            size += len(job.data)
         limit = self.max_job_bytes  # set with max_packet, never None here
         if limit is not None and size > limit:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -189,6 +206,17 @@ class MysqlStore(GroupCommitStore):
                     " when_to_run BIGINT NOT NULL, reducer BLOB NOT NULL, retries INT NOT NULL"
                     ") ENGINE=InnoDB"
                 )
+            await cur.execute(
+                "SELECT 1 FROM information_schema.tables"
+                " WHERE table_schema = DATABASE() AND table_name = %s",
+                (self.chunks.strip("`"),),
+            )
+            if not await cur.fetchone():
+                await cur.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.chunks} ("
+                    "job_id BIGINT NOT NULL, seq INT NOT NULL, data LONGBLOB NOT NULL,"
+                    " PRIMARY KEY (job_id, seq)) ENGINE=InnoDB"
+                )
         await con.commit()
 
     async def _load(self) -> list[StoredJob]:
@@ -198,6 +226,24 @@ class MysqlStore(GroupCommitStore):
             rows = await cur.fetchall()
         await con.commit()  # end the read snapshot so later batches see fresh data
         return [from_row(row) for row in rows]
+
+    async def _chunked_ids(self) -> set[int]:
+        con = self._connection()
+        async with con.cursor() as cur:
+            await cur.execute(f"SELECT DISTINCT job_id FROM {self.chunks}")
+            rows = await cur.fetchall()
+        await con.commit()
+        return {int(row[0]) for row in rows}
+
+    async def _read_chunk(self, job_id: int, seq: int) -> bytes | None:
+        con = self._connection()
+        async with con.cursor() as cur:
+            await cur.execute(
+                f"SELECT data FROM {self.chunks} WHERE job_id = {int(job_id)} AND seq = {int(seq)}"
+            )
+            row = await cur.fetchone()
+        await con.commit()
+        return None if row is None else bytes(row[0])
 
     async def _write(self, batch: Batch) -> None:
         con = self._connection()
@@ -220,6 +266,16 @@ class MysqlStore(GroupCommitStore):
         if batch.removes:
             ids = ",".join(map(str, batch.removes))
             await cur.execute(f"DELETE FROM {self.table} WHERE id IN ({ids})")
+        if batch.chunk_removes:
+            ids = ",".join(map(str, map(int, batch.chunk_removes)))
+            await cur.execute(f"DELETE FROM {self.chunks} WHERE job_id IN ({ids})")
+        for job_id, seq, data in batch.chunks:
+            # One statement per chunk: each is as large as a statement may safely be.
+            await cur.execute(
+                f"INSERT INTO {self.chunks} (job_id, seq, data)"
+                f" VALUES ({int(job_id)},{int(seq)},X'{data.hex()}')"
+                " ON DUPLICATE KEY UPDATE data = VALUES(data)"
+            )
         if batch.adds:
             for statement in self._insert_statements(batch.adds):
                 await cur.execute(statement)
@@ -243,7 +299,7 @@ class MysqlStore(GroupCommitStore):
         limit = min(STATEMENT_BYTES, self.max_packet - 1024) - fixed  # bytes of rows
         rows = [
             _ROW % (id_, function.hex(), unique.hex(), data.hex(), priority, when, reducer.hex(), n)
-            for id_, function, unique, data, priority, when, reducer, n in jobs
+            for id_, function, unique, data, priority, when, reducer, n in map(as_row, jobs)
         ]
         statements = []
         first = size = 0

@@ -19,7 +19,12 @@ a reconnect, so the common case never pays for the conflict check.
 Durability is PostgreSQL's: with the server defaults (``fsync=on``,
 ``synchronous_commit=on``) a job is on disk when its add resolves.
 
-The table is created on first use (``CREATE TABLE IF NOT EXISTS``). A lost connection
+Large (spooled) payloads go to ``<prefix>_chunks(job_id, seq, data, PRIMARY KEY (job_id,
+seq))``, one row per chunk of at most ``chunk_bytes`` (4 MiB, far below bytea's 1 GB), in
+transactions of their own before the job's row, which has an empty ``data``; see
+``_batch.py``. A job of 4 GiB is thus about a thousand rows, never one value.
+
+The tables are created on first use (``CREATE TABLE IF NOT EXISTS``). A lost connection
 is reopened by the group-commit writer with jittered exponential backoff; see
 ``_batch.py``.
 
@@ -67,6 +72,13 @@ class PostgresStore(GroupCommitStore):
         self.dsn = dsn
         self.table_name = f"{check_prefix(prefix)}_jobs"
         self.table = f'"{self.table_name}"'
+        self.chunks = f'"{prefix}_chunks"'
+        self._delete_chunks_sql = f"DELETE FROM {self.chunks} WHERE job_id = ANY($1::bigint[])"
+        self._chunks_sql = (
+            f"INSERT INTO {self.chunks} (job_id, seq, data) SELECT * FROM unnest("
+            "$1::bigint[], $2::integer[], $3::bytea[])"
+            " ON CONFLICT (job_id, seq) DO UPDATE SET data = EXCLUDED.data"
+        )
         self._delete_sql = f"DELETE FROM {self.table} WHERE id = ANY($1::bigint[])"
         # One statement for all the rows, fed one array per column.
         self._upsert_sql = (
@@ -119,10 +131,25 @@ class PostgresStore(GroupCommitStore):
             " when_to_run BIGINT NOT NULL DEFAULT 0, reducer BYTEA NOT NULL DEFAULT '',"
             " retries INTEGER NOT NULL DEFAULT 0)"
         )
+        await self._connection().execute(
+            f"CREATE TABLE IF NOT EXISTS {self.chunks} ("
+            "job_id BIGINT NOT NULL, seq INTEGER NOT NULL, data BYTEA NOT NULL,"
+            " PRIMARY KEY (job_id, seq))"
+        )
 
     async def _load(self) -> list[StoredJob]:
         rows = await self._connection().fetch(f"SELECT {SQL_COLUMNS} FROM {self.table} ORDER BY id")
         return [from_row(row) for row in rows]
+
+    async def _chunked_ids(self) -> set[int]:
+        rows = await self._connection().fetch(f"SELECT DISTINCT job_id FROM {self.chunks}")
+        return {int(row[0]) for row in rows}
+
+    async def _read_chunk(self, job_id: int, seq: int) -> bytes | None:
+        data = await self._connection().fetchval(
+            f"SELECT data FROM {self.chunks} WHERE job_id = $1 AND seq = $2", job_id, seq
+        )
+        return None if data is None else bytes(data)
 
     async def _write(self, batch: Batch) -> None:
         import asyncpg
@@ -141,6 +168,10 @@ class PostgresStore(GroupCommitStore):
     async def _apply(self, con: asyncpg.Connection, batch: Batch, *, upsert: bool) -> None:
         if batch.removes:
             await con.execute(self._delete_sql, batch.removes)
+        if batch.chunk_removes:
+            await con.execute(self._delete_chunks_sql, batch.chunk_removes)
+        if batch.chunks:
+            await con.execute(self._chunks_sql, *map(list, zip(*batch.chunks, strict=True)))
         if batch.adds and not upsert:
             # Binary COPY: asyncpg encodes the rows in C and PostgreSQL inserts them
             # in bulk, several times cheaper on both sides than a statement per row

@@ -17,6 +17,13 @@ Layout (three keys per queue, so ``load`` never needs ``KEYS`` or ``SCAN``):
   Keeping it apart lets ``update_retries`` be a plain ``HSET`` instead of a
   read-modify-write of the record.
 
+* ``<prefix>:chunks:<id>``: for a large (spooled) payload only, a hash seq -> chunk
+  (at most ``chunk_bytes``, 4 MiB, far below Redis' 512 MB per value), written in
+  transactions of their own before the job's record, whose data is then empty; see
+  ``_batch.py``. ``<prefix>:chunked`` is the set of ids that have such a key, so
+  ``load`` finds them (and the orphans of a job whose record never came) without
+  ``SCAN``, and a remove deletes the key of exactly those jobs.
+
 A hash per job (``<prefix>:job:<id>``) was the alternative. Three fixed keys win on
 every count that matters here: no per-key overhead (~70 bytes each in Redis) for
 millions of jobs; ``load`` fetches ``LOAD_CHUNK`` records with one ``HMGET`` instead of
@@ -49,14 +56,15 @@ start-up check) may go through the pool: they change nothing, so repeating one i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import operator
 import struct
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Unpack, cast
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
-from ._rows import check_prefix
+from ._rows import as_row, check_prefix
 from .base import QueueError, StoredJob
 
 if TYPE_CHECKING:
@@ -76,10 +84,11 @@ LOAD_CHUNK = 10_000
 
 def pack(job: StoredJob) -> bytes:
     """The hash value for ``job`` (the id is the field, retries live elsewhere)."""
+    data = as_row(job)[3]  # bytes: a spooled payload went to its chunks key
     header = _HEADER.pack(
-        job.priority, job.when, len(job.function), len(job.unique), len(job.reducer), len(job.data)
+        job.priority, job.when, len(job.function), len(job.unique), len(job.reducer), len(data)
     )
-    return b"".join((header, job.function, job.unique, job.reducer, job.data))
+    return b"".join((header, job.function, job.unique, job.reducer, data))
 
 
 def unpack(job_id: int, record: bytes, retries: int) -> StoredJob:
@@ -119,6 +128,15 @@ def _pairs(name: bytes, key: bytes, firsts: list[bytes], seconds: list[bytes]) -
     )
 
 
+def _chunks_by_job(
+    chunks: list[tuple[int, int, bytes]],
+) -> Iterator[tuple[int, list[bytes], list[bytes]]]:
+    """``chunks`` grouped by job: (id, sequence numbers in decimal, chunks)."""
+    for job_id, group in itertools.groupby(chunks, key=operator.itemgetter(0)):
+        items = list(group)
+        yield job_id, [b"%d" % seq for _, seq, _ in items], [data for _, _, data in items]
+
+
 class RedisStore(GroupCommitStore):
     """Queue store in three Redis keys (see the module docstring).
 
@@ -146,6 +164,8 @@ class RedisStore(GroupCommitStore):
         self.jobs_key = f"{prefix}:jobs"
         self.order_key = f"{prefix}:order"
         self.retries_key = f"{prefix}:retries"
+        self.chunked_key = f"{prefix}:chunked"
+        self._key_chunked = self.chunked_key.encode()
         self._key_jobs, self._key_order, self._key_retries = (
             key.encode() for key in (self.jobs_key, self.order_key, self.retries_key)
         )
@@ -259,6 +279,18 @@ class RedisStore(GroupCommitStore):
                 jobs.append(unpack(int(raw_id), record, int(count or 0)))
             start += LOAD_CHUNK
 
+    def chunks_key(self, job_id: int) -> str:
+        """The hash holding the chunks of job ``job_id``."""
+        return f"{self.prefix}:chunks:{job_id}"
+
+    async def _chunked_ids(self) -> set[int]:
+        members = await self._redis().smembers(self.chunked_key)  # type: ignore[misc,unused-ignore]
+        return {int(member) for member in members}
+
+    async def _read_chunk(self, job_id: int, seq: int) -> bytes | None:
+        chunk = await self._redis().hget(self.chunks_key(job_id), str(seq))  # type: ignore[misc,unused-ignore]
+        return cast("bytes | None", chunk)  # bytes: the client does not decode
+
     async def _write(self, batch: Batch) -> None:
         from redis.exceptions import ResponseError
 
@@ -305,6 +337,16 @@ class RedisStore(GroupCommitStore):
             commands.append(_command(b"HDEL", self._key_jobs, ids))
             commands.append(_command(b"ZREM", self._key_order, ids))
             commands.append(_command(b"HDEL", self._key_retries, ids))
+        if batch.chunk_removes:
+            keys = [self.chunks_key(job_id).encode() for job_id in batch.chunk_removes]
+            commands.append(_command(b"DEL", keys[0], keys[1:]))
+            ids = [b"%d" % job_id for job_id in batch.chunk_removes]
+            commands.append(_command(b"SREM", self._key_chunked, ids))
+        for job_id, chunk_ids, chunks in _chunks_by_job(batch.chunks):
+            # The set first: a chunk key is never without its entry there.
+            commands.append(_command(b"SADD", self._key_chunked, [b"%d" % job_id]))
+            key = self.chunks_key(job_id).encode()
+            commands.append(_pairs(b"HSET", key, chunk_ids, chunks))
         if batch.adds:
             adds = batch.adds
             if min(map(_job_id, adds)) < 0 or max(map(_job_id, adds)) >= ID_LIMIT:

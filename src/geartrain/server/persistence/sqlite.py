@@ -25,7 +25,12 @@ last transactions can be lost if the machine itself goes down.
 
 Schema: ``<prefix>_jobs(id INTEGER PRIMARY KEY, priority, function, unique_key, data,
 when_to_run, reducer, retries)``; ``id`` is the rowid, so rows are stored and loaded in
-id order with no extra index, and empty or ``-`` uniques never collide.
+id order with no extra index, and empty or ``-`` uniques never collide. A large
+(spooled) payload goes to ``<prefix>_chunks(job_id, seq, data, PRIMARY KEY (job_id,
+seq))``, one row per chunk of at most ``chunk_bytes`` (4 MiB), far below SQLite's
+default 1,000,000,000-byte limit on a value; its job row has an empty ``data``. Chunks
+cross the pipe one batch at a time, so neither process holds the whole payload. Both
+tables are created if missing, so a file made before chunking gains the second table.
 
 Errors (a full disk, ``PRAGMA max_page_count`` reached, a file locked by another process
 beyond ``busy_timeout``, a corrupt file) roll the transaction back and fail that batch's
@@ -95,6 +100,7 @@ class SqliteStore(GroupCommitStore):
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}: {synchronous!r}")
         self.path = path
         self.table = f'"{check_prefix(prefix)}_jobs"'
+        self.chunks_table = f'"{prefix}_chunks"'
         self.synchronous = synchronous.upper()
         self.busy_timeout = busy_timeout
         self.pragmas = dict(pragmas or {})
@@ -127,6 +133,7 @@ class SqliteStore(GroupCommitStore):
             self.pragmas,
             self.table,
             SQL_COLUMNS,
+            self.chunks_table,
         )
 
     async def _disconnect(self) -> None:
@@ -162,8 +169,23 @@ class SqliteStore(GroupCommitStore):
 
     async def _write(self, batch: Batch) -> None:
         flat_adds = list(chain.from_iterable(batch.adds))  # StoredJob is its own row
-        await self._request("write", batch.removes, flat_adds, self._maybe_written, batch.retries)
+        await self._request(
+            "write",
+            batch.removes,
+            flat_adds,
+            self._maybe_written,
+            batch.retries,
+            batch.chunk_removes,
+            batch.chunks,
+        )
         self._maybe_written = False
+
+    async def _chunked_ids(self) -> set[int]:
+        return set(await self._request("chunked"))
+
+    async def _read_chunk(self, job_id: int, seq: int) -> bytes | None:
+        chunk: bytes | None = await self._request("chunk", job_id, seq)
+        return chunk
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         # Only the writer process can be lost; every SQLite error is about this batch

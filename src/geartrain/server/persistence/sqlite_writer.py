@@ -19,13 +19,18 @@ fewer instructions per stored job in the server, counted with callgrind), and it
 carry class references the writer would have to import. Requests, one at a time, each
 answered before the next is read:
 
-* ``("open", path, synchronous, busy_timeout, pragmas, table, columns)`` opens the file
-  in WAL mode and creates the table if missing; answers the parameter limit.
+* ``("open", path, synchronous, busy_timeout, pragmas, table, columns, chunks_table)``
+  opens the file in WAL mode and creates the tables if missing; answers the parameter
+  limit.
 * ``("load",)`` answers ``("rows", flat)`` chunks of flattened rows in id order, then
   ``("ok", None)``.
-* ``("write", removes, flat_adds, replace, retries)`` applies one batch as one
-  transaction: deletes, inserts (``INSERT OR REPLACE`` when ``replace``: the batch may
-  have been committed by a writer that died before answering), retry counts.
+* ``("chunked",)`` answers the list of job ids that have stored chunks.
+* ``("chunk", job_id, seq)`` answers one stored chunk of a large payload, or None.
+* ``("write", removes, flat_adds, replace, retries, chunk_removes, chunks)`` applies one
+  batch as one transaction: deletes (rows, then the chunks of ``chunk_removes``), chunk
+  upserts (``(job_id, seq, bytes)`` tuples), inserts (``INSERT OR REPLACE`` when
+  ``replace``: the batch may have been committed by a writer that died before
+  answering), retry counts.
 
 Every answer is ``("ok", result)``, ``("rows", flat)`` or ``("error", type_name,
 message)``; an error rolls back and leaves the process running. The process ends at
@@ -103,6 +108,7 @@ class QueueFile:
         self.con: sqlite3.Connection | None = None
         self.table = ""
         self.columns = ""
+        self.chunks_table = ""
         self.max_params = 999
         self._statements: dict[tuple[str, int], str] = {}
         self.checkpointer: Checkpointer | None = None
@@ -115,6 +121,7 @@ class QueueFile:
         pragmas: dict[str, int | str],
         table: str,
         columns: str,
+        chunks_table: str,
     ) -> int:
         con = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
         try:
@@ -134,10 +141,17 @@ class QueueFile:
                 " when_to_run INTEGER NOT NULL DEFAULT 0, reducer BLOB NOT NULL DEFAULT x'',"
                 " retries INTEGER NOT NULL DEFAULT 0)"
             )
+            # Large payloads, a bounded chunk per row (see the store's docstring).
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {chunks_table} ("
+                "job_id INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,"
+                " PRIMARY KEY (job_id, seq))"
+            )
         except BaseException:
             con.close()
             raise
         self.con, self.table, self.columns = con, table, columns
+        self.chunks_table = chunks_table
         self.max_params = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self.checkpointer = Checkpointer(path, busy_timeout)
         return self.max_params
@@ -147,12 +161,23 @@ class QueueFile:
         while rows := cursor.fetchmany(LOAD_CHUNK):
             yield [value for row in rows for value in row]
 
+    def chunked(self) -> list[int]:
+        cursor = self._connection().execute(f"SELECT DISTINCT job_id FROM {self.chunks_table}")
+        return [job_id for (job_id,) in cursor]
+
+    def chunk(self, job_id: int, seq: int) -> bytes | None:
+        sql = f"SELECT data FROM {self.chunks_table} WHERE job_id = ? AND seq = ?"
+        row = self._connection().execute(sql, (job_id, seq)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def write(
         self,
         removes: list[int],
         flat_adds: list[Any],
         replace: bool,
         retries: list[tuple[int, int]],
+        chunk_removes: list[int],
+        chunks: list[tuple[int, int, bytes]],
     ) -> None:
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
@@ -162,6 +187,15 @@ class QueueFile:
                 con.executemany(f"DELETE FROM {self.table} WHERE id BETWEEN ? AND ?", ranges)
             for ids in self._pieces(singles, 1):
                 con.execute(self._sql("delete", len(ids)), ids)
+            if chunk_removes:
+                con.executemany(
+                    f"DELETE FROM {self.chunks_table} WHERE job_id = ?",
+                    [(job_id,) for job_id in chunk_removes],
+                )
+            if chunks:
+                # OR REPLACE: a chunk batch is re-sent after a writer died answering it.
+                sql = f"INSERT OR REPLACE INTO {self.chunks_table} (job_id, seq, data)"
+                con.executemany(sql + " VALUES (?, ?, ?)", chunks)
             adds, kind = _narrowed(flat_adds), "insert-narrow"
             if adds is None:
                 adds, kind = _as_bytearrays(flat_adds, ROW_WIDTH, WIDE_BLOBS), "insert"
@@ -366,6 +400,10 @@ def serve(queue: QueueFile, requests: BinaryIO, replies: BinaryIO) -> None:
                 for flat in queue.load():
                     replies.write(pack_message(("rows", flat)))
                 reply = ("ok", None)
+            elif command == "chunked":
+                reply = ("ok", queue.chunked())
+            elif command == "chunk":
+                reply = ("ok", queue.chunk(*args))
             elif command == "write":
                 queue.write(*args)
                 reply = ("ok", None)
