@@ -39,6 +39,15 @@ LEVELS = {
 
 @dataclass(slots=True)
 class Settings:
+    """Everything a server is told: ``geartrain serve`` builds one from its options.
+
+    Every field has the default ``geartrain serve`` uses; pass only what differs, e.g.
+    ``Settings(listen=["127.0.0.1"], port=0, queue="none")`` for a server on a free
+    loopback port keeping background jobs in memory. :class:`~geartrain.Server` reads
+    ``queue`` (opened at start-up), the listening and job options; the logging, daemon,
+    user and limit fields are acted on by ``geartrain serve`` only.
+    """
+
     #: Addresses to listen on; empty = every address (IPv4 and IPv6), like gearmand.
     listen: list[str] = field(default_factory=list)
     #: TCP port (IANA-assigned Gearman port).
@@ -89,7 +98,11 @@ class Settings:
     coredump: bool = False
 
     def queue_url(self) -> str:
-        """The persistent queue to use, the default one resolved."""
+        """The persistent queue to use, the default one resolved.
+
+        Returns:
+            ``queue``, or the SQLite URL of ``geartrain.sqlite3`` in the state directory.
+        """
         if self.queue is not None:
             return self.queue
         return f"sqlite:///{state_directory() / 'geartrain.sqlite3'}"
@@ -101,6 +114,11 @@ class Settings:
         return prefix.encode()
 
     def validate(self) -> None:
+        """Check the values that cannot be checked by their type.
+
+        Raises:
+            ValueError: a value is out of range; the message names it.
+        """
         if self.verbose.upper() not in LEVELS:
             raise ValueError(f"unknown log level {self.verbose!r}; use one of {list(LEVELS)}")
         if not 0 <= self.port < 65536:  # 0 = any free port (tests)
