@@ -422,6 +422,7 @@ class Run:
                 res["bytes_per_job"] = (after_submit.rss_kb - before.rss_kb) * 1024 / ld.jobs
             if ld.mode == "big":
                 res["hwm_per_payload"] = after.hwm_kb * 1024 / ld.size
+                res["hwm_mib"] = after.hwm_kb / 1024
         res["ok"] = res["errors"] == 0
         return res
 

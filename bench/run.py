@@ -127,6 +127,15 @@ MATRIX = (
         "1 client, 1 echo worker, one 256 MiB job at a time, 3 round trips (median)",
     ),
     Row(
+        "big1g",
+        Load("big", size=1 << 30, reps=2),
+        (
+            Metric("big_mib_s", "MiB/s, 1 GiB round trip", HI, ">=0.8"),
+            Metric("hwm_mib", "server peak RSS MiB", LO, "abs<=256"),
+        ),
+        "1 client, 1 echo worker, one 1 GiB job at a time, 2 round trips (median)",
+    ),
+    Row(
         "qmem",
         Load("qmem", clients=4, jobs=1_000_000, batch=1000),
         (

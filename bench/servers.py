@@ -36,10 +36,8 @@ import procstat
 GEARMAND_ARGS = "-L 127.0.0.1 -p {port} --threads=0 -q builtin -l none --hashtable-buckets=100003"
 GEARTRAIN_ARGS = "-m geartrain serve -L 127.0.0.1 -p {port}"
 
-
-#: geartrain refuses packets over 64 MiB by default (gearmand has no cap); rows with
-#: bigger payloads start it with a cap that fits them.
-BIG_PACKET_ARGS = "--max-packet-size 536870912"
+#: Large bodies are spooled to files in the run's private directory.
+SPOOL_ARGS = "--spool-directory {tmp}/spool"
 
 #: The persistent-queue variants ``--queues`` can add (see :func:`queue_spec`).
 QUEUES = ("sqlite", "postgres", "mysql", "redis", "gearmand-sqlite")
@@ -75,7 +73,7 @@ DROP_TIMEOUT = 30.0
 class ServerSpec:
     name: str
     command: str  # template: {port}, {tmp}, {prefix}
-    big_args: str = ""  # appended for payloads over 64 MiB
+    big_args: str = ""  # appended for payloads over 64 MiB (for servers that cap below)
     goals: bool = True  # the goals apply (not to variants shown for information)
     background_only: bool = False  # a persistent queue: it stores background jobs only
     max_jobs: int = 0  # at most this many jobs per row run (0: as many as the row says)
@@ -106,7 +104,7 @@ def default_specs(
     if gearmand:
         specs.append(ServerSpec("gearmand", f"{gearmand} {GEARMAND_ARGS}"))
     geartrain = f"{shlex.quote(sys.executable)} {GEARTRAIN_ARGS}"
-    specs.append(ServerSpec("geartrain", f"{geartrain} --queue none", BIG_PACKET_ARGS))
+    specs.append(ServerSpec("geartrain", f"{geartrain} --queue none {SPOOL_ARGS}"))
     specs += [queue_spec(q, geartrain, gearmand, {**QUEUE_URLS, **(urls or {})}) for q in queues]
     return specs
 

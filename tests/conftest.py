@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support import GEARMAND, ServerProcess, start_gearmand, start_geartrain
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_directory() -> Iterator[str]:
+    """Servers started by tests keep their state (spool files, default queue) in a
+    directory of the test run, never in the machine's own state directory."""
+    given = os.environ.get("STATE_DIRECTORY")
+    path = tempfile.mkdtemp(prefix="geartrain-test-state-")
+    os.chmod(path, 0o1777)  # a server started with --user may write here too
+    os.environ["STATE_DIRECTORY"] = path
+    yield path
+    if given is None:
+        del os.environ["STATE_DIRECTORY"]
+    else:
+        os.environ["STATE_DIRECTORY"] = given
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

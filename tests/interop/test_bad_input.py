@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from tests.interop.wire import REQ, RES, Conn, P, packet, server_alive
-from tests.support import ServerProcess
+from tests.support import ServerProcess, start_geartrain
 
 pytestmark = pytest.mark.interop
 
@@ -109,17 +109,28 @@ def test_submit_without_separators(any_server: ServerProcess) -> None:
     server_alive(any_server)
 
 
-def test_oversized_body(any_server: ServerProcess) -> None:
-    """A header announcing ~4 GiB: gearmand waits to buffer it all; geartrain refuses it
-    (ARGUMENT_TOO_LARGE) instead of buffering without limit."""
+def test_body_of_4_gib_is_awaited(any_server: ServerProcess) -> None:
+    """A header announcing 4 GiB - 1: both servers wait for the body (gearmand to buffer it
+    in memory, geartrain to spool it to a file) and answer other connections meanwhile."""
     with Conn(any_server) as conn:
         conn.send_raw(REQ + struct.pack(">II", P.ECHO_REQ, 0xFFFFFFFF) + b"x" * 1024)
-        if is_gearmand(any_server):
-            assert conn.nothing_pending(0.5)
-        else:
+        assert conn.nothing_pending(0.5)
+        server_alive(any_server)
+
+
+def test_body_over_the_configured_cap_is_refused() -> None:
+    """With --max-packet-size, geartrain refuses a larger body on its header alone
+    (ARGUMENT_TOO_LARGE) and closes; gearmand has no such option."""
+    server = start_geartrain(args=["--max-packet-size", "65536"])
+    try:
+        with Conn(server) as conn:
+            conn.send_raw(REQ + struct.pack(">II", P.ECHO_REQ, 65537) + b"x" * 1024)
             kind, body = conn.recv()
             assert kind == P.ERROR and body.startswith(b"ARGUMENT_TOO_LARGE\0"), body
-    server_alive(any_server)
+            assert conn.closed_by_server()
+        server_alive(server)
+    finally:
+        server.stop()
 
 
 def test_long_function_name(any_server: ServerProcess) -> None:

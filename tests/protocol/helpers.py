@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 
-from geartrain.protocol.codec import AdminLine, BadPacket, Decoder, Event, Packet
+from geartrain.protocol.codec import AdminLine, BadPacket, Decoder, Event, Packet, as_bytes
 from geartrain.protocol.constants import MAX_PACKET_TYPE
 
 
 def plain(event: Event) -> Event:
-    """The event with memoryview data turned into bytes, so events compare and print."""
+    """The event with memoryview or spooled data turned into bytes, so events compare."""
     if isinstance(event, Packet) and not isinstance(event.data, bytes):
-        return event._replace(data=bytes(event.data))
+        return event._replace(data=as_bytes(event.data))
     return event
 
 

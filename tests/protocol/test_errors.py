@@ -88,7 +88,7 @@ class TestFatal:
 
     def test_oversize_is_judged_on_the_header_alone(self) -> None:
         # The body never has to arrive: the header already says it will not fit.
-        decoder = Decoder()
+        decoder = Decoder(max_size=64 * 1024 * 1024)
         only_fatal(
             decoder.feed(header(REQ, P.SUBMIT_JOB, 0xFFFFFFFF)), ErrorCode.ARGUMENT_TOO_LARGE
         )

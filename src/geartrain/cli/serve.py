@@ -125,7 +125,20 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
     help="At start-up, import the jobs of a gearmand queue (URL).",
 )
 @click.option(
-    "--max-packet-size", type=int, help="Largest packet body accepted, in bytes (default 64 MiB)."
+    "--max-packet-size",
+    type=int,
+    help="Largest packet body accepted, in bytes (default 4 GiB - 1, the protocol's limit).",
+)
+@click.option(
+    "--spool-threshold",
+    type=int,
+    help="Bodies of this many bytes or more are kept in a spool file, not in memory "
+    "(default 1 MiB).",
+)
+@click.option(
+    "--spool-directory",
+    help="Directory of the spool files (default: spool beside the SQLite queue file, or in "
+    "the state directory). Files there are unlinked as soon as they are made.",
 )
 @click.option(
     "--verbose",
@@ -276,14 +289,27 @@ def _import_before_switching() -> None:
         import uvloop  # noqa: F401
 
 
+#: Without -f, the open-files limit is raised to the hard limit, up to this many.
+_MAX_DEFAULT_OPEN_FILES = 1 << 20
+
+
 def _set_limits(settings: Settings) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if settings.file_descriptors:
         wanted = settings.file_descriptors
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
         except (ValueError, OSError) as exc:
             raise ValueError(f"-f {wanted}: cannot raise the open-files limit: {exc}") from exc
+    elif soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        # Every connection and every queued spooled job holds a descriptor. The soft limit
+        # (1024 under systemd) is kept low for programs using select(); the hard one is
+        # there for programs like this one to raise it to.
+        target = min(hard, _MAX_DEFAULT_OPEN_FILES) if hard != resource.RLIM_INFINITY else 0
+        target = target or _MAX_DEFAULT_OPEN_FILES
+        if target > soft:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     if settings.coredump:
         _, hard = resource.getrlimit(resource.RLIMIT_CORE)
         resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))

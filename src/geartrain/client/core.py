@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from geartrain.errors import ConnectionLost, GeartrainError, ProtocolError, ServerError
 from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType
-from geartrain.protocol.codec import encode_request
+from geartrain.protocol.codec import as_bytes, encode_request
 
 from .task import (
     SUBMIT_TYPES,
@@ -232,7 +232,7 @@ class ClientProtocol:
             if ptype == P.OPTION_RES:
                 reply.value = packet.args[0]
             elif ptype == P.ECHO_RES:
-                reply.value = bytes(packet.data)
+                reply.value = as_bytes(packet.data)
             else:
                 reply.value = JobStatus.from_packet(packet)
             reply.done = True
@@ -282,7 +282,7 @@ class ClientProtocol:
         tasks = self._running.get(handle)
         if not tasks:
             return
-        data, numerator, denominator = bytes(packet.data), 0, 0
+        data, numerator, denominator = as_bytes(packet.data), 0, 0
         if kind is UpdateKind.STATUS:
             numerator, denominator = _int(packet.args[1]), _int(packet.args[2])
         if kind in _ENDING:

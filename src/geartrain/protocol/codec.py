@@ -19,12 +19,20 @@ Three rules keep this fast and safe:
   256 MiB payload is copied once on the way in, however it is chunked.
 * Large trailing data is handed out as a ``memoryview`` of that buffer, so it can
   be forwarded to a worker without another copy.
+
+A server goes further: given a ``spool`` (a factory of :class:`~.spool.SpoolWriter`),
+its decoder writes the trailing data of every body of at least ``spool_at`` bytes to
+an unlinked file as it arrives, keeping only the few arguments before it, and hands
+the packet out with a :class:`~.spool.Spooled` payload. A 4 GiB job then costs the
+server a file, not 4 GiB of memory. A body whose type has no trailing data cannot be
+that large legitimately; it is read past and refused, never held.
 """
 
 from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from .constants import (
@@ -42,8 +50,25 @@ from .constants import (
     RESULT_TYPES,
     ErrorCode,
 )
+from .spool import Spooled, SpoolWriter
 
+#: Trailing data held in memory.
 Data = bytes | memoryview
+#: Trailing data of a received packet: in memory, or (large, on a server) in a spool file.
+Payload = bytes | memoryview | Spooled
+
+
+def in_memory(data: Payload) -> Data:
+    """``data``, read back into memory if it was spooled."""
+    return data.to_bytes() if isinstance(data, Spooled) else data
+
+
+def as_bytes(data: Payload) -> bytes:
+    """``data`` whole, as bytes (read back from its file if it was spooled)."""
+    if isinstance(data, Spooled):
+        return data.to_bytes()
+    return data if type(data) is bytes else bytes(data)
+
 
 _HEADER: Final = struct.Struct(">4sII")
 _unpack_header = _HEADER.unpack_from
@@ -56,6 +81,11 @@ _ACCUMULATE_AT: Final = 4096
 _MAP_AT: Final = 1 << 20
 #: Trailing data above this size is returned as a memoryview (no copy).
 _VIEW_AT: Final = 65536
+#: Default size from which a decoder with a spool writes bodies to a file.
+DEFAULT_SPOOL_AT: Final = 1 << 20
+#: The arguments in front of spooled data (function, unique, handle: each at most a few
+#: hundred bytes in any client) may take this much before the packet is refused.
+_MAX_SPOOLED_ARGS: Final = 65536
 
 
 class Packet(NamedTuple):
@@ -63,7 +93,7 @@ class Packet(NamedTuple):
 
     type: int
     args: tuple[bytes, ...]
-    data: Data = b""
+    data: Payload = b""
 
 
 class AdminLine(NamedTuple):
@@ -109,6 +139,9 @@ class Decoder:
             client or worker.
         max_size: the largest body accepted; bigger ones end the stream.
         text: whether admin text lines may appear (only towards a server).
+        spool: makes the writer for a large body's trailing data; None keeps every
+            body in memory.
+        spool_at: the body size from which ``spool`` is used.
     """
 
     __slots__ = (
@@ -118,8 +151,11 @@ class Decoder:
         "_dead",
         "_layout",
         "_rest",
+        "_spooling",
         "expect",
         "max_size",
+        "spool",
+        "spool_at",
         "text",
     )
 
@@ -128,10 +164,15 @@ class Decoder:
         expect: bytes = REQ,
         max_size: int = DEFAULT_MAX_PACKET_SIZE,
         text: bool = True,
+        spool: Callable[[], SpoolWriter] | None = None,
+        spool_at: int = DEFAULT_SPOOL_AT,
     ) -> None:
         self.expect = expect
         self.max_size = max_size
         self.text = text
+        self.spool = spool
+        self.spool_at = spool_at
+        self._spooling: _Spooling | None = None
         self._rest = b""
         self._acc: mmap.mmap | bytearray | None = None
         self._acc_fill = 0
@@ -148,9 +189,17 @@ class Decoder:
             # The header of the body being collected was consumed from the read
             # but is still part of the unfinished message.
             return HEADER_SIZE + self._acc_fill
+        if self._spooling is not None:
+            return HEADER_SIZE + self._spooling.received
         return len(self._rest)
 
-    def feed(self, data: bytes) -> list[Event]:
+    @property
+    def spooling(self) -> bool:
+        """Whether a body is being written to a spool file (reads may go to :meth:`feed`
+        as memoryviews then: nothing of them is kept)."""
+        return self._spooling is not None
+
+    def feed(self, data: bytes | memoryview) -> list[Event]:
         """Add received bytes; return every message they complete, in order.
 
         After a fatal :class:`BadPacket` the decoder ignores all further input.
@@ -158,11 +207,18 @@ class Decoder:
         if self._dead:
             return []
         events: list[Event] = []
-        if self._acc is not None:
-            data = self._fill_accumulator(data, events)
-            if self._acc is not None or not data:
+        if self._spooling is not None:
+            data = self._spooling.feed(data, events)
+            if self._spooling.remaining == 0:
+                self._spooling = None
+            if self._spooling is not None or not data:
                 return events
-        buf = self._rest + data if self._rest else data
+        received = data if isinstance(data, bytes) else bytes(data)
+        if self._acc is not None:
+            received = self._fill_accumulator(received, events)
+            if self._acc is not None or not received:
+                return events
+        buf = self._rest + received if self._rest else received
         self._rest = b""
         pos = self._parse(buf, events)
         if pos < len(buf) and not self._dead:
@@ -210,6 +266,12 @@ class Decoder:
                 )
             body_start = pos + HEADER_SIZE
             body_end = body_start + size
+            if size >= self.spool_at and self.spool is not None:
+                # Spooled even when the whole body is here: the job may wait in a queue.
+                if not self._spool_body(magic, ptype, size, buf, body_start, events):
+                    return end
+                pos = body_end
+                continue
             if body_end > end:
                 if size > _ACCUMULATE_AT:
                     self._start_accumulator(magic, ptype, size, buf, body_start, events)
@@ -233,6 +295,23 @@ class Decoder:
         chunk = memoryview(buf)[start:]
         self._acc[: len(chunk)] = chunk
         self._acc_fill = len(chunk)
+
+    def _spool_body(
+        self, magic: bytes, ptype: int, size: int, buf: bytes, start: int, events: list[Event]
+    ) -> bool:
+        """Start spooling a body with what ``buf`` holds of it; True if that was all of it."""
+        assert self.spool is not None
+        wanted, has_data, count = self._layout[ptype]
+        spooling = _Spooling(ptype, size, wanted, count, self.spool)
+        if magic != self.expect:
+            spooling.refuse(_wrong_magic(self.expect, ptype, b"", 0, 0))
+        elif not has_data:
+            spooling.refuse(_too_large_without_data(ptype, count))
+        spooling.feed(memoryview(buf)[start : start + size], events)
+        if spooling.remaining:
+            self._spooling = spooling
+            return False
+        return True
 
     def body_buffer(self) -> memoryview | None:
         """Writable space for the rest of a large body being collected, or None.
@@ -278,8 +357,131 @@ class Decoder:
         self._dead = True
         self._rest = b""
         self._acc = None
+        if self._spooling is not None:
+            self._spooling.discard()
+            self._spooling = None
         events.append(BadPacket(code, text, fatal=True))
         return 0
+
+
+class _Spooling:
+    """A large body on its way into a spool file: its arguments, then its data.
+
+    The arguments in front of the data are collected in memory (they are small); the
+    data goes to the writer as it arrives. A body that is refused (wrong magic, a type
+    without trailing data, arguments too long, a spool that fails) is still read to
+    its end, so the stream stays framed, but nothing more of it is kept.
+    """
+
+    __slots__ = (
+        "args",
+        "count",
+        "head",
+        "need",
+        "received",
+        "refusal",
+        "remaining",
+        "spool",
+        "type",
+        "writer",
+    )
+
+    def __init__(
+        self, ptype: int, size: int, wanted: int, count: int, spool: Callable[[], SpoolWriter]
+    ) -> None:
+        self.type = ptype
+        self.remaining = size
+        self.received = 0
+        self.need = wanted
+        self.count = count
+        self.args: list[bytes] = []
+        self.head = bytearray()
+        self.spool = spool
+        self.writer: SpoolWriter | None = None
+        self.refusal: Event | None = None
+
+    def feed(self, data: bytes | memoryview, events: list[Event]) -> bytes | memoryview:
+        """Take this body's part of ``data``; return what follows it."""
+        view = memoryview(data)
+        take = min(self.remaining, len(view))
+        chunk = view[:take]
+        self.remaining -= take
+        self.received += take
+        if self.need:
+            chunk = self._collect_args(chunk)
+        if chunk and self.refusal is None:
+            self._write(chunk)
+        if self.remaining == 0:
+            events.append(self._result())
+        return view[take:] if take < len(view) else b""
+
+    def refuse(self, refusal: Event) -> None:
+        if self.refusal is None:
+            self.refusal = refusal
+        self.discard()
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+    def _collect_args(self, chunk: memoryview) -> memoryview:
+        while self.need and chunk:
+            window = bytes(chunk[:_MAX_SPOOLED_ARGS])
+            nul = window.find(b"\0")
+            if nul < 0:
+                self.head += window
+                chunk = chunk[len(window) :]
+                if len(self.head) > _MAX_SPOOLED_ARGS:
+                    self.need = 0
+                    self.refuse(_args_too_large(self.type))
+                continue
+            self.args.append(bytes(self.head) + window[:nul])
+            self.head.clear()
+            chunk = chunk[nul + 1 :]
+            self.need -= 1
+        return chunk
+
+    def _write(self, chunk: memoryview) -> None:
+        try:
+            if self.writer is None:
+                self.writer = self.spool()
+            self.writer.write(chunk)
+        except OSError as exc:
+            text = b"Could not spool a body of packet type %d: %s" % (
+                self.type,
+                (exc.strerror or str(exc)).encode(),
+            )
+            self.refuse(BadPacket(ErrorCode.QUEUE_ERROR, text, fatal=False, type=self.type))
+
+    def _result(self) -> Event:
+        handle = self.args[0] if self.args and self.type in RESULT_TYPES else b""
+        refusal = self.refusal
+        if isinstance(refusal, BadPacket) and handle:
+            return refusal._replace(handle=handle)
+        if refusal is not None:
+            return refusal
+        if self.need:
+            return _missing_nuls(self.type, self.count)
+        data: Payload = self.writer.finish() if self.writer is not None else b""
+        self.writer = None
+        return Packet(self.type, tuple(self.args), data)
+
+
+def _too_large_without_data(ptype: int, count: int) -> Event:
+    # A type foreign to this direction is answered as unexpected, whatever its body.
+    if not count:
+        return Packet(ptype, ())
+    return _args_too_large(ptype)
+
+
+def _args_too_large(ptype: int) -> BadPacket:
+    return BadPacket(
+        ErrorCode.ARGUMENT_TOO_LARGE,
+        b"Arguments of packet type %d too large" % ptype,
+        fatal=False,
+        type=ptype,
+    )
 
 
 def _wrong_magic(expect: bytes, ptype: int, buf: Buffer, start: int, end: int) -> BadPacket:

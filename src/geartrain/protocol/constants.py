@@ -22,10 +22,11 @@ MAX_HANDLE_SIZE: Final = 63
 MAX_CLIENT_ID_SIZE: Final = 127
 #: Option names of 64 bytes or more are unknown options in gearmand.
 MAX_OPTION_SIZE: Final = 63
-#: Default cap on one packet body. gearmand has none (up to 4 GiB - 1), which lets
-#: one connection make the server allocate 4 GiB; 64 MiB is far above any job
-#: payload seen in practice and is configurable with --max-packet-size.
-DEFAULT_MAX_PACKET_SIZE: Final = 64 * 1024 * 1024
+#: The largest body the 32-bit size field can announce, and the default cap on one
+#: packet: what gearmand accepts. A server spools large bodies to disk rather than
+#: holding them (protocol/spool.py), so the cap guards no memory; --max-packet-size
+#: lowers it.
+DEFAULT_MAX_PACKET_SIZE: Final = 2**32 - 1
 #: Admin lines are short commands; gearmand closes at its 8 KiB buffer.
 MAX_ADMIN_LINE: Final = 8192
 

@@ -27,6 +27,7 @@ from types import FrameType
 
 from geartrain import __version__
 from geartrain.errors import GeartrainError
+from geartrain.protocol.spool import SpoolWriter
 
 from .config import NOTICE, Settings, state_directory
 from .connection import Connection, tune_socket
@@ -69,6 +70,7 @@ class Server:
             worker_wakeup=settings.worker_wakeup,
             store=store,
         )
+        self.spool_directory = settings.spool_path()
         self.connections: dict[Connection, None] = {}
         self.listeners: list[asyncio.Server] = []
         #: The bound (host, port) pairs, known once started (port 0 gives the real port).
@@ -139,6 +141,10 @@ class Server:
             await self.stop()
             raise
         await self.stop(graceful=self._graceful)
+
+    def spool_writer(self) -> SpoolWriter:
+        """A new spool file for a large body (raises OSError if the disk refuses)."""
+        return SpoolWriter(self.spool_directory)
 
     # -- start ---------------------------------------------------------------------
 

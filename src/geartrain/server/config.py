@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geartrain.protocol.codec import DEFAULT_SPOOL_AT
 from geartrain.protocol.constants import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT
 
 #: gearmand's NOTICE level (start-up, shutdown, one line per dropped job) between
@@ -67,9 +68,15 @@ class Settings:
     queue: str | None = None
     #: Table/key prefix for the persistent queue.
     queue_prefix: str = "geartrain"
-    #: Largest packet body accepted (gearmand has no limit; 4 GiB bodies would be
-    #: buffered whole). Bigger packets get ERROR ARGUMENT_TOO_LARGE and a close.
+    #: Largest packet body accepted: by default what the protocol allows (4 GiB - 1),
+    #: as gearmand. Bigger packets get ERROR ARGUMENT_TOO_LARGE and a close.
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    #: Bodies of at least this many bytes are received into a spool file and sent on
+    #: from it, never held in memory.
+    spool_threshold: int = DEFAULT_SPOOL_AT
+    #: Where spool files go (each is unlinked as soon as it is made, so nothing is left
+    #: behind). None = ``spool`` beside the SQLite queue file, or in the state directory.
+    spool_directory: str | None = None
     #: Log level name (gearmand's names); NOTICE logs start-up and shutdown.
     verbose: str = "NOTICE"
     #: Log file; None or "stderr" = standard error, "none" = no log.
@@ -107,6 +114,15 @@ class Settings:
             return self.queue
         return f"sqlite:///{state_directory() / 'geartrain.sqlite3'}"
 
+    def spool_path(self) -> Path:
+        """The spool directory, the default resolved (it is made when first needed)."""
+        if self.spool_directory is not None:
+            return Path(self.spool_directory)
+        url = self.queue_url()
+        if url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///").split("?")[0]).parent / "spool"
+        return state_directory() / "spool"
+
     def handle_prefix(self) -> bytes:
         prefix = self.job_handle_prefix
         if prefix is None:
@@ -127,8 +143,12 @@ class Settings:
             raise ValueError("job handle prefix too long: handles must stay under 64 bytes")
         if self.job_retries < 0 or self.worker_wakeup < 0:
             raise ValueError("job-retries and worker-wakeup must be 0 or more")
-        if self.max_packet_size < 1024:
-            raise ValueError("max-packet-size must be at least 1024 bytes")
+        if not 1024 <= self.max_packet_size <= DEFAULT_MAX_PACKET_SIZE:
+            raise ValueError(
+                f"max-packet-size must be between 1024 and {DEFAULT_MAX_PACKET_SIZE} bytes"
+            )
+        if self.spool_threshold < 65536:
+            raise ValueError("spool-threshold must be at least 65536 bytes")
 
 
 def state_directory() -> Path:

@@ -12,19 +12,26 @@ Output rules:
 * When the peer stops reading and our write buffer fills up, we stop reading its
   requests (asyncio flow control), so a pipelining client cannot make the server
   buffer without bound.
+* A spooled payload (a large body kept in a file, see ``protocol/spool.py``) is sent
+  from its file: with ``os.sendfile`` whenever the transport has nothing buffered, in
+  chunks through the transport otherwise (TLS, or a socket that is full), paced by
+  flow control. Output queued behind it waits its turn. The server never holds more
+  than a chunk of it in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from geartrain.protocol.codec import AdminLine, BadPacket, Data, Decoder, Event, Packet, encode
+from geartrain.protocol.codec import AdminLine, BadPacket, Decoder, Event, Packet, Payload, encode
 from geartrain.protocol.constants import REQ, ErrorCode
 from geartrain.protocol.constants import PacketType as P
+from geartrain.protocol.spool import CHUNK, Spooled
 
 from .admin import run_admin
 from .dispatch import HANDLERS, unreadable_result
@@ -43,11 +50,15 @@ _JOIN_LIMIT = 65536
 #: buffer_updated for one connection at a time, and buffer_updated copies the bytes out
 #: before anything else runs, so sharing it costs nothing and saves 256 KiB a connection.
 _READ_BUFFER = memoryview(bytearray(256 * 1024))
-#: A peer may leave this many maximum-size packets unread before it is dropped.
+#: A peer may leave this many maximum-size packets unread before it is dropped...
 _UNREAD_PACKETS = 4
+#: ... but never more than this many bytes in all.
+_MAX_UNREAD = 64 * 1024 * 1024
 #: Replies held behind an unacknowledged persistent write before we stop reading
 #: more requests from that connection.
 _MAX_HELD = 10000
+#: Bytes of a spooled payload sent in one loop turn before other connections get theirs.
+_FILE_TURN = 8 * 1024 * 1024
 
 
 class _Waiting:
@@ -68,11 +79,23 @@ def _settled(write: WriteGroup, replies: list[bytes]) -> list[bytes]:
     return [encode(P.ERROR, ErrorCode.QUEUE_ERROR, refused)] * len(replies)
 
 
+class _FileSend:
+    """A spooled payload being sent, and how far it has got."""
+
+    __slots__ = ("data", "offset")
+
+    def __init__(self, data: Spooled) -> None:
+        self.data = data
+        self.offset = 0
+
+
 class Connection(Peer, asyncio.BufferedProtocol):
     """A client, worker or admin connection (or all three at once)."""
 
     __slots__ = (
+        "_close_when_sent",
         "_eof",
+        "_file_send",
         "_flush_scheduled",
         "_held",
         "_in_receive",
@@ -80,8 +103,11 @@ class Connection(Peer, asyncio.BufferedProtocol):
         "_loop",
         "_max_unread",
         "_out",
+        "_out_files",
         "_out_size",
         "_paused",
+        "_sendfile",
+        "_write_blocked",
         "closed",
         "decoder",
         "fd",
@@ -96,17 +122,29 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self.server = server
         self.scheduler = server.scheduler
         self.exceptions = server.settings.exceptions
-        self.decoder = Decoder(REQ, server.settings.max_packet_size)
-        # Unread output we tolerate: a few of the largest packets we accept.
-        self._max_unread = _UNREAD_PACKETS * server.settings.max_packet_size
+        settings = server.settings
+        self.decoder = Decoder(
+            REQ,
+            settings.max_packet_size,
+            spool=server.spool_writer,
+            spool_at=settings.spool_threshold,
+        )
+        # Unread output we tolerate: a few of the largest packets, up to a ceiling (spooled
+        # payloads do not count: they are sent from their files as fast as the peer reads).
+        self._max_unread = min(_UNREAD_PACKETS * settings.max_packet_size, _MAX_UNREAD)
         self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._out: list[Data] = []
+        self._out: list[Payload] = []
         self._out_size = 0
+        self._out_files = False  # whether _out holds a spooled payload
+        self._file_send: _FileSend | None = None
+        self._sendfile = False  # whether os.sendfile may write to our socket directly
+        self._write_blocked = False
+        self._close_when_sent = False
         self._flush_scheduled = False
         self._in_receive = False
         self._into_body = False
-        self._held: deque[Data | _Waiting] | None = None
+        self._held: deque[Payload | _Waiting] | None = None
         self._paused = False
         self._eof = False
         self.closed = False
@@ -122,6 +160,8 @@ class Connection(Peer, asyncio.BufferedProtocol):
         if sock is not None:
             self.fd = sock.fileno()
             self.server.tune_socket(sock)
+            # sendfile bypasses the transport: only for a plain socket, never under TLS.
+            self._sendfile = transport.get_extra_info("sslcontext") is None
         peer = transport.get_extra_info("peername")
         if peer:
             self.ip = str(peer[0])
@@ -143,6 +183,9 @@ class Connection(Peer, asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self._into_body:
             self._handle(self.decoder.body_filled(nbytes))
+        elif self.decoder.spooling:
+            # Written to the spool file at once: no copy of the read buffer is needed.
+            self._handle(self.decoder.feed(_READ_BUFFER[:nbytes]))
         else:
             self._handle(self.decoder.feed(_READ_BUFFER[:nbytes].tobytes()))
 
@@ -176,20 +219,25 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self.closed = True
         self._out = []
         self._held = None
+        self._file_send = None
         self.server.connections.pop(self, None)
         self.scheduler.drop_peer(self)
         if exc is not None:
             logger.debug("connection from %s lost: %s", self.ip, exc)
 
     def pause_writing(self) -> None:
+        self._write_blocked = True
         if self.transport is not None and not self._paused:
             self._paused = True
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._write_blocked = False
         if self.transport is not None and self._paused and not self._held_full():
             self._paused = False
             self.transport.resume_reading()
+        if self._file_send is not None:
+            self._send_file()
 
     # -- Peer output ----------------------------------------------------------------
 
@@ -205,13 +253,15 @@ class Connection(Peer, asyncio.BufferedProtocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def send_parts(self, head: bytes, data: Data) -> None:
+    def send_parts(self, head: bytes, data: Payload) -> None:
         if self.closed:
             return
         if self._held is not None:
             self._held.append(head)
             self._held.append(data)
             return
+        if data.__class__ is Spooled:
+            self._out_files = True
         self._out.append(head)
         self._out.append(data)
         self._out_size += len(head) + len(data)
@@ -263,6 +313,8 @@ class Connection(Peer, asyncio.BufferedProtocol):
                 held.popleft()
                 out.append(item)
                 size += len(item)
+                if item.__class__ is Spooled:
+                    self._out_files = True
         self._out_size += size
         if not held:
             self._held = None
@@ -287,11 +339,18 @@ class Connection(Peer, asyncio.BufferedProtocol):
     def _flush(self) -> None:
         self._flush_scheduled = False
         out = self._out
-        if not out or self.transport is None or self.closed:
+        if not out or self.transport is None or self.closed or self._file_send is not None:
+            return
+        if self._out_files:
+            self._flush_until_file(out)
             return
         self._out = []
         size = self._out_size
         self._out_size = 0
+        self._write(cast(list[bytes | memoryview], out), size)
+
+    def _write(self, out: list[bytes | memoryview], size: int) -> None:
+        assert self.transport is not None
         if len(out) == 1:
             self.transport.write(out[0])
         elif size <= _JOIN_LIMIT:
@@ -309,6 +368,65 @@ class Connection(Peer, asyncio.BufferedProtocol):
                 self.transport.get_write_buffer_size(),
             )
             self.abort()
+
+    # -- spooled payloads -------------------------------------------------------------
+
+    def _flush_until_file(self, out: list[Payload]) -> None:
+        """Write ``out`` up to its first spooled payload and start sending that.
+
+        What comes after the payload stays in ``_out`` until the file has been sent.
+        """
+        index = next(i for i, item in enumerate(out) if isinstance(item, Spooled))
+        before = cast(list[bytes | memoryview], out[:index])
+        rest = out[index + 1 :]
+        self._out = rest
+        self._out_size = sum(map(len, rest))
+        self._out_files = any(isinstance(part, Spooled) for part in rest)
+        if before:
+            self._write(before, sum(map(len, before)))
+        self._file_send = _FileSend(cast(Spooled, out[index]))
+        self._send_file()
+
+    def _send_file(self) -> None:
+        """Send more of the current spooled payload, as much as the peer takes now."""
+        sending = self._file_send
+        transport = self.transport
+        if sending is None or transport is None or self.closed:
+            return
+        data = sending.data
+        budget = _FILE_TURN
+        while not self._write_blocked and budget > 0 and sending.offset < data.size:
+            count = min(data.size - sending.offset, budget)
+            sent = 0
+            if self._sendfile and transport.get_write_buffer_size() == 0:
+                sent = self._sendfile_some(data, sending.offset, count)
+            if not sent:
+                # The socket is full (or sendfile is unavailable): one chunk through the
+                # transport, which buffers it and tells us (resume_writing) when it drained.
+                chunk = data.read(sending.offset, min(count, CHUNK))
+                transport.write(chunk)
+                sent = len(chunk)
+            sending.offset += sent
+            budget -= sent
+        if sending.offset >= data.size:
+            self._file_send = None
+            self._flush()
+            if self._close_when_sent and self._file_send is None:
+                self.close_after_flush()
+        elif not self._write_blocked:
+            self._loop.call_soon(self._send_file)  # let other connections have a turn
+
+    def _sendfile_some(self, data: Spooled, offset: int, count: int) -> int:
+        try:
+            return os.sendfile(self.fd, data.fd, offset, count)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            # E.g. a socket type sendfile does not support: chunks from now on. A
+            # connection that is really broken is reported by the transport itself.
+            logger.debug("sendfile to %s (fd %d) failed: %s", self.ip, self.fd, exc)
+            self._sendfile = False
+            return 0
 
     # -- errors --------------------------------------------------------------------
 
@@ -332,6 +450,9 @@ class Connection(Peer, asyncio.BufferedProtocol):
 
     def close_after_flush(self) -> None:
         self._flush()
+        if self._file_send is not None:
+            self._close_when_sent = True  # closed once the file and what follows are out
+            return
         if self.transport is not None:
             self.transport.close()
 

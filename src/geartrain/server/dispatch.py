@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from geartrain.protocol.codec import Packet, encode, encode_head, res_packet
+from geartrain.protocol.codec import Data, Packet, encode, encode_head, res_packet
 from geartrain.protocol.constants import (
     MAX_CLIENT_ID_SIZE,
     MAX_HANDLE_SIZE,
@@ -166,7 +166,8 @@ def _assign(conn: Connection, ptype: int, args: tuple[bytes, ...], job: Job) -> 
     if len(data) >= _PASS_THROUGH:
         conn.send_parts(encode_head(ptype, args, len(data)), data)
     else:
-        conn.send(res_packet(ptype, b"\0".join((*args, data))))
+        # Spooled data is never this short: only in-memory data gets here.
+        conn.send(res_packet(ptype, b"\0".join((*args, cast(Data, data)))))
 
 
 def set_client_id(conn: Connection, packet: Packet) -> None:
@@ -278,7 +279,7 @@ def echo(conn: Connection, packet: Packet) -> None:
     if len(data) >= _PASS_THROUGH:
         conn.send_parts(encode_head(P.ECHO_RES, (), len(data)), data)
     else:
-        conn.send(encode(P.ECHO_RES, data=data))
+        conn.send(encode(P.ECHO_RES, data=cast(Data, data)))
 
 
 def option_req(conn: Connection, packet: Packet) -> None:

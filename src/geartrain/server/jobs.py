@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncio
 
-    from geartrain.protocol.codec import Data
+    from geartrain.protocol.codec import Payload
 
     from .writes import WriteGroup
 
@@ -64,7 +64,7 @@ class Job:
         handle: bytes,
         function: Function,
         unique: bytes,
-        data: Data,
+        data: Payload,
         priority: int,
         background: bool,
     ) -> None:
@@ -174,6 +174,6 @@ class Peer:
         """Queue bytes for the peer (the connection flushes once per loop turn)."""
         raise NotImplementedError
 
-    def send_parts(self, head: bytes, data: Data) -> None:
+    def send_parts(self, head: bytes, data: Payload) -> None:
         """Queue a packet whose large data is passed through without a copy."""
         raise NotImplementedError

@@ -42,11 +42,21 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import islice
 from math import ceil
+from typing import cast
 
-from geartrain.protocol.codec import Data, encode, encode_head, res_packet
+from geartrain.protocol.codec import (
+    Data,
+    Payload,
+    as_bytes,
+    encode,
+    encode_head,
+    in_memory,
+    res_packet,
+)
 from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode
 from geartrain.protocol.constants import PacketType as P
 from geartrain.protocol.numbers import parse_c_int
+from geartrain.protocol.spool import Spooled
 
 from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
@@ -145,7 +155,7 @@ class Scheduler:
         peer: Peer | None,
         name: bytes,
         unique: bytes,
-        data: Data,
+        data: Payload,
         priority: int,
         background: bool,
         when: float = 0,
@@ -195,7 +205,7 @@ class Scheduler:
 
     @staticmethod
     def _too_large_to_store(
-        limit: int, name: bytes, unique: bytes, data: Data, reducer: bytes
+        limit: int, name: bytes, unique: bytes, data: Payload, reducer: bytes
     ) -> bytes | None:
         """Why the store cannot take this job, if it is over the backend's size limit."""
         size = len(name) + len(unique) + len(data) + len(reducer)
@@ -233,7 +243,7 @@ class Scheduler:
                     store_id,
                     f.name,
                     job.unique,
-                    data if data.__class__ is bytes else bytes(data),
+                    data if data.__class__ is bytes else _stored_data(data),
                     job.priority,
                     job.when,
                     job.reducer,
@@ -486,12 +496,12 @@ class Scheduler:
             for client in job.clients:
                 client.send(packet)
 
-    def work_data(self, job: Job, ptype: int, data: Data) -> None:
+    def work_data(self, job: Job, ptype: int, data: Payload) -> None:
         """Forward WORK_DATA or WORK_WARNING to every waiting client."""
         if job.clients:
             self._forward(job, ptype, data)
 
-    def work_complete(self, job: Job, data: Data) -> None:
+    def work_complete(self, job: Job, data: Payload) -> None:
         if job.clients:
             self._forward(job, _WORK_COMPLETE, data)
         self._finish(job)
@@ -500,13 +510,13 @@ class Scheduler:
         self._forward_fail(job)
         self._finish(job)
 
-    def work_exception(self, job: Job, data: Data) -> None:
+    def work_exception(self, job: Job, data: Payload) -> None:
         if job.clients:
             plain: list[Peer] = []
             packet = b""
             for client in job.clients:
                 if client.exceptions:
-                    packet = packet or encode(_WORK_EXCEPTION, job.handle, data=data)
+                    packet = packet or encode(_WORK_EXCEPTION, job.handle, data=in_memory(data))
                     client.send(packet)
                 else:
                     plain.append(client)
@@ -516,13 +526,14 @@ class Scheduler:
                     client.send(fail)
         self._finish(job)
 
-    def _forward(self, job: Job, ptype: int, data: Data) -> None:
+    def _forward(self, job: Job, ptype: int, data: Payload) -> None:
         if len(data) >= _PASS_THROUGH:
             head = encode_head(ptype, (job.handle,), len(data))
             for client in job.clients:
                 client.send_parts(head, data)
         else:
-            packet = res_packet(ptype, b"\0".join((job.handle, data)))
+            # Spooled data is never this short: only in-memory data gets here.
+            packet = res_packet(ptype, b"\0".join((job.handle, cast(Data, data))))
             for client in job.clients:
                 client.send(packet)
 
@@ -626,7 +637,7 @@ class Scheduler:
         return len(records)
 
 
-def coalescing_key(unique: bytes, data: Data) -> object:
+def coalescing_key(unique: bytes, data: Payload) -> object:
     """What makes two submissions of one function the same job (PROTOCOL.md §4.4).
 
     The unique itself; for ``-``, the payload; nothing (never coalesce) for an empty
@@ -636,7 +647,15 @@ def coalescing_key(unique: bytes, data: Data) -> object:
         return None
     if unique != b"-":
         return unique
+    if isinstance(data, Spooled):
+        # A spooled payload is compared by size and content hash, not held in memory.
+        return (b"-", len(data), data.digest())
     return (b"-", bytes(data)) if data else None
+
+
+def _stored_data(data: Payload) -> bytes:
+    """The payload as a stored record carries it."""
+    return as_bytes(data)
 
 
 def _being_written(queue: deque[Job]) -> bool:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from geartrain.client.core import MAX_BODY, to_bytes
 from geartrain.errors import ProtocolError
 from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType
-from geartrain.protocol.codec import encode_request
+from geartrain.protocol.codec import encode_request, in_memory
 
 P = PacketType
 
@@ -141,9 +141,9 @@ class WorkerProtocol:
             self.send(P.PRE_SLEEP)
             self.state = ConnState.SLEEPING
         elif ptype in (P.JOB_ASSIGN_UNIQ, P.JOB_ASSIGN_ALL):
-            self._assigned(args[0], args[1], args[2], packet.data, events)
+            self._assigned(args[0], args[1], args[2], in_memory(packet.data), events)
         elif ptype == P.JOB_ASSIGN:
-            self._assigned(args[0], args[1], b"", packet.data, events)
+            self._assigned(args[0], args[1], b"", in_memory(packet.data), events)
         elif ptype == P.ERROR:
             events.append(ServerMessage(self.key, args[0], args[1]))
         # ECHO_RES and anything unexpected are ignored.
