@@ -131,7 +131,7 @@ class Server:
             for waiter in waiters:
                 waiter.cancel()
         if not self.started.is_set():
-            raise StartupError(f"the server did not start: {self._failure!r}")
+            raise StartupError(f"the server did not start: {self._failure}")
 
     async def _main_loop(self) -> None:
         try:
@@ -318,7 +318,9 @@ def _reopen_log_files() -> bool:
     reopened = False
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
-            fresh = open(handler.baseFilename, "a", encoding=handler.encoding)  # noqa: SIM115
+            fresh = open(  # noqa: SIM115 - the handler owns it from here
+                handler.baseFilename, "a", encoding=handler.encoding, errors=handler.errors
+            )
             old = handler.setStream(fresh)
             if old is not None:
                 old.close()
