@@ -11,7 +11,7 @@ import pytest
 
 from geartrain.protocol.codec import Decoder, Packet, as_bytes, encode_request
 from geartrain.protocol.constants import RES
-from geartrain.server.app import Server
+from geartrain.server.app import Server, StartupError
 from geartrain.server.config import Settings
 from geartrain.server.persistence.base import QueueStore
 
@@ -90,13 +90,26 @@ class Connect(Protocol):
 
 @asynccontextmanager
 async def running_server(store: QueueStore | None = None, **options: Any) -> AsyncIterator[Server]:
+    """A server on a free loopback port, run by Server.serve as an application would."""
     settings = Settings(listen=["127.0.0.1"], port=0, queue="none", **options)
-    server = Server(settings, store)
-    await server.start()
+    async with serving(Server(settings, store)) as server:
+        yield server
+
+
+@asynccontextmanager
+async def serving(server: Server) -> AsyncIterator[Server]:
+    """Run ``server.serve()`` in a task for the block; stop it and wait for it after."""
+    task = asyncio.create_task(server.serve(install_signal_handlers=False))
+    try:
+        await server.wait_started()
+    except StartupError:
+        await task  # raises the failure itself, with its cause
+        raise
     try:
         yield server
     finally:
-        await server.stop()
+        server.request_stop()
+        await task
 
 
 ServerFactory = Callable[..., Any]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import gc
 import logging
 import logging.handlers
 import os
@@ -200,14 +198,14 @@ def serve(config_file: str | None, **options: Any) -> None:
             return
         _default_log_file(settings)
         # Before forking, so that a log file that cannot be opened is reported here.
-        handler = _configure_logging(settings)
+        _configure_logging(settings)
     except (ValueError, OSError) as exc:
         raise click.UsageError(str(exc)) from exc
     notify = _daemonize() if settings.daemon else None
     for notice in notices:
         logger.log(NOTICE, "%s", notice)
     try:
-        code = _run(settings, handler, notify)
+        code = _run(settings, notify)
     finally:
         if settings.pid_file:
             with contextlib.suppress(OSError):
@@ -253,17 +251,6 @@ def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
     if "port" not in values and os.environ.get("GEARMAND_PORT"):
         values["port"] = int(os.environ["GEARMAND_PORT"])
     return Settings(**values)
-
-
-class _ReopenableFileHandler(logging.FileHandler):
-    def reopen(self) -> None:
-        self.acquire()
-        try:
-            if self.stream:
-                self.stream.close()
-            self.stream = self._open()
-        finally:
-            self.release()
 
 
 def _become(user: str) -> None:
@@ -336,7 +323,8 @@ def _default_log_file(settings: Settings) -> None:
         settings.log_file = str(directory / "geartrain.log")
 
 
-def _configure_logging(settings: Settings) -> logging.Handler | None:
+def _configure_logging(settings: Settings) -> None:
+    """Log to the chosen target; the server reopens a log file on SIGHUP."""
     level = LEVELS[settings.verbose.upper()]
     root = logging.getLogger()
     root.setLevel(level)
@@ -347,12 +335,11 @@ def _configure_logging(settings: Settings) -> logging.Handler | None:
     elif target in (None, "", "stderr"):
         handler = logging.StreamHandler(sys.stderr)
     else:
-        handler = _ReopenableFileHandler(target)
+        handler = logging.FileHandler(target)
     handler.setFormatter(logging.Formatter(_LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
     root.addHandler(handler)
     if settings.syslog:
         root.addHandler(_syslog_handler())
-    return handler
 
 
 #: The local syslog socket; tests point it elsewhere.
@@ -368,24 +355,17 @@ def _syslog_handler() -> logging.Handler:
     return handler
 
 
-def _tune_gc() -> None:
-    """Collect young objects every 50k allocations instead of every 700.
+def _run(settings: Settings, notify: int | None) -> int:
+    from geartrain.server.app import Server, StartupError, run
 
-    A busy server allocates a few long-lived objects per job (the job, its client
-    list); with the default threshold the collector re-scans the growing job table
-    so often that background submission costs three times as much CPU (measured
-    with the in-process submit benchmark: ~9 -> ~3 µs per job). Jobs are freed by
-    reference counting; the collector is only needed for the rare cycles (closed
-    connections), which it still finds.
-    """
-    gc.set_threshold(50_000, 50, 100)
+    def started(server: Server) -> None:
+        if settings.pid_file:
+            _write_pid_file(settings.pid_file)
+        if notify is not None:
+            _notify(notify, b"ok")
 
-
-def _run(settings: Settings, handler: logging.Handler | None, notify: int | None) -> int:
-    _use_uvloop()
-    _tune_gc()
     try:
-        asyncio.run(_main(settings, handler, notify))
+        run(settings, on_started=started)
     except StartupError as exc:
         logger.critical("%s", exc)
         if notify is not None:
@@ -394,83 +374,9 @@ def _run(settings: Settings, handler: logging.Handler | None, notify: int | None
     return 0
 
 
-class StartupError(Exception):
-    pass
-
-
-async def _main(settings: Settings, handler: logging.Handler | None, notify: int | None) -> None:
-    from geartrain.server.app import Server
-
-    store = await _open_store(settings)
-    server = Server(settings, store)
-    if isinstance(handler, _ReopenableFileHandler):
-        server.on_reopen_log = handler.reopen
-    try:
-        await server.start()
-    except OSError as exc:
-        raise StartupError(f"cannot listen: {exc}") from exc
-    except Exception as exc:
-        logger.debug("start-up failed", exc_info=True)
-        raise StartupError(f"start-up failed: {exc}") from exc
-    # Everything alive now (the replayed jobs included) lives long: keep it out of the
-    # cyclic collector's scans. Done here, not in Server, because it is process-wide.
-    gc.freeze()
-    server.install_signal_handlers()
-    if settings.pid_file:
-        _write_pid_file(settings.pid_file)
-    if notify is not None:
-        _notify(notify, b"ok")
-    await server.serve_until_stopped()
-
-
 def _write_pid_file(path: str) -> None:
     with open(path, "w") as handle:
         handle.write(f"{os.getpid()}\n")
-
-
-async def _open_store(settings: Settings) -> Any:
-    url = settings.queue_url()
-    if url.lower() in ("none", ""):
-        if settings.import_gearmand:
-            raise StartupError("--import-gearmand needs a persistent queue (not --queue none)")
-        logger.log(NOTICE, "no persistent queue: background jobs live in memory only")
-        return None
-    from geartrain.server.persistence import open_store
-
-    if settings.queue is None:  # the default file: its directory may not exist yet
-        try:
-            state_directory().mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StartupError(f"cannot create the state directory: {exc}") from exc
-    try:
-        store = open_store(url, prefix=settings.queue_prefix)
-    except Exception as exc:  # a bad URL or a missing driver: say which
-        raise StartupError(f"persistent queue {url!r}: {exc}") from exc
-    logger.log(NOTICE, "persistent queue: %s", _without_password(url))
-    if settings.import_gearmand and store is not None:
-        from geartrain.server.persistence.gearmand_import import import_into
-
-        try:
-            await import_into(store, settings.import_gearmand)
-        except Exception as exc:  # bad URL, missing driver, unreachable database
-            raise StartupError(f"importing the gearmand queue failed: {exc}") from exc
-    return store
-
-
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
-
-
-def _use_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        return
-    uvloop.install()
 
 
 def _daemonize() -> int:

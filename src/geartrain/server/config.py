@@ -40,12 +40,13 @@ LEVELS = {
 
 @dataclass(slots=True)
 class Settings:
-    """The server's options: each field is the ``geartrain serve`` option of the same name
-    (``job_retries`` is ``--job-retries``).
+    """Everything a server is told: ``geartrain serve`` builds one from its options.
 
-    The command line, a ``-c`` TOML file and ``GEARTRAIN_<OPTION>`` environment variables all
-    end up here; :class:`geartrain.server.app.Server` takes the result. ``queue`` names the
-    persistent queue for ``geartrain serve``; a ``Server`` built in code is given its store.
+    Every field has the default ``geartrain serve`` uses; pass only what differs, e.g.
+    ``Settings(listen=["127.0.0.1"], port=0, queue="none")`` for a server on a free
+    loopback port keeping background jobs in memory. :class:`~geartrain.Server` reads
+    ``queue`` (opened at start-up), the listening and job options; the logging, daemon,
+    user and limit fields are acted on by ``geartrain serve`` only.
     """
 
     #: Addresses to listen on; empty = every address (IPv4 and IPv6), like gearmand.
@@ -104,7 +105,11 @@ class Settings:
     coredump: bool = False
 
     def queue_url(self) -> str:
-        """The persistent queue to use, the default one resolved."""
+        """The persistent queue to use, the default one resolved.
+
+        Returns:
+            ``queue``, or the SQLite URL of ``geartrain.sqlite3`` in the state directory.
+        """
         if self.queue is not None:
             return self.queue
         return f"sqlite:///{state_directory() / 'geartrain.sqlite3'}"
@@ -125,6 +130,11 @@ class Settings:
         return prefix.encode()
 
     def validate(self) -> None:
+        """Check the values that cannot be checked by their type.
+
+        Raises:
+            ValueError: a value is out of range; the message names it.
+        """
         if self.verbose.upper() not in LEVELS:
             raise ValueError(f"unknown log level {self.verbose!r}; use one of {list(LEVELS)}")
         if not 0 <= self.port < 65536:  # 0 = any free port (tests)
