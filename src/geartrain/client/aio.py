@@ -17,15 +17,27 @@ import socket
 from collections.abc import AsyncIterator, Generator, Iterable, Sequence
 from typing import Any
 
-from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout, NoServerAvailable
+from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
 from geartrain.protocol import Priority
 
-from .core import ClientProtocol, Event, JobStatus, Reply, RequestKind, Task, TaskCallback, Update
+from .core import (
+    READ_SIZE,
+    BaseClient,
+    ClientProtocol,
+    Event,
+    JobStatus,
+    Reply,
+    RequestKind,
+    SubmitOptions,
+    Task,
+    TaskCallback,
+    Update,
+    outcomes,
+    run_callback,
+)
 from .core import to_bytes as _bytes
-from .servers import Address, ServerSpec, format_address, parse_servers, server_order
-from .sync import CONNECT_TIMEOUT, RETRY_AFTER, _run_callback, unix_time
-
-_READ_SIZE = 256 * 1024
+from .pool import StatusSearch
+from .servers import Address, format_address
 
 
 class AsyncTask(Task):
@@ -107,41 +119,25 @@ class _Connection:
         self.protocol = protocol
         self.replies: dict[int, asyncio.Future[None]] = {}
         self.reader_task: asyncio.Task[None] | None = None
+        # The task being written: if the connection dies meanwhile, it is
+        # withdrawn rather than reported lost, so the next server may take it.
+        self.sending: Task | None = None
 
     @property
     def usable(self) -> bool:
         return not self.protocol.closed and not self.writer.is_closing()
 
 
-class AsyncClient:
+class AsyncClient(BaseClient):
     """An asyncio Gearman client for one or more job servers.
 
     Takes the same arguments as :class:`geartrain.client.Client`. Use it as an
     ``async with`` block, or call :meth:`close` when done.
     """
 
-    def __init__(
-        self,
-        servers: ServerSpec | None = None,
-        *,
-        timeout: float | None = None,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        exceptions: bool = False,
-        client_id: str | bytes | None = None,
-        retry_after: float = RETRY_AFTER,
-        subsecond_epoch: bool = False,
-    ) -> None:
-        self.servers = parse_servers(servers)
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.exceptions = exceptions
-        self.client_id = client_id
-        self.retry_after = retry_after
-        self.subsecond_epoch = subsecond_epoch
+    def _init_io(self) -> None:
         self._connections: dict[Address, _Connection] = {}
         self._connecting: dict[Address, asyncio.Lock] = {}
-        self._down_until: dict[Address, float] = {}
-        self._rotation = 0
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -180,16 +176,8 @@ class AsyncClient:
         Raises:
             NoServerAvailable: no server accepted a connection.
         """
-        task = AsyncTask(
-            function,
-            payload,
-            unique=unique,
-            priority=priority,
-            background=background,
-            when=None if when is None else unix_time(when),
-            subsecond_epoch=self.subsecond_epoch,
-            callback=callback,
-        )
+        options = SubmitOptions(unique, priority, background, when, callback)
+        task = self._new_task(AsyncTask, function, payload, options)
         task._client = self
         task._changed = asyncio.Event()
         await self._send_task(task)
@@ -244,13 +232,7 @@ class AsyncClient:
     ) -> list[bytes | GeartrainError]:
         """Wait for all tasks; return each result, or the exception that ended it."""
         await self.wait(tasks, timeout)
-        results: list[bytes | GeartrainError] = []
-        for task in tasks:
-            try:
-                results.append(task.outcome())
-            except GeartrainError as exc:
-                results.append(exc)
-        return results
+        return outcomes(tasks)
 
     async def as_completed(
         self, tasks: Iterable[AsyncTask], timeout: float | None = None
@@ -282,8 +264,7 @@ class AsyncClient:
     ) -> JobStatus:
         """GET_STATUS_UNIQUE, asking servers in the order a job with that unique tries them."""
         key = _bytes(unique)
-        order = [self.servers[i] for i in server_order(key, len(self.servers))]
-        return await self._ask_status(RequestKind.STATUS_UNIQUE, key, order, timeout)
+        return await self._ask_status(RequestKind.STATUS_UNIQUE, key, self.pool.order(key), timeout)
 
     async def echo(self, data: str | bytes = b"ping", *, timeout: float | None = None) -> bytes:
         """ECHO_REQ to the first reachable server; returns the echoed bytes."""
@@ -291,16 +272,10 @@ class AsyncClient:
             conn = await self._connection(address)
             if conn is None:
                 continue
-            reply = await self._request(conn, RequestKind.ECHO, _bytes(data), timeout)
-            value = reply.outcome()
-            assert isinstance(value, bytes)
-            return value
-        raise NoServerAvailable(self._unavailable())
+            return (await self._request(conn, RequestKind.ECHO, _bytes(data), timeout)).echoed()
+        raise self.pool.unavailable()
 
     # -- internals -----------------------------------------------------------------
-
-    def _timeout(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else timeout
 
     async def _request(
         self, conn: _Connection, kind: RequestKind, argument: bytes, timeout: float | None
@@ -321,49 +296,41 @@ class AsyncClient:
     async def _ask_status(
         self, kind: RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
     ) -> JobStatus:
-        answer: JobStatus | None = None
+        search = StatusSearch(self.pool)
         for address in servers:
             conn = await self._connection(address)
             if conn is None:
                 continue
             reply = await self._request(conn, kind, key, timeout)
-            try:
-                value = reply.outcome()
-            except ConnectionLost:
-                continue
-            assert isinstance(value, JobStatus)
-            if value.known:
-                return value
-            answer = value
-        if answer is None:
-            raise NoServerAvailable(self._unavailable())
-        return answer
+            with contextlib.suppress(ConnectionLost):
+                if search.add(reply.status()):
+                    break
+        return search.result()
 
     async def _send_task(self, task: AsyncTask) -> None:
-        if task.unique:
-            order = server_order(task.unique, len(self.servers))
-        else:
-            order = server_order(b"", len(self.servers), self._rotation)
-            self._rotation += 1
-        for respect_backoff in (True, False):
-            for index in order:
-                address = self.servers[index]
-                conn = await self._connection(address, respect_backoff)
-                if conn is None:
-                    continue
-                conn.protocol.submit(task)
-                task.server = address
-                conn.writer.write(conn.protocol.data_to_send())
-                try:
-                    await conn.writer.drain()
-                except OSError as exc:
-                    self._lost(conn, f"send failed: {exc}")
+        for address, respect_backoff in self.pool.attempts(task.unique):
+            conn = await self._connection(address, respect_backoff)
+            if conn is not None and await self._sent(conn, task):
                 return
-        raise NoServerAvailable(self._unavailable())
+        raise self.pool.unavailable()
 
-    def _unavailable(self) -> str:
-        names = ", ".join(format_address(a) for a in self.servers)
-        return f"no job server reachable ({names})"
+    async def _sent(self, conn: _Connection, task: AsyncTask) -> bool:
+        """Send ``task`` on ``conn``; False if the next server should take it."""
+        conn.protocol.submit(task)
+        conn.sending = task
+        conn.writer.write(conn.protocol.data_to_send())
+        try:
+            await conn.writer.drain()
+        except OSError as exc:
+            # drain() fails only when the connection died before the packet was
+            # handed whole to the kernel; an ERROR read meanwhile is a refusal.
+            verdict = self.pool.send_failed(str(exc), refused=task.error is not None)
+            self._lost(conn, verdict.reason)
+            return not verdict.retry
+        finally:
+            conn.sending = None
+        task.server = conn.address
+        return True
 
     async def _connection(
         self, address: Address, respect_backoff: bool = True
@@ -374,29 +341,28 @@ class AsyncClient:
             if conn is not None and conn.usable:
                 return conn
             loop = asyncio.get_running_loop()
-            if respect_backoff and self._down_until.get(address, 0.0) > loop.time():
+            if respect_backoff and self.pool.is_down(address, loop.time()):
                 return None
             try:
                 async with asyncio.timeout(self.connect_timeout):
-                    reader, writer = await asyncio.open_connection(*address, limit=_READ_SIZE)
+                    reader, writer = await asyncio.open_connection(*address, limit=READ_SIZE)
             except (OSError, TimeoutError):
-                self._down_until[address] = loop.time() + self.retry_after
+                self.pool.connect_failed(address, loop.time())
                 return None
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._down_until.pop(address, None)
-            protocol = ClientProtocol(exceptions=self.exceptions, client_id=self.client_id)
-            conn = _Connection(address, reader, writer, protocol)
+            self.pool.connected(address)
+            conn = _Connection(address, reader, writer, self._new_protocol())
             self._connections[address] = conn
-            writer.write(protocol.data_to_send())
+            writer.write(conn.protocol.data_to_send())
             conn.reader_task = asyncio.create_task(self._read(conn))
             return conn
 
     async def _read(self, conn: _Connection) -> None:
         reason = "server closed the connection"
         try:
-            while data := await conn.reader.read(_READ_SIZE):
+            while data := await conn.reader.read(READ_SIZE):
                 self._dispatch(conn, conn.protocol.receive_data(data))
         except (OSError, GeartrainError) as exc:
             reason = str(exc)
@@ -406,6 +372,8 @@ class AsyncClient:
         if self._connections.get(conn.address) is conn:
             del self._connections[conn.address]
         conn.writer.close()
+        if conn.sending is not None:
+            conn.protocol.withdraw(conn.sending)
         if not conn.protocol.closed:
             lost = conn.protocol.connection_lost(f"{format_address(conn.address)}: {reason}")
             self._dispatch(conn, lost)
@@ -421,7 +389,7 @@ class AsyncClient:
             if isinstance(task, AsyncTask):
                 task._changed.set()
             if task.callback is not None:
-                _run_callback(task.callback, event)
+                run_callback(task.callback, event)
 
 
 async def _done_then(task: AsyncTask, queue: asyncio.Queue[AsyncTask]) -> None:

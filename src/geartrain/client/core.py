@@ -24,14 +24,20 @@ it turns a WORK_EXCEPTION into a WORK_FAIL for a client without the
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from geartrain.errors import ConnectionLost, GeartrainError, ProtocolError, ServerError
-from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType
+from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType, Priority
 from geartrain.protocol.codec import encode_request
 
+from .pool import CONNECT_TIMEOUT, RETRY_AFTER, ServerPool
+from .servers import Address, ServerSpec
 from .task import (
     SUBMIT_TYPES,
     JobStatus,
@@ -44,10 +50,15 @@ from .task import (
 )
 
 P = PacketType
+logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CONNECT_TIMEOUT",
     "MAX_BODY",
+    "READ_SIZE",
+    "RETRY_AFTER",
     "SUBMIT_TYPES",
+    "BaseClient",
     "ClientProtocol",
     "Event",
     "JobStatus",
@@ -58,13 +69,19 @@ __all__ = [
     "TaskState",
     "Update",
     "UpdateKind",
+    "outcomes",
+    "run_callback",
     "to_bytes",
+    "unix_time",
 ]
 
 #: Largest packet body accepted from a server: anything the 32-bit size field
 #: allows. The decoder's smaller default protects a server from its clients; a
 #: client asked for its results and gearmand passes bodies of any size.
 MAX_BODY = 2**32 - 1
+#: Bytes read from a server at a time: large enough that a big result arrives
+#: in few reads, small enough not to matter per connection.
+READ_SIZE = 256 * 1024
 
 
 class RequestKind(enum.Enum):
@@ -94,6 +111,18 @@ class Reply:
             raise self.error
         assert self.value is not None
         return self.value
+
+    def status(self) -> JobStatus:
+        """The STATUS_RES answer, or raise the error that came instead."""
+        value = self.outcome()
+        assert isinstance(value, JobStatus)
+        return value
+
+    def echoed(self) -> bytes:
+        """The ECHO_RES (or OPTION_RES) answer, or raise the error that came instead."""
+        value = self.outcome()
+        assert isinstance(value, bytes)
+        return value
 
 
 Event = Update | Reply
@@ -157,10 +186,13 @@ class ClientProtocol:
     def withdraw(self, task: Task) -> None:
         """Forget a task whose SUBMIT never reached the server (the send failed).
 
-        Only valid before :meth:`connection_lost`; the task becomes NEW again.
+        The task becomes NEW again, so that :meth:`connection_lost` does not
+        report it lost and another connection may take it. A task the server
+        already answered (ERROR) is left alone.
         """
-        self._pending.remove(task)
-        task.state = TaskState.NEW
+        if any(item is task for item in self._pending):
+            self._pending.remove(task)
+            task.state = TaskState.NEW
 
     def data_to_send(self) -> bytes:
         """Bytes queued for the server since the last call."""
@@ -298,3 +330,108 @@ def _int(value: bytes) -> int:
         return int(value)
     except ValueError:
         return 0
+
+
+def unix_time(when: float | dt.datetime) -> float:
+    """Unix time of a SUBMIT_JOB_EPOCH ``when`` (naive datetimes are local time)."""
+    if isinstance(when, dt.datetime):
+        return when.timestamp()
+    return when
+
+
+def run_callback(callback: TaskCallback, update: Update) -> None:
+    """Call a task's callback; what it raises is logged, not propagated."""
+    # A failing callback must not break the I/O loop that serves every other task.
+    try:
+        callback(update)
+    except Exception:
+        logger.exception("task callback failed for %r", update.task)
+
+
+def outcomes(tasks: Iterable[Task]) -> list[bytes | GeartrainError]:
+    """Each task's result, or the exception that ended it."""
+    results: list[bytes | GeartrainError] = []
+    for task in tasks:
+        try:
+            results.append(task.outcome())
+        except GeartrainError as exc:
+            results.append(exc)
+    return results
+
+
+TaskT = TypeVar("TaskT", bound=Task)
+
+
+class BaseClient:
+    """Settings and server pool shared by the blocking and the asyncio client.
+
+    The arguments are documented on :class:`geartrain.client.Client`.
+    """
+
+    def __init__(
+        self,
+        servers: ServerSpec | None = None,
+        *,
+        timeout: float | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        exceptions: bool = False,
+        client_id: str | bytes | None = None,
+        retry_after: float = RETRY_AFTER,
+        subsecond_epoch: bool = False,
+    ) -> None:
+        self.pool = ServerPool(servers, retry_after)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.exceptions = exceptions
+        self.client_id = client_id
+        self.subsecond_epoch = subsecond_epoch
+        self._init_io()
+
+    def _init_io(self) -> None:
+        """Set up the I/O layer's own state (connections, selector, locks)."""
+
+    @property
+    def servers(self) -> list[Address]:
+        """The job servers, in the order given."""
+        return self.pool.servers
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds a server that refused a connection is skipped."""
+        return self.pool.retry_after
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
+
+    def _new_protocol(self) -> ClientProtocol:
+        return ClientProtocol(exceptions=self.exceptions, client_id=self.client_id)
+
+    def _new_task(
+        self,
+        task_class: type[TaskT],
+        function: str | bytes,
+        payload: str | bytes,
+        options: SubmitOptions,
+    ) -> TaskT:
+        when = options.when
+        return task_class(
+            function,
+            payload,
+            unique=options.unique,
+            priority=options.priority,
+            background=options.background,
+            when=None if when is None else unix_time(when),
+            subsecond_epoch=self.subsecond_epoch,
+            callback=options.callback,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOptions:
+    """The keyword arguments of ``submit``, gathered to pass them on in one piece."""
+
+    unique: str | bytes | None = None
+    priority: Priority = Priority.NORMAL
+    background: bool = False
+    when: float | dt.datetime | None = None
+    callback: TaskCallback | None = None

@@ -10,33 +10,37 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import selectors
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout, NoServerAvailable
+from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
 from geartrain.protocol import Priority
 
-from .core import ClientProtocol, Event, JobStatus, Reply, RequestKind, Task, TaskCallback, Update
+from .core import (
+    CONNECT_TIMEOUT,
+    READ_SIZE,
+    RETRY_AFTER,
+    BaseClient,
+    ClientProtocol,
+    Event,
+    JobStatus,
+    Reply,
+    RequestKind,
+    SubmitOptions,
+    Task,
+    TaskCallback,
+    Update,
+    outcomes,
+    run_callback,
+    unix_time,
+)
 from .core import to_bytes as _bytes
-from .servers import Address, ServerSpec, format_address, parse_servers, server_order
+from .pool import StatusSearch
+from .servers import Address, format_address
 
-logger = logging.getLogger(__name__)
-
-#: Default seconds to wait for a TCP connection to a job server.
-CONNECT_TIMEOUT = 5.0
-#: Seconds a server that refused a connection is skipped before being tried again.
-RETRY_AFTER = 5.0
-_READ_SIZE = 256 * 1024
-
-
-def unix_time(when: float | dt.datetime) -> float:
-    """Unix time of a SUBMIT_JOB_EPOCH ``when`` (naive datetimes are local time)."""
-    if isinstance(when, dt.datetime):
-        return when.timestamp()
-    return when
+__all__ = ["CONNECT_TIMEOUT", "RETRY_AFTER", "Client", "SyncTask", "unix_time"]
 
 
 class SyncTask(Task):
@@ -108,7 +112,7 @@ class _Connection:
         self.protocol = protocol
 
 
-class Client:
+class Client(BaseClient):
     """A blocking Gearman client for one or more job servers.
 
     Args:
@@ -125,28 +129,9 @@ class Client:
             to whole seconds, so a job never runs early on any server.
     """
 
-    def __init__(
-        self,
-        servers: ServerSpec | None = None,
-        *,
-        timeout: float | None = None,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        exceptions: bool = False,
-        client_id: str | bytes | None = None,
-        retry_after: float = RETRY_AFTER,
-        subsecond_epoch: bool = False,
-    ) -> None:
-        self.servers = parse_servers(servers)
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.exceptions = exceptions
-        self.client_id = client_id
-        self.retry_after = retry_after
-        self.subsecond_epoch = subsecond_epoch
+    def _init_io(self) -> None:
         self._connections: dict[Address, _Connection] = {}
-        self._down_until: dict[Address, float] = {}
         self._selector = selectors.DefaultSelector()
-        self._rotation = 0
 
     def __enter__(self) -> Client:
         return self
@@ -197,16 +182,8 @@ class Client:
             NoServerAvailable: no server accepted a connection.
             ValueError: ``when`` is not a finite time.
         """
-        task = SyncTask(
-            function,
-            payload,
-            unique=unique,
-            priority=priority,
-            background=background,
-            when=None if when is None else unix_time(when),
-            subsecond_epoch=self.subsecond_epoch,
-            callback=callback,
-        )
+        options = SubmitOptions(unique, priority, background, when, callback)
+        task = self._new_task(SyncTask, function, payload, options)
         task._client = self
         self._send_task(task)
         return task
@@ -259,13 +236,7 @@ class Client:
     ) -> list[bytes | GeartrainError]:
         """Wait for all tasks; return each result, or the exception that ended it."""
         self.wait(tasks, timeout)
-        results: list[bytes | GeartrainError] = []
-        for task in tasks:
-            try:
-                results.append(task.outcome())
-            except GeartrainError as exc:
-                results.append(exc)
-        return results
+        return outcomes(tasks)
 
     # -- queries -------------------------------------------------------------------
 
@@ -284,8 +255,7 @@ class Client:
     def get_status_unique(self, unique: str | bytes, *, timeout: float | None = None) -> JobStatus:
         """GET_STATUS_UNIQUE, asking servers in the order a job with that unique tries them."""
         key = _bytes(unique)
-        order = [self.servers[i] for i in server_order(key, len(self.servers))]
-        return self._ask_status(RequestKind.STATUS_UNIQUE, key, order, timeout)
+        return self._ask_status(RequestKind.STATUS_UNIQUE, key, self.pool.order(key), timeout)
 
     def echo(self, data: str | bytes = b"ping", *, timeout: float | None = None) -> bytes:
         """ECHO_REQ to the first reachable server; returns the echoed bytes."""
@@ -293,93 +263,68 @@ class Client:
             conn = self._connection(address)
             if conn is None:
                 continue
-            reply = conn.protocol.request(RequestKind.ECHO, _bytes(data))
-            self._flush(conn)
-            self._wait_reply(reply, _deadline(self._timeout(timeout)))
-            value = reply.outcome()
-            assert isinstance(value, bytes)
-            return value
-        raise NoServerAvailable(self._unavailable())
+            deadline = _deadline(self._timeout(timeout))
+            return self._request(conn, RequestKind.ECHO, _bytes(data), deadline).echoed()
+        raise self.pool.unavailable()
 
     # -- internals -----------------------------------------------------------------
 
-    def _timeout(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else timeout
+    def _request(
+        self, conn: _Connection, kind: RequestKind, argument: bytes, deadline: float | None
+    ) -> Reply:
+        reply = conn.protocol.request(kind, argument)
+        self._flush(conn)
+        self._pump(deadline, lambda: reply.done)
+        return reply
 
     def _ask_status(
         self, kind: RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
     ) -> JobStatus:
         deadline = _deadline(self._timeout(timeout))
-        answer: JobStatus | None = None
+        search = StatusSearch(self.pool)
         for address in servers:
             conn = self._connection(address)
             if conn is None:
                 continue
-            reply = conn.protocol.request(kind, key)
-            self._flush(conn)
-            self._wait_reply(reply, deadline)
-            try:
-                value = reply.outcome()
-            except ConnectionLost:
-                continue
-            assert isinstance(value, JobStatus)
-            if value.known:
-                return value
-            answer = value
-        if answer is None:
-            raise NoServerAvailable(self._unavailable())
-        return answer
-
-    def _wait_reply(self, reply: Reply, deadline: float | None) -> None:
-        self._pump(deadline, lambda: reply.done)
+            reply = self._request(conn, kind, key, deadline)
+            with contextlib.suppress(ConnectionLost):
+                if search.add(reply.status()):
+                    break
+        return search.result()
 
     def _send_task(self, task: SyncTask) -> None:
-        if task.unique:
-            order = server_order(task.unique, len(self.servers))
-        else:
-            order = server_order(b"", len(self.servers), self._rotation)
-            self._rotation += 1
-        for respect_backoff in (True, False):
-            for index in order:
-                address = self.servers[index]
-                conn = self._connection(address, respect_backoff)
-                if conn is None:
-                    continue
-                conn.protocol.submit(task)
-                try:
-                    conn.sock.sendall(conn.protocol.data_to_send())
-                except OSError as exc:
-                    if self._refused(conn, task):
-                        # The server answered ERROR and closed (a packet over its size
-                        # limit): that refusal, not a lost connection, is the outcome.
-                        self._lost(conn, f"send failed: {exc}")
-                        return
-                    # sendall() failed, so the packet did not reach the server
-                    # whole and cannot have become a job: the next server may
-                    # take it without any risk of running it twice.
-                    conn.protocol.withdraw(task)
-                    self._lost(conn, f"send failed: {exc}")
-                    continue
-                task.server = address
+        for address, respect_backoff in self.pool.attempts(task.unique):
+            conn = self._connection(address, respect_backoff)
+            if conn is not None and self._sent(conn, task):
                 return
-        raise NoServerAvailable(self._unavailable())
+        raise self.pool.unavailable()
+
+    def _sent(self, conn: _Connection, task: SyncTask) -> bool:
+        """Send ``task`` on ``conn``; False if the next server should take it."""
+        conn.protocol.submit(task)
+        try:
+            conn.sock.sendall(conn.protocol.data_to_send())
+        except OSError as exc:
+            verdict = self.pool.send_failed(str(exc), refused=self._refused(conn, task))
+            if verdict.retry:
+                conn.protocol.withdraw(task)
+            self._lost(conn, verdict.reason)
+            return not verdict.retry
+        task.server = conn.address
+        return True
 
     def _refused(self, conn: _Connection, task: SyncTask) -> bool:
         """Read what a server sent before it cut a send short; True if it refused ``task``."""
         conn.sock.setblocking(False)
         received = b""
         with contextlib.suppress(OSError):
-            while chunk := conn.sock.recv(_READ_SIZE):
+            while chunk := conn.sock.recv(READ_SIZE):
                 received += chunk
         try:
             self._dispatch(conn.protocol.receive_data(received))
         except GeartrainError:
             return False
         return task.error is not None
-
-    def _unavailable(self) -> str:
-        names = ", ".join(format_address(a) for a in self.servers)
-        return f"no job server reachable ({names})"
 
     def _connection(self, address: Address, respect_backoff: bool = True) -> _Connection | None:
         conn = self._connections.get(address)
@@ -389,23 +334,22 @@ class Client:
             conn = self._connections.get(address)
             if conn is not None:
                 return conn
-        if respect_backoff and self._down_until.get(address, 0.0) > time.monotonic():
+        if respect_backoff and self.pool.is_down(address, time.monotonic()):
             return None
         try:
             sock = socket.create_connection(address, timeout=self.connect_timeout)
         except OSError:
-            self._down_until[address] = time.monotonic() + self.retry_after
+            self.pool.connect_failed(address, time.monotonic())
             return None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(None)
-        self._down_until.pop(address, None)
-        protocol = ClientProtocol(exceptions=self.exceptions, client_id=self.client_id)
-        conn = _Connection(address, sock, protocol)
+        self.pool.connected(address)
+        conn = _Connection(address, sock, self._new_protocol())
         self._connections[address] = conn
         self._selector.register(sock, selectors.EVENT_READ, conn)
         self._flush(conn)
         if self._connections.get(address) is not conn:  # died at once
-            self._down_until[address] = time.monotonic() + self.retry_after
+            self.pool.connect_failed(address, time.monotonic())
             return None
         return conn
 
@@ -443,7 +387,7 @@ class Client:
         for key, _ in self._selector.select(timeout):
             conn: _Connection = key.data
             try:
-                data = conn.sock.recv(_READ_SIZE)
+                data = conn.sock.recv(READ_SIZE)
             except OSError as exc:
                 self._lost(conn, str(exc))
                 continue
@@ -463,15 +407,7 @@ class Client:
                 continue
             callback = event.task.callback
             if callback is not None:
-                _run_callback(callback, event)
-
-
-def _run_callback(callback: TaskCallback, update: Update) -> None:
-    # A failing callback must not break the I/O loop that serves every other task.
-    try:
-        callback(update)
-    except Exception:
-        logger.exception("task callback failed for %r", update.task)
+                run_callback(callback, event)
 
 
 def _deadline(timeout: float | None) -> float | None:
