@@ -12,35 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import socket
 from collections.abc import AsyncIterator, Generator, Iterable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
-from geartrain.protocol import Priority
 
-from .core import (
-    READ_SIZE,
-    BaseClient,
-    ClientProtocol,
-    Event,
-    JobStatus,
-    Reply,
-    RequestKind,
-    SubmitOptions,
-    Task,
-    TaskCallback,
-    Update,
-    outcomes,
-    run_callback,
-)
+from . import core
 from .core import to_bytes as _bytes
 from .pool import StatusSearch
 from .servers import Address, format_address
 
 
-class AsyncTask(Task):
+class AsyncTask(core.Task):
     """A :class:`Task` of an :class:`AsyncClient`; ``await task`` returns its result."""
 
     _client: AsyncClient
@@ -67,16 +51,17 @@ class AsyncTask(Task):
     def __await__(self) -> Generator[Any, None, bytes]:
         return self.result().__await__()
 
-    async def __aiter__(self) -> AsyncIterator[Update]:
+    async def __aiter__(self) -> AsyncIterator[core.Update]:
         """Yield the task's updates as they arrive, ending after the last one."""
-        while True:
+        while not self._drained:
             if self.updates:
                 yield self.updates.popleft()
-                continue
-            if self.done:
-                return
-            self._changed.clear()
-            await self._changed.wait()
+            else:
+                await self._next_change()
+
+    async def _next_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
 
     async def wait_created(self, timeout: float | None = None) -> bytes:
         """Wait until the server acknowledged the job; return its handle.
@@ -88,8 +73,7 @@ class AsyncTask(Task):
         try:
             async with asyncio.timeout(self._client._timeout(timeout)):
                 while self.handle is None and not self.done:
-                    self._changed.clear()
-                    await self._changed.wait()
+                    await self._next_change()
         except TimeoutError:
             raise GeartrainTimeout("timed out waiting for the job server") from None
         if self.handle is None:
@@ -97,7 +81,7 @@ class AsyncTask(Task):
         assert self.handle is not None
         return self.handle
 
-    async def status(self, timeout: float | None = None) -> JobStatus:
+    async def status(self, timeout: float | None = None) -> core.JobStatus:
         """GET_STATUS on the server that holds this task."""
         handle = await self.wait_created(timeout)
         if self.server is None:
@@ -111,24 +95,23 @@ class _Connection:
         address: Address,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        protocol: ClientProtocol,
+        protocol: core.ClientProtocol,
     ) -> None:
         self.address = address
         self.reader = reader
         self.writer = writer
         self.protocol = protocol
-        self.replies: dict[int, asyncio.Future[None]] = {}
         self.reader_task: asyncio.Task[None] | None = None
         # The task being written: if the connection dies meanwhile, it is
         # withdrawn rather than reported lost, so the next server may take it.
-        self.sending: Task | None = None
+        self.sending: core.Task | None = None
 
     @property
     def usable(self) -> bool:
         return not self.protocol.closed and not self.writer.is_closing()
 
 
-class AsyncClient(BaseClient):
+class AsyncClient(core.BaseClient):
     """An asyncio Gearman client for one or more job servers.
 
     Takes the same arguments as :class:`geartrain.client.Client`. Use it as an
@@ -138,6 +121,8 @@ class AsyncClient(BaseClient):
     def _init_io(self) -> None:
         self._connections: dict[Address, _Connection] = {}
         self._connecting: dict[Address, asyncio.Lock] = {}
+        # Futures of the requests (status, echo) waiting for their reply, by id(reply).
+        self._replies: dict[int, asyncio.Future[None]] = {}
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -159,15 +144,7 @@ class AsyncClient(BaseClient):
     # -- submitting ----------------------------------------------------------------
 
     async def submit(
-        self,
-        function: str | bytes,
-        payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        background: bool = False,
-        when: float | dt.datetime | None = None,
-        callback: TaskCallback | None = None,
+        self, function: str | bytes, payload: str | bytes = b"", **options: Unpack[core.SubmitArgs]
     ) -> AsyncTask:
         """Send a job and return its task without waiting for JOB_CREATED.
 
@@ -176,7 +153,6 @@ class AsyncClient(BaseClient):
         Raises:
             NoServerAvailable: no server accepted a connection.
         """
-        options = SubmitOptions(unique, priority, background, when, callback)
         task = self._new_task(AsyncTask, function, payload, options)
         task._client = self
         task._changed = asyncio.Event()
@@ -184,33 +160,21 @@ class AsyncClient(BaseClient):
         return task
 
     async def call(
-        self,
-        function: str | bytes,
-        payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        timeout: float | None = None,
+        self, function: str | bytes, payload: str | bytes = b"", **options: Unpack[core.CallArgs]
     ) -> bytes:
         """Run a foreground job and return its result (raises like :meth:`AsyncTask.result`)."""
-        task = await self.submit(function, payload, unique=unique, priority=priority)
-        return await task.result(self._timeout(timeout))
+        task = await self.submit(function, payload, **core.foreground_args(options))
+        return await task.result(self._timeout(options.get("timeout")))
 
     async def submit_background(
         self,
         function: str | bytes,
         payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        when: float | dt.datetime | None = None,
-        timeout: float | None = None,
+        **options: Unpack[core.BackgroundArgs],
     ) -> bytes:
         """Queue a background job and return its handle once the server has it."""
-        task = await self.submit(
-            function, payload, unique=unique, priority=priority, background=True, when=when
-        )
-        return await task.result(self._timeout(timeout))
+        task = await self.submit(function, payload, **core.background_args(options))
+        return await task.result(self._timeout(options.get("timeout")))
 
     async def wait(self, tasks: Iterable[AsyncTask], timeout: float | None = None) -> None:
         """Wait until every task is done; failures stay on the tasks.
@@ -222,8 +186,7 @@ class AsyncClient(BaseClient):
             async with asyncio.timeout(self._timeout(timeout)):
                 for task in tasks:
                     while not task.done:
-                        task._changed.clear()
-                        await task._changed.wait()
+                        await task._next_change()
         except TimeoutError:
             raise GeartrainTimeout("timed out waiting for the job server") from None
 
@@ -232,7 +195,7 @@ class AsyncClient(BaseClient):
     ) -> list[bytes | GeartrainError]:
         """Wait for all tasks; return each result, or the exception that ended it."""
         await self.wait(tasks, timeout)
-        return outcomes(tasks)
+        return core.outcomes(tasks)
 
     async def as_completed(
         self, tasks: Iterable[AsyncTask], timeout: float | None = None
@@ -254,17 +217,19 @@ class AsyncClient(BaseClient):
 
     async def get_status(
         self, handle: str | bytes, *, server: Address | None = None, timeout: float | None = None
-    ) -> JobStatus:
+    ) -> core.JobStatus:
         """GET_STATUS for a handle (see :meth:`geartrain.client.Client.get_status`)."""
         servers = [server] if server is not None else self.servers
-        return await self._ask_status(RequestKind.STATUS, _bytes(handle), servers, timeout)
+        return await self._ask_status(core.RequestKind.STATUS, _bytes(handle), servers, timeout)
 
     async def get_status_unique(
         self, unique: str | bytes, *, timeout: float | None = None
-    ) -> JobStatus:
+    ) -> core.JobStatus:
         """GET_STATUS_UNIQUE, asking servers in the order a job with that unique tries them."""
         key = _bytes(unique)
-        return await self._ask_status(RequestKind.STATUS_UNIQUE, key, self.pool.order(key), timeout)
+        return await self._ask_status(
+            core.RequestKind.STATUS_UNIQUE, key, self.pool.order(key), timeout
+        )
 
     async def echo(self, data: str | bytes = b"ping", *, timeout: float | None = None) -> bytes:
         """ECHO_REQ to the first reachable server; returns the echoed bytes."""
@@ -272,17 +237,19 @@ class AsyncClient(BaseClient):
             conn = await self._connection(address)
             if conn is None:
                 continue
-            return (await self._request(conn, RequestKind.ECHO, _bytes(data), timeout)).echoed()
+            return (
+                await self._request(conn, core.RequestKind.ECHO, _bytes(data), timeout)
+            ).echoed()
         raise self.pool.unavailable()
 
     # -- internals -----------------------------------------------------------------
 
     async def _request(
-        self, conn: _Connection, kind: RequestKind, argument: bytes, timeout: float | None
-    ) -> Reply:
+        self, conn: _Connection, kind: core.RequestKind, argument: bytes, timeout: float | None
+    ) -> core.Reply:
         reply = conn.protocol.request(kind, argument)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        conn.replies[id(reply)] = future
+        self._replies[id(reply)] = future
         conn.writer.write(conn.protocol.data_to_send())
         try:
             async with asyncio.timeout(self._timeout(timeout)):
@@ -290,12 +257,12 @@ class AsyncClient(BaseClient):
         except TimeoutError:
             raise GeartrainTimeout("timed out waiting for the job server") from None
         finally:
-            conn.replies.pop(id(reply), None)
+            self._replies.pop(id(reply), None)
         return reply
 
     async def _ask_status(
-        self, kind: RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
-    ) -> JobStatus:
+        self, kind: core.RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
+    ) -> core.JobStatus:
         search = StatusSearch(self.pool)
         for address in servers:
             conn = await self._connection(address)
@@ -345,7 +312,7 @@ class AsyncClient(BaseClient):
                 return None
             try:
                 async with asyncio.timeout(self.connect_timeout):
-                    reader, writer = await asyncio.open_connection(*address, limit=READ_SIZE)
+                    reader, writer = await asyncio.open_connection(*address, limit=core.READ_SIZE)
             except (OSError, TimeoutError):
                 self.pool.connect_failed(address, loop.time())
                 return None
@@ -362,8 +329,8 @@ class AsyncClient(BaseClient):
     async def _read(self, conn: _Connection) -> None:
         reason = "server closed the connection"
         try:
-            while data := await conn.reader.read(READ_SIZE):
-                self._dispatch(conn, conn.protocol.receive_data(data))
+            while data := await conn.reader.read(core.READ_SIZE):
+                self._deliver(conn.protocol.receive_data(data))
         except (OSError, GeartrainError) as exc:
             reason = str(exc)
         self._lost(conn, reason)
@@ -376,24 +343,19 @@ class AsyncClient(BaseClient):
             conn.protocol.withdraw(conn.sending)
         if not conn.protocol.closed:
             lost = conn.protocol.connection_lost(f"{format_address(conn.address)}: {reason}")
-            self._dispatch(conn, lost)
+            self._deliver(lost)
 
-    def _dispatch(self, conn: _Connection, events: list[Event]) -> None:
-        for event in events:
-            if isinstance(event, Reply):
-                future = conn.replies.get(id(event))
-                if future is not None and not future.done():
-                    future.set_result(None)
-                continue
-            task = event.task
-            if isinstance(task, AsyncTask):
-                task._changed.set()
-            if task.callback is not None:
-                run_callback(task.callback, event)
+    def _answered(self, reply: core.Reply) -> None:
+        future = self._replies.get(id(reply))
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _updated(self, task: core.Task) -> None:
+        if isinstance(task, AsyncTask):
+            task._changed.set()
 
 
 async def _done_then(task: AsyncTask, queue: asyncio.Queue[AsyncTask]) -> None:
     while not task.done:
-        task._changed.clear()
-        await task._changed.wait()
+        await task._next_change()
     queue.put_nowait(task)

@@ -30,7 +30,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from geartrain.errors import ConnectionLost, GeartrainError, ProtocolError, ServerError
 from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType, Priority
@@ -58,17 +58,22 @@ __all__ = [
     "READ_SIZE",
     "RETRY_AFTER",
     "SUBMIT_TYPES",
+    "BackgroundArgs",
     "BaseClient",
+    "CallArgs",
     "ClientProtocol",
     "Event",
     "JobStatus",
     "Reply",
     "RequestKind",
+    "SubmitArgs",
     "Task",
     "TaskCallback",
     "TaskState",
     "Update",
     "UpdateKind",
+    "background_args",
+    "foreground_args",
     "outcomes",
     "run_callback",
     "to_bytes",
@@ -403,35 +408,83 @@ class BaseClient:
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
 
+    def _deliver(self, events: list[Event]) -> None:
+        """Wake whoever waits on each event, then run the task's callback."""
+        for event in events:
+            if isinstance(event, Reply):
+                self._answered(event)
+                continue
+            self._updated(event.task)
+            if event.task.callback is not None:
+                run_callback(event.task.callback, event)
+
+    def _answered(self, reply: Reply) -> None:
+        """Wake whoever waits for ``reply`` (the blocking client polls ``reply.done``)."""
+
+    def _updated(self, task: Task) -> None:
+        """Wake whoever waits on ``task`` (the blocking client polls the task)."""
+
     def _new_protocol(self) -> ClientProtocol:
         return ClientProtocol(exceptions=self.exceptions, client_id=self.client_id)
 
     def _new_task(
-        self,
-        task_class: type[TaskT],
-        function: str | bytes,
-        payload: str | bytes,
-        options: SubmitOptions,
+        self, cls: type[TaskT], function: str | bytes, payload: str | bytes, options: SubmitArgs
     ) -> TaskT:
-        when = options.when
-        return task_class(
+        when = options.get("when")
+        return cls(
             function,
             payload,
-            unique=options.unique,
-            priority=options.priority,
-            background=options.background,
+            unique=options.get("unique"),
+            priority=options.get("priority", Priority.NORMAL),
+            background=options.get("background", False),
             when=None if when is None else unix_time(when),
             subsecond_epoch=self.subsecond_epoch,
-            callback=options.callback,
+            callback=options.get("callback"),
         )
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitOptions:
-    """The keyword arguments of ``submit``, gathered to pass them on in one piece."""
+# The keyword arguments of submit(), call() and submit_background(), written once
+# for both clients; their meaning is documented on geartrain.client.Client.submit.
 
-    unique: str | bytes | None = None
-    priority: Priority = Priority.NORMAL
-    background: bool = False
-    when: float | dt.datetime | None = None
-    callback: TaskCallback | None = None
+
+class SubmitArgs(TypedDict, total=False):
+    """``submit(unique=None, priority=NORMAL, background=False, when=None, callback=None)``."""
+
+    unique: str | bytes | None
+    priority: Priority
+    background: bool
+    when: float | dt.datetime | None
+    callback: TaskCallback | None
+
+
+class CallArgs(TypedDict, total=False):
+    """``call(unique=None, priority=NORMAL, timeout=None)``."""
+
+    unique: str | bytes | None
+    priority: Priority
+    timeout: float | None
+
+
+class BackgroundArgs(CallArgs, total=False):
+    """``submit_background(unique=None, priority=NORMAL, when=None, timeout=None)``."""
+
+    when: float | dt.datetime | None
+
+
+def foreground_args(options: CallArgs) -> SubmitArgs:
+    """What ``call`` passes on to ``submit``."""
+    args = SubmitArgs()
+    if "unique" in options:
+        args["unique"] = options["unique"]
+    if "priority" in options:
+        args["priority"] = options["priority"]
+    return args
+
+
+def background_args(options: BackgroundArgs) -> SubmitArgs:
+    """What ``submit_background`` passes on to ``submit``."""
+    args = foreground_args(options)
+    args["background"] = True
+    if "when" in options:
+        args["when"] = options["when"]
+    return args

@@ -9,41 +9,25 @@ updates of every other task in flight and calls their callbacks. A
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import selectors
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Unpack
 
 from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
-from geartrain.protocol import Priority
 
-from .core import (
-    CONNECT_TIMEOUT,
-    READ_SIZE,
-    RETRY_AFTER,
-    BaseClient,
-    ClientProtocol,
-    Event,
-    JobStatus,
-    Reply,
-    RequestKind,
-    SubmitOptions,
-    Task,
-    TaskCallback,
-    Update,
-    outcomes,
-    run_callback,
-    unix_time,
-)
+from . import core
+from .core import CONNECT_TIMEOUT, RETRY_AFTER, unix_time
 from .core import to_bytes as _bytes
 from .pool import StatusSearch
 from .servers import Address, format_address
 
+# CONNECT_TIMEOUT, RETRY_AFTER and unix_time lived here first; they stay importable from here.
 __all__ = ["CONNECT_TIMEOUT", "RETRY_AFTER", "Client", "SyncTask", "unix_time"]
 
 
-class SyncTask(Task):
+class SyncTask(core.Task):
     """A :class:`Task` of a blocking :class:`Client`, with methods that wait for it."""
 
     _client: Client
@@ -83,21 +67,19 @@ class SyncTask(Task):
         assert self.handle is not None
         return self.handle
 
-    def stream(self, timeout: float | None = None) -> Iterator[Update]:
+    def stream(self, timeout: float | None = None) -> Iterator[core.Update]:
         """Yield the task's updates (CREATED, DATA, WARNING, STATUS, then the end) as they arrive.
 
         ``timeout`` (default: the client's) bounds the whole iteration.
         """
         deadline = _deadline(self._client._timeout(timeout))
-        while True:
+        while not self._drained:
             if self.updates:
                 yield self.updates.popleft()
-                continue
-            if self.done:
-                return
-            self._client._pump(deadline, lambda: bool(self.updates) or self.done)
+            else:
+                self._client._pump(deadline, lambda: bool(self.updates) or self.done)
 
-    def status(self, timeout: float | None = None) -> JobStatus:
+    def status(self, timeout: float | None = None) -> core.JobStatus:
         """Ask the server that holds this task for its status (GET_STATUS)."""
         handle = self.wait_created(timeout)
         if self.server is None:
@@ -106,13 +88,15 @@ class SyncTask(Task):
 
 
 class _Connection:
-    def __init__(self, address: Address, sock: socket.socket, protocol: ClientProtocol) -> None:
+    def __init__(
+        self, address: Address, sock: socket.socket, protocol: core.ClientProtocol
+    ) -> None:
         self.address = address
         self.sock = sock
         self.protocol = protocol
 
 
-class Client(BaseClient):
+class Client(core.BaseClient):
     """A blocking Gearman client for one or more job servers.
 
     Args:
@@ -148,15 +132,7 @@ class Client(BaseClient):
     # -- submitting ----------------------------------------------------------------
 
     def submit(
-        self,
-        function: str | bytes,
-        payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        background: bool = False,
-        when: float | dt.datetime | None = None,
-        callback: TaskCallback | None = None,
+        self, function: str | bytes, payload: str | bytes = b"", **options: Unpack[core.SubmitArgs]
     ) -> SyncTask:
         """Send a job and return at once, without waiting for JOB_CREATED.
 
@@ -182,20 +158,13 @@ class Client(BaseClient):
             NoServerAvailable: no server accepted a connection.
             ValueError: ``when`` is not a finite time.
         """
-        options = SubmitOptions(unique, priority, background, when, callback)
         task = self._new_task(SyncTask, function, payload, options)
         task._client = self
         self._send_task(task)
         return task
 
     def call(
-        self,
-        function: str | bytes,
-        payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        timeout: float | None = None,
+        self, function: str | bytes, payload: str | bytes = b"", **options: Unpack[core.CallArgs]
     ) -> bytes:
         """Run a foreground job and return its result.
 
@@ -203,26 +172,20 @@ class Client(BaseClient):
             JobFailed, JobException, ServerError, ConnectionLost, GeartrainTimeout:
                 as :meth:`SyncTask.result`.
         """
-        task = self.submit(function, payload, unique=unique, priority=priority)
-        return task.result(self._timeout(timeout))
+        task = self.submit(function, payload, **core.foreground_args(options))
+        return task.result(self._timeout(options.get("timeout")))
 
     def submit_background(
         self,
         function: str | bytes,
         payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        when: float | dt.datetime | None = None,
-        timeout: float | None = None,
+        **options: Unpack[core.BackgroundArgs],
     ) -> bytes:
         """Queue a background job and return its handle once the server has it."""
-        task = self.submit(
-            function, payload, unique=unique, priority=priority, background=True, when=when
-        )
-        return task.result(self._timeout(timeout))
+        task = self.submit(function, payload, **core.background_args(options))
+        return task.result(self._timeout(options.get("timeout")))
 
-    def wait(self, tasks: Iterable[Task], timeout: float | None = None) -> None:
+    def wait(self, tasks: Iterable[core.Task], timeout: float | None = None) -> None:
         """Block until every task is done; failures stay on the tasks.
 
         Raises:
@@ -232,17 +195,17 @@ class Client(BaseClient):
         self._pump(_deadline(self._timeout(timeout)), lambda: all(t.done for t in pending))
 
     def gather(
-        self, tasks: Sequence[Task], timeout: float | None = None
+        self, tasks: Sequence[core.Task], timeout: float | None = None
     ) -> list[bytes | GeartrainError]:
         """Wait for all tasks; return each result, or the exception that ended it."""
         self.wait(tasks, timeout)
-        return outcomes(tasks)
+        return core.outcomes(tasks)
 
     # -- queries -------------------------------------------------------------------
 
     def get_status(
         self, handle: str | bytes, *, server: Address | None = None, timeout: float | None = None
-    ) -> JobStatus:
+    ) -> core.JobStatus:
         """GET_STATUS for a handle.
 
         Handles are only meaningful on the server that issued them; pass
@@ -250,12 +213,14 @@ class Client(BaseClient):
         that knows the job answers.
         """
         servers = [server] if server is not None else self.servers
-        return self._ask_status(RequestKind.STATUS, _bytes(handle), servers, timeout)
+        return self._ask_status(core.RequestKind.STATUS, _bytes(handle), servers, timeout)
 
-    def get_status_unique(self, unique: str | bytes, *, timeout: float | None = None) -> JobStatus:
+    def get_status_unique(
+        self, unique: str | bytes, *, timeout: float | None = None
+    ) -> core.JobStatus:
         """GET_STATUS_UNIQUE, asking servers in the order a job with that unique tries them."""
         key = _bytes(unique)
-        return self._ask_status(RequestKind.STATUS_UNIQUE, key, self.pool.order(key), timeout)
+        return self._ask_status(core.RequestKind.STATUS_UNIQUE, key, self.pool.order(key), timeout)
 
     def echo(self, data: str | bytes = b"ping", *, timeout: float | None = None) -> bytes:
         """ECHO_REQ to the first reachable server; returns the echoed bytes."""
@@ -264,22 +229,22 @@ class Client(BaseClient):
             if conn is None:
                 continue
             deadline = _deadline(self._timeout(timeout))
-            return self._request(conn, RequestKind.ECHO, _bytes(data), deadline).echoed()
+            return self._request(conn, core.RequestKind.ECHO, _bytes(data), deadline).echoed()
         raise self.pool.unavailable()
 
     # -- internals -----------------------------------------------------------------
 
     def _request(
-        self, conn: _Connection, kind: RequestKind, argument: bytes, deadline: float | None
-    ) -> Reply:
+        self, conn: _Connection, kind: core.RequestKind, argument: bytes, deadline: float | None
+    ) -> core.Reply:
         reply = conn.protocol.request(kind, argument)
         self._flush(conn)
         self._pump(deadline, lambda: reply.done)
         return reply
 
     def _ask_status(
-        self, kind: RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
-    ) -> JobStatus:
+        self, kind: core.RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
+    ) -> core.JobStatus:
         deadline = _deadline(self._timeout(timeout))
         search = StatusSearch(self.pool)
         for address in servers:
@@ -318,10 +283,10 @@ class Client(BaseClient):
         conn.sock.setblocking(False)
         received = b""
         with contextlib.suppress(OSError):
-            while chunk := conn.sock.recv(READ_SIZE):
+            while chunk := conn.sock.recv(core.READ_SIZE):
                 received += chunk
         try:
-            self._dispatch(conn.protocol.receive_data(received))
+            self._deliver(conn.protocol.receive_data(received))
         except GeartrainError:
             return False
         return task.error is not None
@@ -366,7 +331,7 @@ class Client(BaseClient):
             del self._connections[conn.address]
             self._selector.unregister(conn.sock)
         conn.sock.close()
-        self._dispatch(conn.protocol.connection_lost(f"{format_address(conn.address)}: {reason}"))
+        self._deliver(conn.protocol.connection_lost(f"{format_address(conn.address)}: {reason}"))
 
     def _pump(self, deadline: float | None, until: Callable[[], bool]) -> None:
         """Run the I/O loop until ``until()`` is true."""
@@ -387,7 +352,7 @@ class Client(BaseClient):
         for key, _ in self._selector.select(timeout):
             conn: _Connection = key.data
             try:
-                data = conn.sock.recv(READ_SIZE)
+                data = conn.sock.recv(core.READ_SIZE)
             except OSError as exc:
                 self._lost(conn, str(exc))
                 continue
@@ -399,15 +364,7 @@ class Client(BaseClient):
             except GeartrainError as exc:
                 self._lost(conn, str(exc))
                 continue
-            self._dispatch(events)
-
-    def _dispatch(self, events: list[Event]) -> None:
-        for event in events:
-            if isinstance(event, Reply):
-                continue
-            callback = event.task.callback
-            if callback is not None:
-                run_callback(callback, event)
+            self._deliver(events)
 
 
 def _deadline(timeout: float | None) -> float | None:
