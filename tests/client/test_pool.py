@@ -6,7 +6,7 @@ import pytest
 
 from geartrain.client.pool import ServerPool, StatusSearch
 from geartrain.client.servers import server_order
-from geartrain.client.task import JobStatus
+from geartrain.client.task import JobStatus, Task, TaskState
 from geartrain.errors import NoServerAvailable
 
 A, B, C = ("a", 1), ("b", 2), ("c", 3)
@@ -57,14 +57,21 @@ def test_a_connection_ends_the_rest_period() -> None:
     assert not pool.is_down(A, now=1.0)
 
 
-def test_a_failed_send_moves_on_to_the_next_server() -> None:
-    verdict = ServerPool([A, B]).send_failed("Connection reset by peer", refused=False)
+@pytest.mark.parametrize("state", [TaskState.SUBMITTED, TaskState.NEW])
+def test_a_failed_send_the_server_did_not_answer_moves_on(state: TaskState) -> None:
+    task = Task("f", b"x")
+    task.state = state  # NEW: already withdrawn from the broken connection
+    verdict = ServerPool([A, B]).send_failed(task, "Connection reset by peer")
     assert verdict.retry
     assert verdict.reason == "send failed: Connection reset by peer"
 
 
-def test_a_send_the_server_refused_gives_up_with_the_refusal() -> None:
-    verdict = ServerPool([A, B]).send_failed("Broken pipe", refused=True)
+@pytest.mark.parametrize("state", [TaskState.REJECTED, TaskState.CREATED])
+def test_a_failed_send_the_server_answered_keeps_that_answer(state: TaskState) -> None:
+    # REJECTED: ERROR for a packet over the server's limit, read before the close.
+    task = Task("f", b"x")
+    task.state = state
+    verdict = ServerPool([A, B]).send_failed(task, "Broken pipe")
     assert not verdict.retry
     assert verdict.reason == "send failed: Broken pipe"
 

@@ -290,8 +290,8 @@ class AsyncClient(core.BaseClient):
             await conn.writer.drain()
         except OSError as exc:
             # drain() fails only when the connection died before the packet was
-            # handed whole to the kernel; an ERROR read meanwhile is a refusal.
-            verdict = self.pool.send_failed(str(exc), refused=task.error is not None)
+            # handed whole to the kernel; the reader task has read what came before.
+            verdict = self.pool.send_failed(task, str(exc))
             self._lost(conn, verdict.reason)
             return not verdict.retry
         finally:

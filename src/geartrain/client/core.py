@@ -28,7 +28,7 @@ import datetime as dt
 import enum
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypedDict, TypeVar
 
@@ -66,6 +66,7 @@ __all__ = [
     "JobStatus",
     "Reply",
     "RequestKind",
+    "ServerReader",
     "SubmitArgs",
     "Task",
     "TaskCallback",
@@ -87,6 +88,27 @@ MAX_BODY = 2**32 - 1
 #: Bytes read from a server at a time: large enough that a big result arrives
 #: in few reads, small enough not to matter per connection.
 READ_SIZE = 256 * 1024
+
+
+class ServerReader:
+    """Turns a job server's bytes into packets, for clients and workers alike."""
+
+    def __init__(self) -> None:
+        self._decoder = Decoder(expect=RES, max_size=MAX_BODY, text=False)
+
+    def feed(self, data: bytes) -> Iterator[Packet]:
+        """The packets ``data`` completes; a bad one the stream survives is skipped.
+
+        Raises:
+            ProtocolError: the stream cannot be parsed further; close the connection.
+        """
+        for message in self._decoder.feed(data):
+            if isinstance(message, BadPacket):
+                if message.fatal:
+                    raise ProtocolError(message.text.decode(errors="replace"))
+                continue
+            assert isinstance(message, Packet)
+            yield message
 
 
 class RequestKind(enum.Enum):
@@ -153,7 +175,7 @@ class ClientProtocol:
     """
 
     def __init__(self, *, exceptions: bool = False, client_id: bytes | str | None = None) -> None:
-        self._decoder = Decoder(expect=RES, max_size=MAX_BODY, text=False)
+        self._reader = ServerReader()
         self._outbox = bytearray()
         self._pending: deque[Task | Reply] = deque()
         self._running: dict[bytes, list[Task]] = {}
@@ -220,13 +242,8 @@ class ClientProtocol:
                 connection must be closed (call :meth:`connection_lost`).
         """
         events: list[Event] = []
-        for message in self._decoder.feed(data):
-            if isinstance(message, BadPacket):
-                if message.fatal:
-                    raise ProtocolError(message.text.decode(errors="replace"))
-                continue
-            assert isinstance(message, Packet)
-            self._handle(message, events)
+        for packet in self._reader.feed(data):
+            self._handle(packet, events)
         return events
 
     def connection_lost(self, reason: str = "connection to the job server lost") -> list[Event]:

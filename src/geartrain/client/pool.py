@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from geartrain.errors import NoServerAvailable
 
 from .servers import Address, ServerSpec, format_address, parse_servers, server_order
-from .task import JobStatus
+from .task import JobStatus, Task, TaskState
 
 #: Default seconds to wait for a TCP connection to a job server.
 CONNECT_TIMEOUT = 5.0
@@ -92,19 +92,18 @@ class ServerPool:
         """``address`` accepted a connection: no longer resting."""
         self._down_until.pop(address, None)
 
-    def send_failed(self, error: str, refused: bool) -> SendVerdict:
-        """Decide what follows a send that failed with ``error``.
+    def send_failed(self, task: Task, error: str) -> SendVerdict:
+        """Decide what follows a send of ``task`` that failed with ``error``.
 
-        Args:
-            error: what the send raised.
-            refused: the server answered ERROR for the job before it cut the
-                connection (a packet over its size limit): that refusal is the
-                job's outcome, not a lost connection.
+        Call it once whatever the server sent before the connection broke has
+        been read into the task.
         """
-        # Otherwise the packet did not reach the server whole and cannot have
-        # become a job: the next server may take it without any risk of
-        # running it twice.
-        return SendVerdict(retry=not refused, reason=f"send failed: {error}")
+        # A task the server answered (ERROR for a packet over its size limit, say)
+        # has its outcome, and the job must not be offered again. Otherwise the
+        # packet did not reach the server whole and cannot have become a job: the
+        # next server may take it without any risk of running it twice.
+        answered = task.state not in (TaskState.NEW, TaskState.SUBMITTED)
+        return SendVerdict(retry=not answered, reason=f"send failed: {error}")
 
     def unavailable(self) -> NoServerAvailable:
         """The error for a request that no server could take."""

@@ -270,7 +270,8 @@ class Client(core.BaseClient):
         try:
             conn.sock.sendall(conn.protocol.data_to_send())
         except OSError as exc:
-            verdict = self.pool.send_failed(str(exc), refused=self._refused(conn, task))
+            self._read_before_close(conn)
+            verdict = self.pool.send_failed(task, str(exc))
             if verdict.retry:
                 conn.protocol.withdraw(task)
             self._lost(conn, verdict.reason)
@@ -278,18 +279,15 @@ class Client(core.BaseClient):
         task.server = conn.address
         return True
 
-    def _refused(self, conn: _Connection, task: SyncTask) -> bool:
-        """Read what a server sent before it cut a send short; True if it refused ``task``."""
+    def _read_before_close(self, conn: _Connection) -> None:
+        """Read what a server sent before it cut a send short (its refusal, maybe)."""
         conn.sock.setblocking(False)
         received = b""
         with contextlib.suppress(OSError):
             while chunk := conn.sock.recv(core.READ_SIZE):
                 received += chunk
-        try:
+        with contextlib.suppress(GeartrainError):
             self._deliver(conn.protocol.receive_data(received))
-        except GeartrainError:
-            return False
-        return task.error is not None
 
     def _connection(self, address: Address, respect_backoff: bool = True) -> _Connection | None:
         conn = self._connections.get(address)

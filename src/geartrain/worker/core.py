@@ -30,10 +30,10 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar, Unpack, overload
 
-from geartrain.client.core import MAX_BODY, to_bytes
+from geartrain.client.core import ServerReader, to_bytes
 from geartrain.client.servers import Address, ServerSpec, format_address, parse_servers
-from geartrain.errors import ProtocolError, WorkFail
-from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType
+from geartrain.errors import WorkFail
+from geartrain.protocol import Packet, PacketType
 from geartrain.protocol.codec import encode_request
 
 from . import job as _job
@@ -91,7 +91,7 @@ class WorkerProtocol:
         self.key = key
         self.state = ConnState.IDLE
         self.hungry = True
-        self._decoder = Decoder(expect=RES, max_size=MAX_BODY, text=False)
+        self._reader = ServerReader()
         self._outbox = bytearray()
 
     def data_to_send(self) -> bytes:
@@ -131,13 +131,8 @@ class WorkerProtocol:
             ProtocolError: the stream cannot be parsed; close the connection.
         """
         events: list[WorkerEvent] = []
-        for message in self._decoder.feed(data):
-            if isinstance(message, BadPacket):
-                if message.fatal:
-                    raise ProtocolError(message.text.decode(errors="replace"))
-                continue
-            assert isinstance(message, Packet)
-            self._handle(message, events)
+        for packet in self._reader.feed(data):
+            self._handle(packet, events)
         return events
 
     def _handle(self, packet: Packet, events: list[WorkerEvent]) -> None:
