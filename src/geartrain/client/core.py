@@ -422,6 +422,10 @@ class BaseClient:
         """Seconds a server that refused a connection is skipped."""
         return self.pool.retry_after
 
+    @retry_after.setter
+    def retry_after(self, seconds: float) -> None:
+        self.pool.retry_after = seconds
+
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
 
