@@ -396,7 +396,11 @@ class Unreachable:
 
 
 class WorkerSettings(TypedDict, total=False):
-    """Keyword arguments both workers take; documented on :class:`geartrain.worker.Worker`."""
+    """Keyword arguments both workers take; documented on :class:`geartrain.worker.Worker`.
+
+    Defaults: ``client_id=None``, ``exceptions=True``, ``poll_interval=POLL_INTERVAL``,
+    ``connect_timeout=CONNECT_TIMEOUT``.
+    """
 
     client_id: str | bytes | None
     exceptions: bool
