@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
+from typing import TypeVar
 
 from geartrain.client.servers import Address
 from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
 
-from .core import (
-    AdminProtocol,
-    AdminReply,
-    FunctionStatus,
-    JobInfo,
-    PriorityStatus,
-    Shape,
-    WorkerInfo,
-    check_word,
-    maxqueue_command,
-    parse_jobs,
-    parse_priority_status,
-    parse_status,
-    parse_unique_jobs,
-    parse_workers,
-)
-from .sync import TIMEOUT, resolve
+from . import core
+
+T = TypeVar("T")
 
 
 class AsyncAdminClient:
@@ -36,12 +22,14 @@ class AsyncAdminClient:
     Commands on one client are serialised; use several clients for parallelism.
     """
 
-    def __init__(self, server: str | Address | None = None, *, timeout: float = TIMEOUT) -> None:
-        self.address = resolve(server)
+    def __init__(
+        self, server: str | Address | None = None, *, timeout: float = core.TIMEOUT
+    ) -> None:
+        self.address = core.resolve(server)
         self.timeout = timeout
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._protocol = AdminProtocol()
+        self._protocol = core.AdminProtocol()
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> AsyncAdminClient:
@@ -58,74 +46,75 @@ class AsyncAdminClient:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def send(self, line: str | bytes, shape: Shape) -> AdminReply:
+    async def send(self, line: str | bytes, shape: core.Shape) -> core.AdminReply:
         """Send any command and return its raw reply (``ERR`` is not raised here)."""
         async with self._lock:
             reply = self._protocol.command(line, shape)
             await self._exchange(reply)
             return reply
 
-    async def status(self) -> list[FunctionStatus]:
+    async def status(self) -> list[core.FunctionStatus]:
         """``status``."""
-        return parse_status((await self.send("status", Shape.LIST)).check().lines)
+        return await self._run(core.STATUS)
 
-    async def priority_status(self) -> list[PriorityStatus]:
+    async def priority_status(self) -> list[core.PriorityStatus]:
         """``prioritystatus``."""
-        return parse_priority_status((await self.send("prioritystatus", Shape.LIST)).check().lines)
+        return await self._run(core.PRIORITY_STATUS)
 
-    async def workers(self) -> list[WorkerInfo]:
+    async def workers(self) -> list[core.WorkerInfo]:
         """``workers``."""
-        return parse_workers((await self.send("workers", Shape.LIST)).check().lines)
+        return await self._run(core.WORKERS)
 
-    async def jobs(self) -> list[JobInfo]:
+    async def jobs(self) -> list[core.JobInfo]:
         """``show jobs``."""
-        return parse_jobs((await self.send("show jobs", Shape.LIST)).check().lines)
+        return await self._run(core.JOBS)
 
     async def unique_jobs(self) -> list[str]:
         """``show unique jobs``."""
-        return parse_unique_jobs((await self.send("show unique jobs", Shape.LIST)).check().lines)
+        return await self._run(core.UNIQUE_JOBS)
 
     async def cancel_job(self, handle: str) -> None:
         """``cancel job HANDLE``."""
-        (await self.send(f"cancel job {check_word(handle)}", Shape.OK)).check()
+        await self._run(core.cancel_job(handle))
 
     async def create_function(self, function: str) -> None:
         """``create function NAME``."""
-        (await self.send(f"create function {check_word(function)}", Shape.OK)).check()
+        await self._run(core.create_function(function))
 
     async def drop_function(self, function: str) -> None:
         """``drop function NAME``."""
-        (await self.send(f"drop function {check_word(function)}", Shape.OK)).check()
+        await self._run(core.drop_function(function))
 
     async def maxqueue(self, function: str, *limits: int) -> None:
         """``maxqueue NAME [N | H N L]``."""
-        (await self.send(maxqueue_command(check_word(function), limits), Shape.OK)).check()
+        await self._run(core.maxqueue(function, limits))
 
     async def version(self) -> str:
         """``version``."""
-        return (await self.send("version", Shape.VALUE)).check().value.decode()
+        return await self._run(core.VERSION)
 
     async def verbose(self) -> str:
         """``verbose``."""
-        return (await self.send("verbose", Shape.VALUE)).check().value.decode()
+        return await self._run(core.VERBOSE)
 
     async def getpid(self) -> int:
         """``getpid``."""
-        return int((await self.send("getpid", Shape.VALUE)).check().value)
+        return await self._run(core.GETPID)
 
     async def ping(self) -> float:
         """Round-trip time in seconds of an ECHO_REQ on the admin connection."""
-        token = os.urandom(8).hex().encode()
+        token = core.ping_token()
         async with self._lock:
             started = time.perf_counter()
             reply = self._protocol.ping(token)
             await self._exchange(reply)
-        reply.check()
-        if reply.value != token:
-            raise ConnectionLost("echo returned other data")
+        core.check_echo(reply, token)
         return time.perf_counter() - started
 
-    async def _exchange(self, reply: AdminReply) -> None:
+    async def _run(self, command: core.Command[T]) -> T:
+        return command.parse((await self.send(command.line, command.shape)).check())
+
+    async def _exchange(self, reply: core.AdminReply) -> None:
         try:
             async with asyncio.timeout(self.timeout):
                 await self._io(reply)
@@ -139,7 +128,7 @@ class AsyncAdminClient:
             await self._reset()
             raise
 
-    async def _io(self, reply: AdminReply) -> None:
+    async def _io(self, reply: core.AdminReply) -> None:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(*self.address)
         assert self._reader is not None
@@ -152,4 +141,4 @@ class AsyncAdminClient:
 
     async def _reset(self) -> None:
         await self.close()
-        self._protocol = AdminProtocol()
+        self._protocol = core.AdminProtocol()

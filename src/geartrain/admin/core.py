@@ -20,11 +20,15 @@ interleaved on the same connection, which :meth:`AdminProtocol.ping` uses.
 from __future__ import annotations
 
 import enum
+import os
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from geartrain.errors import AdminError, ProtocolError
+from geartrain.client.servers import Address, parse_address
+from geartrain.errors import AdminError, ConnectionLost, ProtocolError
 from geartrain.protocol import RES, PacketType
 from geartrain.protocol.codec import encode_request
 from geartrain.protocol.constants import HEADER_SIZE
@@ -307,3 +311,89 @@ def check_word(value: str) -> str:
     if not value or any(c in value for c in " \r\n"):
         raise ValueError(f"not usable in an admin command: {value!r}")
     return value
+
+
+# -- what both admin clients share -------------------------------------------------------
+
+#: Seconds to wait for a connection or a reply.
+TIMEOUT = 10.0
+
+
+def resolve(server: str | Address | None) -> Address:
+    """An admin target: an address, ``host[:port]``, or the first of ``GEARMAN_SERVERS``."""
+    if server is None:
+        spec = os.environ.get("GEARMAN_SERVERS") or os.environ.get("GEARMAN_SERVER") or ""
+        server = spec.split(",")[0] or "127.0.0.1"
+    if isinstance(server, str):
+        return parse_address(server)
+    return (server[0], int(server[1]))
+
+
+def ping_token() -> bytes:
+    """Random data for a ping, so that a stale echo cannot pass for the answer."""
+    return os.urandom(8).hex().encode()
+
+
+def check_echo(reply: AdminReply, token: bytes) -> None:
+    """Raise unless the ping's reply echoed ``token``."""
+    reply.check()
+    if reply.value != token:
+        raise ConnectionLost("echo returned other data")
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Command(Generic[T]):
+    """One admin command: the line to send, the reply's shape, and how to read it."""
+
+    line: str
+    shape: Shape
+    parse: Callable[[AdminReply], T]
+
+
+def _lines(parser: Callable[[list[bytes]], T]) -> Callable[[AdminReply], T]:
+    return lambda reply: parser(reply.lines)
+
+
+def _ok(reply: AdminReply) -> None:
+    return None
+
+
+def _value(reply: AdminReply) -> str:
+    return reply.value.decode()
+
+
+def _ok_command(line: str) -> Command[None]:
+    return Command(line, Shape.OK, _ok)
+
+
+STATUS = Command("status", Shape.LIST, _lines(parse_status))
+PRIORITY_STATUS = Command("prioritystatus", Shape.LIST, _lines(parse_priority_status))
+WORKERS = Command("workers", Shape.LIST, _lines(parse_workers))
+JOBS = Command("show jobs", Shape.LIST, _lines(parse_jobs))
+UNIQUE_JOBS = Command("show unique jobs", Shape.LIST, _lines(parse_unique_jobs))
+VERSION = Command("version", Shape.VALUE, _value)
+VERBOSE = Command("verbose", Shape.VALUE, _value)
+GETPID = Command("getpid", Shape.VALUE, lambda reply: int(reply.value))
+
+
+def cancel_job(handle: str) -> Command[None]:
+    """``cancel job HANDLE``."""
+    return _ok_command(f"cancel job {check_word(handle)}")
+
+
+def create_function(function: str) -> Command[None]:
+    """``create function NAME``."""
+    return _ok_command(f"create function {check_word(function)}")
+
+
+def drop_function(function: str) -> Command[None]:
+    """``drop function NAME``."""
+    return _ok_command(f"drop function {check_word(function)}")
+
+
+def maxqueue(function: str, limits: tuple[int, ...]) -> Command[None]:
+    """``maxqueue NAME [N | H N L]``."""
+    return _ok_command(maxqueue_command(check_word(function), limits))

@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
+from typing import TypeVar
 
-from geartrain.client.servers import Address, parse_address
+from geartrain.client.servers import Address
 from geartrain.errors import ConnectionLost, GeartrainTimeout
 
-from .core import (
-    AdminProtocol,
-    AdminReply,
-    FunctionStatus,
-    JobInfo,
-    PriorityStatus,
-    Shape,
-    WorkerInfo,
-    check_word,
-    maxqueue_command,
-    parse_jobs,
-    parse_priority_status,
-    parse_status,
-    parse_unique_jobs,
-    parse_workers,
-)
+from . import core
+from .core import TIMEOUT, resolve
 
-#: Seconds to wait for a connection or a reply.
-TIMEOUT = 10.0
+# TIMEOUT and resolve lived here first and stay importable from here.
+__all__ = ["TIMEOUT", "AdminClient", "resolve"]
 
-
-def resolve(server: str | Address | None) -> Address:
-    """An admin target: an address, ``host[:port]``, or the first of ``GEARMAN_SERVERS``."""
-    if server is None:
-        spec = os.environ.get("GEARMAN_SERVERS") or os.environ.get("GEARMAN_SERVER") or ""
-        server = spec.split(",")[0] or "127.0.0.1"
-    if isinstance(server, str):
-        return parse_address(server)
-    return (server[0], int(server[1]))
+T = TypeVar("T")
 
 
 class AdminClient:
@@ -57,7 +35,7 @@ class AdminClient:
         self.address = resolve(server)
         self.timeout = timeout
         self._sock: socket.socket | None = None
-        self._protocol = AdminProtocol()
+        self._protocol = core.AdminProtocol()
 
     def __enter__(self) -> AdminClient:
         return self
@@ -71,7 +49,7 @@ class AdminClient:
             self._sock.close()
             self._sock = None
 
-    def send(self, line: str | bytes, shape: Shape) -> AdminReply:
+    def send(self, line: str | bytes, shape: core.Shape) -> core.AdminReply:
         """Send any command and return its raw reply (``ERR`` is not raised here)."""
         reply = self._protocol.command(line, shape)
         self._exchange(reply)
@@ -79,68 +57,69 @@ class AdminClient:
 
     # -- commands -----------------------------------------------------------------
 
-    def status(self) -> list[FunctionStatus]:
+    def status(self) -> list[core.FunctionStatus]:
         """``status``: every known function with its job and worker counts."""
-        return parse_status(self.send("status", Shape.LIST).check().lines)
+        return self._run(core.STATUS)
 
-    def priority_status(self) -> list[PriorityStatus]:
+    def priority_status(self) -> list[core.PriorityStatus]:
         """``prioritystatus``: queued jobs per priority for every function."""
-        return parse_priority_status(self.send("prioritystatus", Shape.LIST).check().lines)
+        return self._run(core.PRIORITY_STATUS)
 
-    def workers(self) -> list[WorkerInfo]:
+    def workers(self) -> list[core.WorkerInfo]:
         """``workers``: every connection and the functions it registered."""
-        return parse_workers(self.send("workers", Shape.LIST).check().lines)
+        return self._run(core.WORKERS)
 
-    def jobs(self) -> list[JobInfo]:
+    def jobs(self) -> list[core.JobInfo]:
         """``show jobs``: every job the server holds."""
-        return parse_jobs(self.send("show jobs", Shape.LIST).check().lines)
+        return self._run(core.JOBS)
 
     def unique_jobs(self) -> list[str]:
         """``show unique jobs``: the unique id of every job."""
-        return parse_unique_jobs(self.send("show unique jobs", Shape.LIST).check().lines)
+        return self._run(core.UNIQUE_JOBS)
 
     def cancel_job(self, handle: str) -> None:
         """``cancel job HANDLE``: waiting clients get WORK_FAIL."""
-        self.send(f"cancel job {check_word(handle)}", Shape.OK).check()
+        self._run(core.cancel_job(handle))
 
     def create_function(self, function: str) -> None:
         """``create function NAME``: make a function known with no jobs or workers."""
-        self.send(f"create function {check_word(function)}", Shape.OK).check()
+        self._run(core.create_function(function))
 
     def drop_function(self, function: str) -> None:
         """``drop function NAME``: forget a function that has no workers or running jobs."""
-        self.send(f"drop function {check_word(function)}", Shape.OK).check()
+        self._run(core.drop_function(function))
 
     def maxqueue(self, function: str, *limits: int) -> None:
         """``maxqueue``: no limit argument resets; one applies to all priorities; or H N L."""
-        self.send(maxqueue_command(check_word(function), limits), Shape.OK).check()
+        self._run(core.maxqueue(function, limits))
 
     def version(self) -> str:
         """``version``: the server's version string."""
-        return self.send("version", Shape.VALUE).check().value.decode()
+        return self._run(core.VERSION)
 
     def verbose(self) -> str:
         """``verbose``: the server's log level name."""
-        return self.send("verbose", Shape.VALUE).check().value.decode()
+        return self._run(core.VERBOSE)
 
     def getpid(self) -> int:
         """``getpid``: the server's process id."""
-        return int(self.send("getpid", Shape.VALUE).check().value)
+        return self._run(core.GETPID)
 
     def ping(self) -> float:
         """Round-trip time in seconds of an ECHO_REQ on the admin connection."""
-        token = os.urandom(8).hex().encode()
+        token = core.ping_token()
         started = time.perf_counter()
         reply = self._protocol.ping(token)
         self._exchange(reply)
-        reply.check()
-        if reply.value != token:
-            raise ConnectionLost("echo returned other data")
+        core.check_echo(reply, token)
         return time.perf_counter() - started
 
     # -- internals ----------------------------------------------------------------
 
-    def _exchange(self, reply: AdminReply) -> None:
+    def _run(self, command: core.Command[T]) -> T:
+        return command.parse(self.send(command.line, command.shape).check())
+
+    def _exchange(self, reply: core.AdminReply) -> None:
         try:
             self._io(reply)
         except (ConnectionLost, GeartrainTimeout):
@@ -148,7 +127,7 @@ class AdminClient:
             self._reset()
             raise
 
-    def _io(self, reply: AdminReply) -> None:
+    def _io(self, reply: core.AdminReply) -> None:
         sock = self._connect()
         deadline = time.monotonic() + self.timeout
         try:
@@ -179,4 +158,4 @@ class AdminClient:
 
     def _reset(self) -> None:
         self.close()
-        self._protocol = AdminProtocol()
+        self._protocol = core.AdminProtocol()

@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import socket
 from collections.abc import AsyncIterator, Generator, Iterable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
-from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout, NoServerAvailable
-from geartrain.protocol import Priority
+from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
 
-from .core import ClientProtocol, Event, JobStatus, Reply, RequestKind, Task, TaskCallback, Update
+from . import core
 from .core import to_bytes as _bytes
-from .servers import Address, ServerSpec, format_address, parse_servers, server_order
-from .sync import CONNECT_TIMEOUT, RETRY_AFTER, _run_callback, unix_time
-
-_READ_SIZE = 256 * 1024
+from .pool import StatusSearch
+from .servers import Address, format_address
 
 
-class AsyncTask(Task):
+class AsyncTask(core.Task):
     """A :class:`Task` of an :class:`AsyncClient`; ``await task`` returns its result."""
 
     _client: AsyncClient
@@ -55,16 +51,17 @@ class AsyncTask(Task):
     def __await__(self) -> Generator[Any, None, bytes]:
         return self.result().__await__()
 
-    async def __aiter__(self) -> AsyncIterator[Update]:
+    async def __aiter__(self) -> AsyncIterator[core.Update]:
         """Yield the task's updates as they arrive, ending after the last one."""
-        while True:
+        while not self._drained:
             if self.updates:
                 yield self.updates.popleft()
-                continue
-            if self.done:
-                return
-            self._changed.clear()
-            await self._changed.wait()
+            else:
+                await self._next_change()
+
+    async def _next_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
 
     async def wait_created(self, timeout: float | None = None) -> bytes:
         """Wait until the server acknowledged the job; return its handle.
@@ -76,8 +73,7 @@ class AsyncTask(Task):
         try:
             async with asyncio.timeout(self._client._timeout(timeout)):
                 while self.handle is None and not self.done:
-                    self._changed.clear()
-                    await self._changed.wait()
+                    await self._next_change()
         except TimeoutError:
             raise GeartrainTimeout("timed out waiting for the job server") from None
         if self.handle is None:
@@ -85,7 +81,7 @@ class AsyncTask(Task):
         assert self.handle is not None
         return self.handle
 
-    async def status(self, timeout: float | None = None) -> JobStatus:
+    async def status(self, timeout: float | None = None) -> core.JobStatus:
         """GET_STATUS on the server that holds this task."""
         handle = await self.wait_created(timeout)
         if self.server is None:
@@ -99,49 +95,34 @@ class _Connection:
         address: Address,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        protocol: ClientProtocol,
+        protocol: core.ClientProtocol,
     ) -> None:
         self.address = address
         self.reader = reader
         self.writer = writer
         self.protocol = protocol
-        self.replies: dict[int, asyncio.Future[None]] = {}
         self.reader_task: asyncio.Task[None] | None = None
+        # The task being written: if the connection dies meanwhile, it is
+        # withdrawn rather than reported lost, so the next server may take it.
+        self.sending: core.Task | None = None
 
     @property
     def usable(self) -> bool:
         return not self.protocol.closed and not self.writer.is_closing()
 
 
-class AsyncClient:
+class AsyncClient(core.BaseClient):
     """An asyncio Gearman client for one or more job servers.
 
     Takes the same arguments as :class:`geartrain.client.Client`. Use it as an
     ``async with`` block, or call :meth:`close` when done.
     """
 
-    def __init__(
-        self,
-        servers: ServerSpec | None = None,
-        *,
-        timeout: float | None = None,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        exceptions: bool = False,
-        client_id: str | bytes | None = None,
-        retry_after: float = RETRY_AFTER,
-        subsecond_epoch: bool = False,
-    ) -> None:
-        self.servers = parse_servers(servers)
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.exceptions = exceptions
-        self.client_id = client_id
-        self.retry_after = retry_after
-        self.subsecond_epoch = subsecond_epoch
+    def _init_io(self) -> None:
         self._connections: dict[Address, _Connection] = {}
         self._connecting: dict[Address, asyncio.Lock] = {}
-        self._down_until: dict[Address, float] = {}
-        self._rotation = 0
+        # Futures of the requests (status, echo) waiting for their reply, by id(reply).
+        self._replies: dict[int, asyncio.Future[None]] = {}
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -163,15 +144,7 @@ class AsyncClient:
     # -- submitting ----------------------------------------------------------------
 
     async def submit(
-        self,
-        function: str | bytes,
-        payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        background: bool = False,
-        when: float | dt.datetime | None = None,
-        callback: TaskCallback | None = None,
+        self, function: str | bytes, payload: str | bytes = b"", **options: Unpack[core.SubmitArgs]
     ) -> AsyncTask:
         """Send a job and return its task without waiting for JOB_CREATED.
 
@@ -180,49 +153,28 @@ class AsyncClient:
         Raises:
             NoServerAvailable: no server accepted a connection.
         """
-        task = AsyncTask(
-            function,
-            payload,
-            unique=unique,
-            priority=priority,
-            background=background,
-            when=None if when is None else unix_time(when),
-            subsecond_epoch=self.subsecond_epoch,
-            callback=callback,
-        )
+        task = self._new_task(AsyncTask, function, payload, options)
         task._client = self
         task._changed = asyncio.Event()
         await self._send_task(task)
         return task
 
     async def call(
-        self,
-        function: str | bytes,
-        payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        timeout: float | None = None,
+        self, function: str | bytes, payload: str | bytes = b"", **options: Unpack[core.CallArgs]
     ) -> bytes:
         """Run a foreground job and return its result (raises like :meth:`AsyncTask.result`)."""
-        task = await self.submit(function, payload, unique=unique, priority=priority)
-        return await task.result(self._timeout(timeout))
+        task = await self.submit(function, payload, **core.foreground_args(options))
+        return await task.result(self._timeout(options.get("timeout")))
 
     async def submit_background(
         self,
         function: str | bytes,
         payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        when: float | dt.datetime | None = None,
-        timeout: float | None = None,
+        **options: Unpack[core.BackgroundArgs],
     ) -> bytes:
         """Queue a background job and return its handle once the server has it."""
-        task = await self.submit(
-            function, payload, unique=unique, priority=priority, background=True, when=when
-        )
-        return await task.result(self._timeout(timeout))
+        task = await self.submit(function, payload, **core.background_args(options))
+        return await task.result(self._timeout(options.get("timeout")))
 
     async def wait(self, tasks: Iterable[AsyncTask], timeout: float | None = None) -> None:
         """Wait until every task is done; failures stay on the tasks.
@@ -234,8 +186,7 @@ class AsyncClient:
             async with asyncio.timeout(self._timeout(timeout)):
                 for task in tasks:
                     while not task.done:
-                        task._changed.clear()
-                        await task._changed.wait()
+                        await task._next_change()
         except TimeoutError:
             raise GeartrainTimeout("timed out waiting for the job server") from None
 
@@ -244,13 +195,7 @@ class AsyncClient:
     ) -> list[bytes | GeartrainError]:
         """Wait for all tasks; return each result, or the exception that ended it."""
         await self.wait(tasks, timeout)
-        results: list[bytes | GeartrainError] = []
-        for task in tasks:
-            try:
-                results.append(task.outcome())
-            except GeartrainError as exc:
-                results.append(exc)
-        return results
+        return core.outcomes(tasks)
 
     async def as_completed(
         self, tasks: Iterable[AsyncTask], timeout: float | None = None
@@ -272,18 +217,19 @@ class AsyncClient:
 
     async def get_status(
         self, handle: str | bytes, *, server: Address | None = None, timeout: float | None = None
-    ) -> JobStatus:
+    ) -> core.JobStatus:
         """GET_STATUS for a handle (see :meth:`geartrain.client.Client.get_status`)."""
         servers = [server] if server is not None else self.servers
-        return await self._ask_status(RequestKind.STATUS, _bytes(handle), servers, timeout)
+        return await self._ask_status(core.RequestKind.STATUS, _bytes(handle), servers, timeout)
 
     async def get_status_unique(
         self, unique: str | bytes, *, timeout: float | None = None
-    ) -> JobStatus:
+    ) -> core.JobStatus:
         """GET_STATUS_UNIQUE, asking servers in the order a job with that unique tries them."""
         key = _bytes(unique)
-        order = [self.servers[i] for i in server_order(key, len(self.servers))]
-        return await self._ask_status(RequestKind.STATUS_UNIQUE, key, order, timeout)
+        return await self._ask_status(
+            core.RequestKind.STATUS_UNIQUE, key, self.pool.order(key), timeout
+        )
 
     async def echo(self, data: str | bytes = b"ping", *, timeout: float | None = None) -> bytes:
         """ECHO_REQ to the first reachable server; returns the echoed bytes."""
@@ -291,23 +237,19 @@ class AsyncClient:
             conn = await self._connection(address)
             if conn is None:
                 continue
-            reply = await self._request(conn, RequestKind.ECHO, _bytes(data), timeout)
-            value = reply.outcome()
-            assert isinstance(value, bytes)
-            return value
-        raise NoServerAvailable(self._unavailable())
+            return (
+                await self._request(conn, core.RequestKind.ECHO, _bytes(data), timeout)
+            ).echoed()
+        raise self.pool.unavailable()
 
     # -- internals -----------------------------------------------------------------
 
-    def _timeout(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else timeout
-
     async def _request(
-        self, conn: _Connection, kind: RequestKind, argument: bytes, timeout: float | None
-    ) -> Reply:
+        self, conn: _Connection, kind: core.RequestKind, argument: bytes, timeout: float | None
+    ) -> core.Reply:
         reply = conn.protocol.request(kind, argument)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        conn.replies[id(reply)] = future
+        self._replies[id(reply)] = future
         conn.writer.write(conn.protocol.data_to_send())
         try:
             async with asyncio.timeout(self._timeout(timeout)):
@@ -315,55 +257,47 @@ class AsyncClient:
         except TimeoutError:
             raise GeartrainTimeout("timed out waiting for the job server") from None
         finally:
-            conn.replies.pop(id(reply), None)
+            self._replies.pop(id(reply), None)
         return reply
 
     async def _ask_status(
-        self, kind: RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
-    ) -> JobStatus:
-        answer: JobStatus | None = None
+        self, kind: core.RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
+    ) -> core.JobStatus:
+        search = StatusSearch(self.pool)
         for address in servers:
             conn = await self._connection(address)
             if conn is None:
                 continue
             reply = await self._request(conn, kind, key, timeout)
-            try:
-                value = reply.outcome()
-            except ConnectionLost:
-                continue
-            assert isinstance(value, JobStatus)
-            if value.known:
-                return value
-            answer = value
-        if answer is None:
-            raise NoServerAvailable(self._unavailable())
-        return answer
+            with contextlib.suppress(ConnectionLost):
+                if search.add(reply.status()):
+                    break
+        return search.result()
 
     async def _send_task(self, task: AsyncTask) -> None:
-        if task.unique:
-            order = server_order(task.unique, len(self.servers))
-        else:
-            order = server_order(b"", len(self.servers), self._rotation)
-            self._rotation += 1
-        for respect_backoff in (True, False):
-            for index in order:
-                address = self.servers[index]
-                conn = await self._connection(address, respect_backoff)
-                if conn is None:
-                    continue
-                conn.protocol.submit(task)
-                task.server = address
-                conn.writer.write(conn.protocol.data_to_send())
-                try:
-                    await conn.writer.drain()
-                except OSError as exc:
-                    self._lost(conn, f"send failed: {exc}")
+        for address, respect_backoff in self.pool.attempts(task.unique):
+            conn = await self._connection(address, respect_backoff)
+            if conn is not None and await self._sent(conn, task):
                 return
-        raise NoServerAvailable(self._unavailable())
+        raise self.pool.unavailable()
 
-    def _unavailable(self) -> str:
-        names = ", ".join(format_address(a) for a in self.servers)
-        return f"no job server reachable ({names})"
+    async def _sent(self, conn: _Connection, task: AsyncTask) -> bool:
+        """Send ``task`` on ``conn``; False if the next server should take it."""
+        conn.protocol.submit(task)
+        conn.sending = task
+        conn.writer.write(conn.protocol.data_to_send())
+        try:
+            await conn.writer.drain()
+        except OSError as exc:
+            # drain() fails only when the connection died before the packet was
+            # handed whole to the kernel; the reader task has read what came before.
+            verdict = self.pool.send_failed(task, str(exc))
+            self._lost(conn, verdict.reason)
+            return not verdict.retry
+        finally:
+            conn.sending = None
+        task.server = conn.address
+        return True
 
     async def _connection(
         self, address: Address, respect_backoff: bool = True
@@ -374,30 +308,29 @@ class AsyncClient:
             if conn is not None and conn.usable:
                 return conn
             loop = asyncio.get_running_loop()
-            if respect_backoff and self._down_until.get(address, 0.0) > loop.time():
+            if respect_backoff and self.pool.is_down(address, loop.time()):
                 return None
             try:
                 async with asyncio.timeout(self.connect_timeout):
-                    reader, writer = await asyncio.open_connection(*address, limit=_READ_SIZE)
+                    reader, writer = await asyncio.open_connection(*address, limit=core.READ_SIZE)
             except (OSError, TimeoutError):
-                self._down_until[address] = loop.time() + self.retry_after
+                self.pool.connect_failed(address, loop.time())
                 return None
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._down_until.pop(address, None)
-            protocol = ClientProtocol(exceptions=self.exceptions, client_id=self.client_id)
-            conn = _Connection(address, reader, writer, protocol)
+            self.pool.connected(address)
+            conn = _Connection(address, reader, writer, self._new_protocol())
             self._connections[address] = conn
-            writer.write(protocol.data_to_send())
+            writer.write(conn.protocol.data_to_send())
             conn.reader_task = asyncio.create_task(self._read(conn))
             return conn
 
     async def _read(self, conn: _Connection) -> None:
         reason = "server closed the connection"
         try:
-            while data := await conn.reader.read(_READ_SIZE):
-                self._dispatch(conn, conn.protocol.receive_data(data))
+            while data := await conn.reader.read(core.READ_SIZE):
+                self._deliver(conn.protocol.receive_data(data))
         except (OSError, GeartrainError) as exc:
             reason = str(exc)
         self._lost(conn, reason)
@@ -406,26 +339,23 @@ class AsyncClient:
         if self._connections.get(conn.address) is conn:
             del self._connections[conn.address]
         conn.writer.close()
+        if conn.sending is not None:
+            conn.protocol.withdraw(conn.sending)
         if not conn.protocol.closed:
             lost = conn.protocol.connection_lost(f"{format_address(conn.address)}: {reason}")
-            self._dispatch(conn, lost)
+            self._deliver(lost)
 
-    def _dispatch(self, conn: _Connection, events: list[Event]) -> None:
-        for event in events:
-            if isinstance(event, Reply):
-                future = conn.replies.get(id(event))
-                if future is not None and not future.done():
-                    future.set_result(None)
-                continue
-            task = event.task
-            if isinstance(task, AsyncTask):
-                task._changed.set()
-            if task.callback is not None:
-                _run_callback(task.callback, event)
+    def _answered(self, reply: core.Reply) -> None:
+        future = self._replies.get(id(reply))
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _updated(self, task: core.Task) -> None:
+        if isinstance(task, AsyncTask):
+            task._changed.set()
 
 
 async def _done_then(task: AsyncTask, queue: asyncio.Queue[AsyncTask]) -> None:
     while not task.done:
-        task._changed.clear()
-        await task._changed.wait()
+        await task._next_change()
     queue.put_nowait(task)

@@ -24,14 +24,20 @@ it turns a WORK_EXCEPTION into a WORK_FAIL for a client without the
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import logging
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypedDict, TypeVar
 
 from geartrain.errors import ConnectionLost, GeartrainError, ProtocolError, ServerError
-from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType
+from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType, Priority
 from geartrain.protocol.codec import as_bytes, encode_request
 
+from .pool import CONNECT_TIMEOUT, RETRY_AFTER, ServerPool
+from .servers import Address, ServerSpec
 from .task import (
     SUBMIT_TYPES,
     JobStatus,
@@ -44,27 +50,65 @@ from .task import (
 )
 
 P = PacketType
+logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CONNECT_TIMEOUT",
     "MAX_BODY",
+    "READ_SIZE",
+    "RETRY_AFTER",
     "SUBMIT_TYPES",
+    "BackgroundArgs",
+    "BaseClient",
+    "CallArgs",
     "ClientProtocol",
     "Event",
     "JobStatus",
     "Reply",
     "RequestKind",
+    "ServerReader",
+    "SubmitArgs",
     "Task",
     "TaskCallback",
     "TaskState",
     "Update",
     "UpdateKind",
+    "background_args",
+    "foreground_args",
+    "outcomes",
+    "run_callback",
     "to_bytes",
+    "unix_time",
 ]
 
 #: Largest packet body accepted from a server: anything the 32-bit size field
 #: allows. The decoder's smaller default protects a server from its clients; a
 #: client asked for its results and gearmand passes bodies of any size.
 MAX_BODY = 2**32 - 1
+#: Bytes read from a server at a time: large enough that a big result arrives
+#: in few reads, small enough not to matter per connection.
+READ_SIZE = 256 * 1024
+
+
+class ServerReader:
+    """Turns a job server's bytes into packets, for clients and workers alike."""
+
+    def __init__(self) -> None:
+        self._decoder = Decoder(expect=RES, max_size=MAX_BODY, text=False)
+
+    def feed(self, data: bytes) -> Iterator[Packet]:
+        """The packets ``data`` completes; a bad one the stream survives is skipped.
+
+        Raises:
+            ProtocolError: the stream cannot be parsed further; close the connection.
+        """
+        for message in self._decoder.feed(data):
+            if isinstance(message, BadPacket):
+                if message.fatal:
+                    raise ProtocolError(message.text.decode(errors="replace"))
+                continue
+            assert isinstance(message, Packet)
+            yield message
 
 
 class RequestKind(enum.Enum):
@@ -95,6 +139,18 @@ class Reply:
         assert self.value is not None
         return self.value
 
+    def status(self) -> JobStatus:
+        """The STATUS_RES answer, or raise the error that came instead."""
+        value = self.outcome()
+        assert isinstance(value, JobStatus)
+        return value
+
+    def echoed(self) -> bytes:
+        """The ECHO_RES (or OPTION_RES) answer, or raise the error that came instead."""
+        value = self.outcome()
+        assert isinstance(value, bytes)
+        return value
+
 
 Event = Update | Reply
 
@@ -119,7 +175,7 @@ class ClientProtocol:
     """
 
     def __init__(self, *, exceptions: bool = False, client_id: bytes | str | None = None) -> None:
-        self._decoder = Decoder(expect=RES, max_size=MAX_BODY, text=False)
+        self._reader = ServerReader()
         self._outbox = bytearray()
         self._pending: deque[Task | Reply] = deque()
         self._running: dict[bytes, list[Task]] = {}
@@ -157,10 +213,13 @@ class ClientProtocol:
     def withdraw(self, task: Task) -> None:
         """Forget a task whose SUBMIT never reached the server (the send failed).
 
-        Only valid before :meth:`connection_lost`; the task becomes NEW again.
+        The task becomes NEW again, so that :meth:`connection_lost` does not
+        report it lost and another connection may take it. A task the server
+        already answered (ERROR) is left alone.
         """
-        self._pending.remove(task)
-        task.state = TaskState.NEW
+        if any(item is task for item in self._pending):
+            self._pending.remove(task)
+            task.state = TaskState.NEW
 
     def data_to_send(self) -> bytes:
         """Bytes queued for the server since the last call."""
@@ -183,13 +242,8 @@ class ClientProtocol:
                 connection must be closed (call :meth:`connection_lost`).
         """
         events: list[Event] = []
-        for message in self._decoder.feed(data):
-            if isinstance(message, BadPacket):
-                if message.fatal:
-                    raise ProtocolError(message.text.decode(errors="replace"))
-                continue
-            assert isinstance(message, Packet)
-            self._handle(message, events)
+        for packet in self._reader.feed(data):
+            self._handle(packet, events)
         return events
 
     def connection_lost(self, reason: str = "connection to the job server lost") -> list[Event]:
@@ -298,3 +352,160 @@ def _int(value: bytes) -> int:
         return int(value)
     except ValueError:
         return 0
+
+
+def unix_time(when: float | dt.datetime) -> float:
+    """Unix time of a SUBMIT_JOB_EPOCH ``when`` (naive datetimes are local time)."""
+    if isinstance(when, dt.datetime):
+        return when.timestamp()
+    return when
+
+
+def run_callback(callback: TaskCallback, update: Update) -> None:
+    """Call a task's callback; what it raises is logged, not propagated."""
+    # A failing callback must not break the I/O loop that serves every other task.
+    try:
+        callback(update)
+    except Exception:
+        logger.exception("task callback failed for %r", update.task)
+
+
+def outcomes(tasks: Iterable[Task]) -> list[bytes | GeartrainError]:
+    """Each task's result, or the exception that ended it."""
+    results: list[bytes | GeartrainError] = []
+    for task in tasks:
+        try:
+            results.append(task.outcome())
+        except GeartrainError as exc:
+            results.append(exc)
+    return results
+
+
+TaskT = TypeVar("TaskT", bound=Task)
+
+
+class BaseClient:
+    """Settings and server pool shared by the blocking and the asyncio client.
+
+    The arguments are documented on :class:`geartrain.client.Client`.
+    """
+
+    def __init__(
+        self,
+        servers: ServerSpec | None = None,
+        *,
+        timeout: float | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        exceptions: bool = False,
+        client_id: str | bytes | None = None,
+        retry_after: float = RETRY_AFTER,
+        subsecond_epoch: bool = False,
+    ) -> None:
+        self.pool = ServerPool(servers, retry_after)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.exceptions = exceptions
+        self.client_id = client_id
+        self.subsecond_epoch = subsecond_epoch
+        self._init_io()
+
+    def _init_io(self) -> None:
+        """Set up the I/O layer's own state (connections, selector, locks)."""
+
+    @property
+    def servers(self) -> list[Address]:
+        """The job servers, in the order given."""
+        return self.pool.servers
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds a server that refused a connection is skipped."""
+        return self.pool.retry_after
+
+    @retry_after.setter
+    def retry_after(self, seconds: float) -> None:
+        self.pool.retry_after = seconds
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
+
+    def _deliver(self, events: list[Event]) -> None:
+        """Wake whoever waits on each event, then run the task's callback."""
+        for event in events:
+            if isinstance(event, Reply):
+                self._answered(event)
+                continue
+            self._updated(event.task)
+            if event.task.callback is not None:
+                run_callback(event.task.callback, event)
+
+    def _answered(self, reply: Reply) -> None:
+        """Wake whoever waits for ``reply`` (the blocking client polls ``reply.done``)."""
+
+    def _updated(self, task: Task) -> None:
+        """Wake whoever waits on ``task`` (the blocking client polls the task)."""
+
+    def _new_protocol(self) -> ClientProtocol:
+        return ClientProtocol(exceptions=self.exceptions, client_id=self.client_id)
+
+    def _new_task(
+        self, cls: type[TaskT], function: str | bytes, payload: str | bytes, options: SubmitArgs
+    ) -> TaskT:
+        when = options.get("when")
+        return cls(
+            function,
+            payload,
+            unique=options.get("unique"),
+            priority=options.get("priority", Priority.NORMAL),
+            background=options.get("background", False),
+            when=None if when is None else unix_time(when),
+            subsecond_epoch=self.subsecond_epoch,
+            callback=options.get("callback"),
+        )
+
+
+# The keyword arguments of submit(), call() and submit_background(), written once
+# for both clients; their meaning is documented on geartrain.client.Client.submit.
+
+
+class SubmitArgs(TypedDict, total=False):
+    """``submit(unique=None, priority=NORMAL, background=False, when=None, callback=None)``."""
+
+    unique: str | bytes | None
+    priority: Priority
+    background: bool
+    when: float | dt.datetime | None
+    callback: TaskCallback | None
+
+
+class CallArgs(TypedDict, total=False):
+    """``call(unique=None, priority=NORMAL, timeout=None)``."""
+
+    unique: str | bytes | None
+    priority: Priority
+    timeout: float | None
+
+
+class BackgroundArgs(CallArgs, total=False):
+    """``submit_background(unique=None, priority=NORMAL, when=None, timeout=None)``."""
+
+    when: float | dt.datetime | None
+
+
+def foreground_args(options: CallArgs) -> SubmitArgs:
+    """What ``call`` passes on to ``submit``."""
+    args = SubmitArgs()
+    if "unique" in options:
+        args["unique"] = options["unique"]
+    if "priority" in options:
+        args["priority"] = options["priority"]
+    return args
+
+
+def background_args(options: BackgroundArgs) -> SubmitArgs:
+    """What ``submit_background`` passes on to ``submit``."""
+    args = foreground_args(options)
+    args["background"] = True
+    if "when" in options:
+        args["when"] = options["when"]
+    return args

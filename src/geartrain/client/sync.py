@@ -9,37 +9,25 @@ updates of every other task in flight and calls their callbacks. A
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import logging
 import selectors
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Unpack
 
-from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout, NoServerAvailable
-from geartrain.protocol import Priority
+from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
 
-from .core import ClientProtocol, Event, JobStatus, Reply, RequestKind, Task, TaskCallback, Update
+from . import core
+from .core import CONNECT_TIMEOUT, RETRY_AFTER, unix_time
 from .core import to_bytes as _bytes
-from .servers import Address, ServerSpec, format_address, parse_servers, server_order
+from .pool import StatusSearch
+from .servers import Address, format_address
 
-logger = logging.getLogger(__name__)
-
-#: Default seconds to wait for a TCP connection to a job server.
-CONNECT_TIMEOUT = 5.0
-#: Seconds a server that refused a connection is skipped before being tried again.
-RETRY_AFTER = 5.0
-_READ_SIZE = 256 * 1024
+# CONNECT_TIMEOUT, RETRY_AFTER and unix_time lived here first; they stay importable from here.
+__all__ = ["CONNECT_TIMEOUT", "RETRY_AFTER", "Client", "SyncTask", "unix_time"]
 
 
-def unix_time(when: float | dt.datetime) -> float:
-    """Unix time of a SUBMIT_JOB_EPOCH ``when`` (naive datetimes are local time)."""
-    if isinstance(when, dt.datetime):
-        return when.timestamp()
-    return when
-
-
-class SyncTask(Task):
+class SyncTask(core.Task):
     """A :class:`Task` of a blocking :class:`Client`, with methods that wait for it."""
 
     _client: Client
@@ -79,21 +67,19 @@ class SyncTask(Task):
         assert self.handle is not None
         return self.handle
 
-    def stream(self, timeout: float | None = None) -> Iterator[Update]:
+    def stream(self, timeout: float | None = None) -> Iterator[core.Update]:
         """Yield the task's updates (CREATED, DATA, WARNING, STATUS, then the end) as they arrive.
 
         ``timeout`` (default: the client's) bounds the whole iteration.
         """
         deadline = _deadline(self._client._timeout(timeout))
-        while True:
+        while not self._drained:
             if self.updates:
                 yield self.updates.popleft()
-                continue
-            if self.done:
-                return
-            self._client._pump(deadline, lambda: bool(self.updates) or self.done)
+            else:
+                self._client._pump(deadline, lambda: bool(self.updates) or self.done)
 
-    def status(self, timeout: float | None = None) -> JobStatus:
+    def status(self, timeout: float | None = None) -> core.JobStatus:
         """Ask the server that holds this task for its status (GET_STATUS)."""
         handle = self.wait_created(timeout)
         if self.server is None:
@@ -102,13 +88,15 @@ class SyncTask(Task):
 
 
 class _Connection:
-    def __init__(self, address: Address, sock: socket.socket, protocol: ClientProtocol) -> None:
+    def __init__(
+        self, address: Address, sock: socket.socket, protocol: core.ClientProtocol
+    ) -> None:
         self.address = address
         self.sock = sock
         self.protocol = protocol
 
 
-class Client:
+class Client(core.BaseClient):
     """A blocking Gearman client for one or more job servers.
 
     Args:
@@ -125,28 +113,9 @@ class Client:
             to whole seconds, so a job never runs early on any server.
     """
 
-    def __init__(
-        self,
-        servers: ServerSpec | None = None,
-        *,
-        timeout: float | None = None,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        exceptions: bool = False,
-        client_id: str | bytes | None = None,
-        retry_after: float = RETRY_AFTER,
-        subsecond_epoch: bool = False,
-    ) -> None:
-        self.servers = parse_servers(servers)
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.exceptions = exceptions
-        self.client_id = client_id
-        self.retry_after = retry_after
-        self.subsecond_epoch = subsecond_epoch
+    def _init_io(self) -> None:
         self._connections: dict[Address, _Connection] = {}
-        self._down_until: dict[Address, float] = {}
         self._selector = selectors.DefaultSelector()
-        self._rotation = 0
 
     def __enter__(self) -> Client:
         return self
@@ -163,15 +132,7 @@ class Client:
     # -- submitting ----------------------------------------------------------------
 
     def submit(
-        self,
-        function: str | bytes,
-        payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        background: bool = False,
-        when: float | dt.datetime | None = None,
-        callback: TaskCallback | None = None,
+        self, function: str | bytes, payload: str | bytes = b"", **options: Unpack[core.SubmitArgs]
     ) -> SyncTask:
         """Send a job and return at once, without waiting for JOB_CREATED.
 
@@ -197,28 +158,13 @@ class Client:
             NoServerAvailable: no server accepted a connection.
             ValueError: ``when`` is not a finite time.
         """
-        task = SyncTask(
-            function,
-            payload,
-            unique=unique,
-            priority=priority,
-            background=background,
-            when=None if when is None else unix_time(when),
-            subsecond_epoch=self.subsecond_epoch,
-            callback=callback,
-        )
+        task = self._new_task(SyncTask, function, payload, options)
         task._client = self
         self._send_task(task)
         return task
 
     def call(
-        self,
-        function: str | bytes,
-        payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        timeout: float | None = None,
+        self, function: str | bytes, payload: str | bytes = b"", **options: Unpack[core.CallArgs]
     ) -> bytes:
         """Run a foreground job and return its result.
 
@@ -226,26 +172,20 @@ class Client:
             JobFailed, JobException, ServerError, ConnectionLost, GeartrainTimeout:
                 as :meth:`SyncTask.result`.
         """
-        task = self.submit(function, payload, unique=unique, priority=priority)
-        return task.result(self._timeout(timeout))
+        task = self.submit(function, payload, **core.foreground_args(options))
+        return task.result(self._timeout(options.get("timeout")))
 
     def submit_background(
         self,
         function: str | bytes,
         payload: str | bytes = b"",
-        *,
-        unique: str | bytes | None = None,
-        priority: Priority = Priority.NORMAL,
-        when: float | dt.datetime | None = None,
-        timeout: float | None = None,
+        **options: Unpack[core.BackgroundArgs],
     ) -> bytes:
         """Queue a background job and return its handle once the server has it."""
-        task = self.submit(
-            function, payload, unique=unique, priority=priority, background=True, when=when
-        )
-        return task.result(self._timeout(timeout))
+        task = self.submit(function, payload, **core.background_args(options))
+        return task.result(self._timeout(options.get("timeout")))
 
-    def wait(self, tasks: Iterable[Task], timeout: float | None = None) -> None:
+    def wait(self, tasks: Iterable[core.Task], timeout: float | None = None) -> None:
         """Block until every task is done; failures stay on the tasks.
 
         Raises:
@@ -255,23 +195,17 @@ class Client:
         self._pump(_deadline(self._timeout(timeout)), lambda: all(t.done for t in pending))
 
     def gather(
-        self, tasks: Sequence[Task], timeout: float | None = None
+        self, tasks: Sequence[core.Task], timeout: float | None = None
     ) -> list[bytes | GeartrainError]:
         """Wait for all tasks; return each result, or the exception that ended it."""
         self.wait(tasks, timeout)
-        results: list[bytes | GeartrainError] = []
-        for task in tasks:
-            try:
-                results.append(task.outcome())
-            except GeartrainError as exc:
-                results.append(exc)
-        return results
+        return core.outcomes(tasks)
 
     # -- queries -------------------------------------------------------------------
 
     def get_status(
         self, handle: str | bytes, *, server: Address | None = None, timeout: float | None = None
-    ) -> JobStatus:
+    ) -> core.JobStatus:
         """GET_STATUS for a handle.
 
         Handles are only meaningful on the server that issued them; pass
@@ -279,13 +213,14 @@ class Client:
         that knows the job answers.
         """
         servers = [server] if server is not None else self.servers
-        return self._ask_status(RequestKind.STATUS, _bytes(handle), servers, timeout)
+        return self._ask_status(core.RequestKind.STATUS, _bytes(handle), servers, timeout)
 
-    def get_status_unique(self, unique: str | bytes, *, timeout: float | None = None) -> JobStatus:
+    def get_status_unique(
+        self, unique: str | bytes, *, timeout: float | None = None
+    ) -> core.JobStatus:
         """GET_STATUS_UNIQUE, asking servers in the order a job with that unique tries them."""
         key = _bytes(unique)
-        order = [self.servers[i] for i in server_order(key, len(self.servers))]
-        return self._ask_status(RequestKind.STATUS_UNIQUE, key, order, timeout)
+        return self._ask_status(core.RequestKind.STATUS_UNIQUE, key, self.pool.order(key), timeout)
 
     def echo(self, data: str | bytes = b"ping", *, timeout: float | None = None) -> bytes:
         """ECHO_REQ to the first reachable server; returns the echoed bytes."""
@@ -293,93 +228,66 @@ class Client:
             conn = self._connection(address)
             if conn is None:
                 continue
-            reply = conn.protocol.request(RequestKind.ECHO, _bytes(data))
-            self._flush(conn)
-            self._wait_reply(reply, _deadline(self._timeout(timeout)))
-            value = reply.outcome()
-            assert isinstance(value, bytes)
-            return value
-        raise NoServerAvailable(self._unavailable())
+            deadline = _deadline(self._timeout(timeout))
+            return self._request(conn, core.RequestKind.ECHO, _bytes(data), deadline).echoed()
+        raise self.pool.unavailable()
 
     # -- internals -----------------------------------------------------------------
 
-    def _timeout(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else timeout
+    def _request(
+        self, conn: _Connection, kind: core.RequestKind, argument: bytes, deadline: float | None
+    ) -> core.Reply:
+        reply = conn.protocol.request(kind, argument)
+        self._flush(conn)
+        self._pump(deadline, lambda: reply.done)
+        return reply
 
     def _ask_status(
-        self, kind: RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
-    ) -> JobStatus:
+        self, kind: core.RequestKind, key: bytes, servers: Sequence[Address], timeout: float | None
+    ) -> core.JobStatus:
         deadline = _deadline(self._timeout(timeout))
-        answer: JobStatus | None = None
+        search = StatusSearch(self.pool)
         for address in servers:
             conn = self._connection(address)
             if conn is None:
                 continue
-            reply = conn.protocol.request(kind, key)
-            self._flush(conn)
-            self._wait_reply(reply, deadline)
-            try:
-                value = reply.outcome()
-            except ConnectionLost:
-                continue
-            assert isinstance(value, JobStatus)
-            if value.known:
-                return value
-            answer = value
-        if answer is None:
-            raise NoServerAvailable(self._unavailable())
-        return answer
-
-    def _wait_reply(self, reply: Reply, deadline: float | None) -> None:
-        self._pump(deadline, lambda: reply.done)
+            reply = self._request(conn, kind, key, deadline)
+            with contextlib.suppress(ConnectionLost):
+                if search.add(reply.status()):
+                    break
+        return search.result()
 
     def _send_task(self, task: SyncTask) -> None:
-        if task.unique:
-            order = server_order(task.unique, len(self.servers))
-        else:
-            order = server_order(b"", len(self.servers), self._rotation)
-            self._rotation += 1
-        for respect_backoff in (True, False):
-            for index in order:
-                address = self.servers[index]
-                conn = self._connection(address, respect_backoff)
-                if conn is None:
-                    continue
-                conn.protocol.submit(task)
-                try:
-                    conn.sock.sendall(conn.protocol.data_to_send())
-                except OSError as exc:
-                    if self._refused(conn, task):
-                        # The server answered ERROR and closed (a packet over its size
-                        # limit): that refusal, not a lost connection, is the outcome.
-                        self._lost(conn, f"send failed: {exc}")
-                        return
-                    # sendall() failed, so the packet did not reach the server
-                    # whole and cannot have become a job: the next server may
-                    # take it without any risk of running it twice.
-                    conn.protocol.withdraw(task)
-                    self._lost(conn, f"send failed: {exc}")
-                    continue
-                task.server = address
+        for address, respect_backoff in self.pool.attempts(task.unique):
+            conn = self._connection(address, respect_backoff)
+            if conn is not None and self._sent(conn, task):
                 return
-        raise NoServerAvailable(self._unavailable())
+        raise self.pool.unavailable()
 
-    def _refused(self, conn: _Connection, task: SyncTask) -> bool:
-        """Read what a server sent before it cut a send short; True if it refused ``task``."""
+    def _sent(self, conn: _Connection, task: SyncTask) -> bool:
+        """Send ``task`` on ``conn``; False if the next server should take it."""
+        conn.protocol.submit(task)
+        try:
+            conn.sock.sendall(conn.protocol.data_to_send())
+        except OSError as exc:
+            self._read_before_close(conn)
+            verdict = self.pool.send_failed(task, str(exc))
+            if verdict.retry:
+                conn.protocol.withdraw(task)
+            self._lost(conn, verdict.reason)
+            return not verdict.retry
+        task.server = conn.address
+        return True
+
+    def _read_before_close(self, conn: _Connection) -> None:
+        """Read what a server sent before it cut a send short (its refusal, maybe)."""
         conn.sock.setblocking(False)
         received = b""
         with contextlib.suppress(OSError):
-            while chunk := conn.sock.recv(_READ_SIZE):
+            while chunk := conn.sock.recv(core.READ_SIZE):
                 received += chunk
-        try:
-            self._dispatch(conn.protocol.receive_data(received))
-        except GeartrainError:
-            return False
-        return task.error is not None
-
-    def _unavailable(self) -> str:
-        names = ", ".join(format_address(a) for a in self.servers)
-        return f"no job server reachable ({names})"
+        with contextlib.suppress(GeartrainError):
+            self._deliver(conn.protocol.receive_data(received))
 
     def _connection(self, address: Address, respect_backoff: bool = True) -> _Connection | None:
         conn = self._connections.get(address)
@@ -389,23 +297,22 @@ class Client:
             conn = self._connections.get(address)
             if conn is not None:
                 return conn
-        if respect_backoff and self._down_until.get(address, 0.0) > time.monotonic():
+        if respect_backoff and self.pool.is_down(address, time.monotonic()):
             return None
         try:
             sock = socket.create_connection(address, timeout=self.connect_timeout)
         except OSError:
-            self._down_until[address] = time.monotonic() + self.retry_after
+            self.pool.connect_failed(address, time.monotonic())
             return None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(None)
-        self._down_until.pop(address, None)
-        protocol = ClientProtocol(exceptions=self.exceptions, client_id=self.client_id)
-        conn = _Connection(address, sock, protocol)
+        self.pool.connected(address)
+        conn = _Connection(address, sock, self._new_protocol())
         self._connections[address] = conn
         self._selector.register(sock, selectors.EVENT_READ, conn)
         self._flush(conn)
         if self._connections.get(address) is not conn:  # died at once
-            self._down_until[address] = time.monotonic() + self.retry_after
+            self.pool.connect_failed(address, time.monotonic())
             return None
         return conn
 
@@ -422,7 +329,7 @@ class Client:
             del self._connections[conn.address]
             self._selector.unregister(conn.sock)
         conn.sock.close()
-        self._dispatch(conn.protocol.connection_lost(f"{format_address(conn.address)}: {reason}"))
+        self._deliver(conn.protocol.connection_lost(f"{format_address(conn.address)}: {reason}"))
 
     def _pump(self, deadline: float | None, until: Callable[[], bool]) -> None:
         """Run the I/O loop until ``until()`` is true."""
@@ -443,7 +350,7 @@ class Client:
         for key, _ in self._selector.select(timeout):
             conn: _Connection = key.data
             try:
-                data = conn.sock.recv(_READ_SIZE)
+                data = conn.sock.recv(core.READ_SIZE)
             except OSError as exc:
                 self._lost(conn, str(exc))
                 continue
@@ -455,23 +362,7 @@ class Client:
             except GeartrainError as exc:
                 self._lost(conn, str(exc))
                 continue
-            self._dispatch(events)
-
-    def _dispatch(self, events: list[Event]) -> None:
-        for event in events:
-            if isinstance(event, Reply):
-                continue
-            callback = event.task.callback
-            if callback is not None:
-                _run_callback(callback, event)
-
-
-def _run_callback(callback: TaskCallback, update: Update) -> None:
-    # A failing callback must not break the I/O loop that serves every other task.
-    try:
-        callback(update)
-    except Exception:
-        logger.exception("task callback failed for %r", update.task)
+            self._deliver(events)
 
 
 def _deadline(timeout: float | None) -> float | None:

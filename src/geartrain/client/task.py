@@ -192,6 +192,11 @@ class Task:
             return True
         return self.background and self.state is TaskState.CREATED
 
+    @property
+    def _drained(self) -> bool:
+        """Done, and every update taken: iterating over the task is over."""
+        return self.done and not self.updates
+
     def packet(self) -> bytes:
         """The SUBMIT packet for this task."""
         if self._epoch is not None:

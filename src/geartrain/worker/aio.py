@@ -15,19 +15,17 @@ import logging
 import signal
 import socket
 import threading
-from typing import Any
+from typing import Any, Unpack
 
 from geartrain.client.servers import Address, ServerSpec, format_address
-from geartrain.errors import GeartrainError, WorkerAborted, WorkFail
+from geartrain.errors import GeartrainError, WorkerAborted
 from geartrain.protocol import PacketType
 
-from .core import Assignment
+from .core import READ_SIZE, Assignment, BaseWorker, WorkerSettings, connect_error
 from .job import Job, outcome
-from .sync import CONNECT_TIMEOUT, POLL_INTERVAL, Backoff, BaseWorker, connect_error
 
 logger = logging.getLogger(__name__)
 
-_READ_SIZE = 256 * 1024
 #: Default number of jobs an :class:`AsyncWorker` runs at once.
 CONCURRENCY = 10
 
@@ -49,20 +47,9 @@ class AsyncWorker(BaseWorker):
         servers: ServerSpec | None = None,
         *,
         concurrency: int = CONCURRENCY,
-        client_id: str | bytes | None = None,
-        exceptions: bool = True,
-        poll_interval: float = POLL_INTERVAL,
-        connect_timeout: float = CONNECT_TIMEOUT,
+        **settings: Unpack[WorkerSettings],
     ) -> None:
-        super().__init__(
-            servers,
-            capacity=concurrency,
-            client_id=client_id,
-            exceptions=exceptions,
-            poll_interval=poll_interval,
-        )
-        self.connect_timeout = connect_timeout
-        self.backoff = Backoff()
+        super().__init__(servers, capacity=concurrency, **settings)
         self._writers: dict[Address, asyncio.StreamWriter] = {}
         self._jobs: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -97,11 +84,11 @@ class AsyncWorker(BaseWorker):
         idle_timeout: float | None = None,
         handle_signals: bool = True,
     ) -> int:
-        """Take and run jobs until stopped.
+        """Take and run up to ``concurrency`` jobs at a time until stopped.
 
         Args:
-            max_jobs: return after this many jobs.
             idle_timeout: return after this many seconds without a running job.
+            max_jobs: return after this many jobs.
             handle_signals: in the main thread, the first SIGTERM or SIGINT
                 stops taking jobs and returns when the running ones are done;
                 the second cancels them (:class:`WorkerAborted`).
@@ -175,7 +162,7 @@ class AsyncWorker(BaseWorker):
                 continue
             try:
                 async with asyncio.timeout(self.connect_timeout):
-                    reader, writer = await asyncio.open_connection(*address, limit=_READ_SIZE)
+                    reader, writer = await asyncio.open_connection(*address, limit=READ_SIZE)
             except (OSError, TimeoutError) as exc:
                 error = connect_error(exc, self.connect_timeout)
                 self.unreachable.failed(address, error, loop.time())
@@ -196,7 +183,7 @@ class AsyncWorker(BaseWorker):
         self.state.connection_made(address)
         self._flush()
         try:
-            while data := await reader.read(_READ_SIZE):
+            while data := await reader.read(READ_SIZE):
                 for event in self.state.receive_data(address, data):
                     if isinstance(event, Assignment):
                         self._start(event)
@@ -236,12 +223,8 @@ class AsyncWorker(BaseWorker):
             self.state.running.pop((assignment.connection, assignment.handle), None)
             raise
         except Exception as exc:
-            if not isinstance(exc, WorkFail):  # a deliberate WORK_FAIL needs no traceback
-                logger.exception("job %r failed", job)
-            ptype, data = outcome(error=exc, exceptions=self.exceptions)
-        self.state.finish(assignment, ptype, data)
-        self.jobs_done += 1
-        self._flush()
+            ptype, data = self._failed(job, exc)
+        self._finish(assignment, ptype, data)
 
     @staticmethod
     async def _call(func: Any, job: Job) -> object:
@@ -254,15 +237,9 @@ class AsyncWorker(BaseWorker):
     ) -> None:
         loop = self._loop
         if loop is not None and threading.get_ident() != self._loop_thread:
-            loop.call_soon_threadsafe(self._emit_now, job, ptype, args, data)
+            loop.call_soon_threadsafe(self._progress, job, ptype, args, data)
         else:
-            self._emit_now(job, ptype, args, data)
-
-    def _emit_now(
-        self, job: Assignment, ptype: PacketType, args: tuple[bytes, ...], data: bytes
-    ) -> None:
-        self.state.progress(job, ptype, *args, data=data)
-        self._flush()
+            self._progress(job, ptype, args, data)
 
     def _flush(self) -> None:
         for address, data in list(self.state.pending_output()):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from geartrain.client.core import to_bytes
 from geartrain.errors import WorkFail
 from geartrain.protocol import PacketType
 
-from .core import Assignment
+if TYPE_CHECKING:  # core imports this module for BaseWorker
+    from .core import Assignment
 
 P = PacketType
 

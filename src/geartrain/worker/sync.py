@@ -4,186 +4,37 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import selectors
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TypeVar, overload
+from typing import Unpack
 
-from geartrain.client.core import to_bytes
-from geartrain.client.servers import Address, ServerSpec, format_address, parse_servers
-from geartrain.errors import GeartrainError, WorkerAborted, WorkFail
+from geartrain.client.servers import Address, ServerSpec, format_address
+from geartrain.errors import GeartrainError, WorkerAborted
 from geartrain.protocol import PacketType
 
-from .core import Assignment, ServerMessage, WorkerState
-from .job import Job, Registration, outcome, timeout_ms
+from .core import (
+    CONNECT_TIMEOUT,
+    POLL_INTERVAL,
+    READ_SIZE,
+    Assignment,
+    Backoff,
+    BaseWorker,
+    ServerMessage,
+    Unreachable,
+    WorkerSettings,
+    connect_error,
+)
+from .job import Job, outcome
 
 logger = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-#: Seconds between re-polls of a sleeping connection. gearmand 1.1.x does not
-#: wake workers when an epoch job becomes due; a re-poll picks such jobs up.
-POLL_INTERVAL = 10.0
-#: First and largest delay, in seconds, between reconnection attempts.
-RECONNECT_MIN = 0.5
-RECONNECT_MAX = 30.0
-CONNECT_TIMEOUT = 5.0
-#: Seconds between repeated reports that a server still cannot be reached.
-REPORT_EVERY = 60.0
-_READ_SIZE = 256 * 1024
-
-
-class Backoff:
-    """Exponential reconnection delays with jitter, per server."""
-
-    def __init__(self, first: float = RECONNECT_MIN, largest: float = RECONNECT_MAX) -> None:
-        self.first = first
-        self.largest = largest
-        self._delay: dict[Address, float] = {}
-        self.due: dict[Address, float] = {}
-
-    def failed(self, address: Address, now: float) -> None:
-        delay = min(self._delay.get(address, self.first / 2) * 2, self.largest)
-        self._delay[address] = delay
-        # Jitter spreads reconnections of many workers after a server restart.
-        self.due[address] = now + delay * random.uniform(0.5, 1.5)
-
-    def succeeded(self, address: Address) -> None:
-        self._delay.pop(address, None)
-        self.due.pop(address, None)
-
-
-def connect_error(exc: BaseException, timeout: float) -> str:
-    """What a failed connection attempt says, for the log (a timeout has no text)."""
-    if isinstance(exc, TimeoutError) and not str(exc):
-        return f"no answer within {timeout:g}s"
-    return str(exc) or type(exc).__name__
-
-
-@dataclass
-class _Outage:
-    since: float
-    reported: float
-    error: str
-    attempts: int = 1
-
-
-class Unreachable:
-    """Reports servers that cannot be reached, without flooding the log.
-
-    A worker retries a down server every few seconds for as long as it runs. The
-    first failure is logged as a warning with the address and the error; after that
-    one line every ``every`` seconds (or as soon as the error changes) counts the
-    attempts, and reaching the server again is logged once.
-    """
-
-    def __init__(self, every: float = REPORT_EVERY) -> None:
-        self.every = every
-        self._outages: dict[Address, _Outage] = {}
-
-    def failed(self, address: Address, error: str, now: float) -> None:
-        outage = self._outages.get(address)
-        if outage is None:
-            self._outages[address] = _Outage(since=now, reported=now, error=error)
-            logger.warning("cannot connect to %s: %s; retrying", format_address(address), error)
-            return
-        outage.attempts += 1
-        if error != outage.error or now - outage.reported >= self.every:
-            outage.reported, outage.error = now, error
-            logger.warning(
-                "still cannot connect to %s after %d attempts in %.0fs: %s; retrying",
-                format_address(address),
-                outage.attempts,
-                now - outage.since,
-                error,
-            )
-
-    def connected(self, address: Address, now: float) -> None:
-        outage = self._outages.pop(address, None)
-        if outage is not None:
-            logger.warning(
-                "connected to %s after %d failed attempts in %.0fs",
-                format_address(address),
-                outage.attempts,
-                now - outage.since,
-            )
-
-
-class BaseWorker:
-    """Registration bookkeeping shared by :class:`Worker` and ``AsyncWorker``."""
-
-    def __init__(
-        self,
-        servers: ServerSpec | None,
-        *,
-        capacity: int,
-        client_id: str | bytes | None,
-        exceptions: bool,
-        poll_interval: float,
-    ) -> None:
-        self.servers = parse_servers(servers)
-        self.exceptions = exceptions
-        self.poll_interval = poll_interval
-        self.state = WorkerState(capacity, client_id)
-        self.registry: dict[bytes, Registration] = {}
-        self.jobs_done = 0
-        self.unreachable = Unreachable()
-
-    @overload
-    def register(self, function: str | bytes, func: F, *, timeout: float | None = None) -> F: ...
-
-    @overload
-    def register(
-        self, function: str | bytes, func: None = None, *, timeout: float | None = None
-    ) -> Callable[[F], F]: ...
-
-    def register(
-        self, function: str | bytes, func: F | None = None, *, timeout: float | None = None
-    ) -> F | Callable[[F], F]:
-        """Register a function; usable as a call or as a decorator.
-
-        Args:
-            function: the Gearman function name.
-            func: called with a :class:`Job`; returns the result (bytes, str or
-                None). Raising :class:`WorkFail` sends WORK_FAIL, any other
-                exception WORK_EXCEPTION.
-            timeout: seconds the server lets one job run (CAN_DO_TIMEOUT, sent
-                in milliseconds); on expiry the server re-queues the job.
-
-        Returns:
-            ``func``, or a decorator when ``func`` is omitted.
-        """
-        if func is None:
-
-            def decorator(f: F) -> F:
-                self.register(function, f, timeout=timeout)
-                return f
-
-            return decorator
-        name = to_bytes(function)
-        self.registry[name] = Registration(func, timeout_ms(timeout))
-        self.state.register(name, self.registry[name].timeout_ms)
-        return func
-
-    def unregister(self, function: str | bytes) -> None:
-        """Stop taking jobs for a function (CANT_DO)."""
-        name = to_bytes(function)
-        self.registry.pop(name, None)
-        self.state.unregister(name)
-
-    def _log_message(self, message: ServerMessage) -> None:
-        logger.warning(
-            "server error on %s: %s %s",
-            message.connection,
-            message.code.decode(errors="replace"),
-            message.text.decode(errors="replace"),
-        )
+# These lived here first and stay importable from here.
+__all__ = ["CONNECT_TIMEOUT", "POLL_INTERVAL", "Backoff", "Unreachable", "Worker", "connect_error"]
 
 
 class Worker(BaseWorker):
@@ -200,23 +51,9 @@ class Worker(BaseWorker):
     """
 
     def __init__(
-        self,
-        servers: ServerSpec | None = None,
-        *,
-        client_id: str | bytes | None = None,
-        exceptions: bool = True,
-        poll_interval: float = POLL_INTERVAL,
-        connect_timeout: float = CONNECT_TIMEOUT,
+        self, servers: ServerSpec | None = None, **settings: Unpack[WorkerSettings]
     ) -> None:
-        super().__init__(
-            servers,
-            capacity=1,
-            client_id=client_id,
-            exceptions=exceptions,
-            poll_interval=poll_interval,
-        )
-        self.connect_timeout = connect_timeout
-        self.backoff = Backoff()
+        super().__init__(servers, capacity=1, **settings)
         self._sockets: dict[Address, socket.socket] = {}
         self._selector = selectors.DefaultSelector()
         # While work() runs, stop() (from a signal handler or another thread)
@@ -355,18 +192,8 @@ class Worker(BaseWorker):
             except WorkerAborted:
                 raise
             except Exception as exc:
-                if not isinstance(exc, WorkFail):  # a deliberate WORK_FAIL needs no traceback
-                    logger.exception("job %r failed", job)
-                ptype, data = outcome(error=exc, exceptions=self.exceptions)
-        self.state.finish(assignment, ptype, data)
-        self.jobs_done += 1
-        self._flush()
-
-    def _progress(
-        self, job: Assignment, ptype: PacketType, args: tuple[bytes, ...], data: bytes
-    ) -> None:
-        self.state.progress(job, ptype, *args, data=data)
-        self._flush()
+                ptype, data = self._failed(job, exc)
+        self._finish(assignment, ptype, data)
 
     def _connect_due(self, now: float) -> None:
         for address in self.servers:
@@ -405,7 +232,7 @@ class Worker(BaseWorker):
                 continue
             address: Address = key.data
             try:
-                data = key.fileobj.recv(_READ_SIZE)  # type: ignore[union-attr]
+                data = key.fileobj.recv(READ_SIZE)  # type: ignore[union-attr]
             except OSError:
                 data = b""
             if not data:
