@@ -31,7 +31,6 @@ from geartrain.protocol.spool import SpoolWriter
 
 from .config import NOTICE, Settings, state_directory
 from .connection import Connection, tune_socket
-from .jobs import JobState
 from .persistence.base import QueueStore
 from .scheduler import Scheduler
 
@@ -305,9 +304,6 @@ class Server:
 
     def _running_jobs(self) -> int:
         return sum(f.running for f in self.scheduler.functions.values())
-
-    def queued_jobs(self) -> int:
-        return sum(1 for job in self.scheduler.jobs.values() if job.state is not JobState.ENDED)
 
 
 @contextlib.contextmanager

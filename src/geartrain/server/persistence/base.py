@@ -43,10 +43,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from geartrain.errors import GeartrainError
 from geartrain.protocol.spool import Spooled
 
 
-class QueueError(Exception):
+class QueueError(GeartrainError):
     """The persistent queue could not store a job; ``str(err)`` is the reason."""
 
 
