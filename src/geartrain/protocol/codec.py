@@ -231,6 +231,8 @@ class Decoder:
         pos = 0
         end = len(buf)
         expect = self.expect
+        # Bodies from this size on are spooled (never, without a spool): one compare a packet.
+        spool_at = self.spool_at if self.spool is not None else 1 << 33
         while pos < end:
             if buf[pos] != 0:
                 if not self.text:
@@ -266,7 +268,7 @@ class Decoder:
                 )
             body_start = pos + HEADER_SIZE
             body_end = body_start + size
-            if size >= self.spool_at and self.spool is not None:
+            if size >= spool_at:
                 # Spooled even when the whole body is here: the job may wait in a queue.
                 if not self._spool_body(magic, ptype, size, buf, body_start, events):
                     return end

@@ -142,7 +142,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._sendfile = False  # whether os.sendfile may write to our socket directly
         self._write_blocked = False
         self._close_when_sent = False
-        self._eof_sent = False  # our side is shut after a fatal error; nothing more goes out
+        self._eof_sent = False  # our side was shut after a fatal error (see _close_after_error)
         self._flush_scheduled = False
         self._in_receive = False
         self._into_body = False
@@ -212,7 +212,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         # including replies still held for the persistent queue, then close.
         self._eof = True
         if self._eof_sent:
-            self.close_after_flush()
+            self._close_transport()
             return True
         if self._held is None:
             self.close_after_flush()
@@ -245,7 +245,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
     # -- Peer output ----------------------------------------------------------------
 
     def send(self, packet: bytes) -> None:
-        if self.closed or self._eof_sent:
+        if self.closed:
             return
         if self._held is not None:
             self._held.append(packet)
@@ -257,7 +257,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
             self._loop.call_soon(self._flush)
 
     def send_parts(self, head: bytes, data: Payload) -> None:
-        if self.closed or self._eof_sent:
+        if self.closed:
             return
         if self._held is not None:
             self._held.append(head)
@@ -343,9 +343,6 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._flush_scheduled = False
         out = self._out
         if not out or self.transport is None or self.closed or self._file_send is not None:
-            return
-        if self._eof_sent:
-            self._out = []
             return
         if self._out_files:
             self._flush_until_file(out)
@@ -471,15 +468,18 @@ class Connection(Peer, asyncio.BufferedProtocol):
             self.close_after_flush()
             return
         transport.write_eof()
-        self._eof_sent = True
-        self._loop.call_later(_LINGER, self.close_after_flush)
+        # Nothing more goes out: as far as output goes, the connection is closed.
+        self._eof_sent = self.closed = True
+        self._out = []
+        self._loop.call_later(_LINGER, self._close_transport)
+
+    def _close_transport(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     def close_after_flush(self) -> None:
-        if self.closed:
-            return
         if self._eof_sent:
-            if self.transport is not None:
-                self.transport.close()
+            self._close_transport()
             return
         self._flush()
         if self._file_send is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from geartrain.protocol.codec import Packet
+from geartrain.protocol.codec import Packet, res_packet
 from geartrain.protocol.constants import (
     MAX_CLIENT_ID_SIZE,
     MAX_HANDLE_SIZE,
@@ -23,7 +23,14 @@ from geartrain.protocol.numbers import parse_c_int
 
 from . import replies
 from .jobs import Job, JobState, Peer
-from .replies import JOB_ASSIGN, JOB_ASSIGN_ALL, JOB_ASSIGN_UNIQ, NO_JOB, send_with_data
+from .replies import (
+    JOB_ASSIGN,
+    JOB_ASSIGN_ALL,
+    JOB_ASSIGN_UNIQ,
+    JOB_CREATED,
+    NO_JOB,
+    send_with_data,
+)
 from .scheduler import Error
 
 Handler = Callable[[Peer, Packet], None]
@@ -41,10 +48,10 @@ def _reply_submitted(conn: Peer, result: Job | Error) -> None:
     if isinstance(result, tuple):
         conn.send_error(*result)
     elif result.pending is None:
-        conn.send(replies.job_created(result.handle))
+        conn.send(res_packet(JOB_CREATED, result.handle))  # replies.job_created, inlined
     else:
         # A stored job is acknowledged only once durable (or refused by the store).
-        conn.send_after(result.pending, replies.job_created(result.handle))
+        conn.send_after(result.pending, res_packet(JOB_CREATED, result.handle))
 
 
 def _submitter(priority: int, background: bool) -> Handler:

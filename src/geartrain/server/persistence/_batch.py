@@ -537,7 +537,8 @@ class GroupCommitStore(ABC):
             add = adds[0]
             if not add.size:
                 add.size = _add_size(add.jobs)
-                add.spooled = any(job.data.__class__ is Spooled for job in add.jobs)
+                # The types of the payloads, collected in C: this runs for every job.
+                add.spooled = Spooled in set(map(type, map(_data, add.jobs)))
             if taken.adds and size + add.size > self.max_batch_bytes:
                 break
             if adds_only and add.spooled:
@@ -572,7 +573,9 @@ class GroupCommitStore(ABC):
         chunked = self._chunked
         if chunked:
             batch.chunk_removes = [job_id for job_id in batch.removes if job_id in chunked]
-        failure = await self._store_chunks(batch)
+        failure = None
+        if any(add.spooled for add in taken.adds):
+            failure = await self._store_chunks(batch)
         if failure is None:
             failure = await self._write_retrying(batch)
         if failure is not None:
