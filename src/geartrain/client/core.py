@@ -165,6 +165,11 @@ _WORK_KINDS: dict[int, UpdateKind] = {
 _ENDING = frozenset({UpdateKind.COMPLETE, UpdateKind.FAIL, UpdateKind.EXCEPTION})
 
 
+#: ERROR codes after which gearmand and geartrain close the connection: the stream could
+#: not be framed (an oversized body, a bad magic).
+_CLOSING_ERRORS = frozenset({b"ARGUMENT_TOO_LARGE", b"INVALID_MAGIC"})
+
+
 class ClientProtocol:
     """One client connection's protocol state.
 
@@ -180,6 +185,9 @@ class ClientProtocol:
         self._pending: deque[Task | Reply] = deque()
         self._running: dict[bytes, list[Task]] = {}
         self.closed = False
+        #: The server answered with an error after which it closes the connection (a
+        #: packet it could not frame): new requests should go on a new connection.
+        self.closing = False
         if client_id is not None:
             self._outbox += encode_request(P.SET_CLIENT_ID, to_bytes(client_id))
         if exceptions:
@@ -313,7 +321,14 @@ class ClientProtocol:
         if not task.background:
             self._running.setdefault(handle, []).append(task)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing is outstanding: no request unanswered, no foreground job running."""
+        return not self._pending and not self._running
+
     def _error(self, packet: Packet, events: list[Event]) -> None:
+        if packet.args[0] in _CLOSING_ERRORS:
+            self.closing = True
         error = ServerError(
             packet.args[0].decode(errors="replace"), packet.args[1].decode(errors="replace")
         )
