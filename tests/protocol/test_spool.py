@@ -90,12 +90,14 @@ def test_decoder_holds_only_the_arguments_while_spooling(tmp_path: Path) -> None
 
 
 def test_spool_file_is_closed_when_the_payload_is_dropped(tmp_path: Path) -> None:
-    before = open_descriptors()
+    before, counted = open_descriptors(), Spooled.open_count
     spooled = spool_from(tmp_path, iter([b"a" * 1000, b"b" * 24]))
     assert open_descriptors() == before + 1
+    assert Spooled.open_count == counted + 1
     assert spooled.read(990, 20) == b"a" * 10 + b"b" * 10
     del spooled
     assert open_descriptors() == before
+    assert Spooled.open_count == counted
 
 
 def test_small_bodies_stay_in_memory(tmp_path: Path) -> None:

@@ -29,10 +29,15 @@ class Spooled:
 
     __slots__ = ("_digest", "fd", "size")
 
+    #: Spooled payloads open in this process: while there are none (the common case), code
+    #: that looks for them among many small payloads need not look.
+    open_count = 0
+
     def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
         self.size = size
         self._digest: bytes | None = None
+        Spooled.open_count += 1
 
     def __len__(self) -> int:
         return self.size
@@ -68,6 +73,7 @@ class Spooled:
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
+            Spooled.open_count -= 1
             os.close(fd)
 
     def __del__(self) -> None:

@@ -537,8 +537,11 @@ class GroupCommitStore(ABC):
             add = adds[0]
             if not add.size:
                 add.size = _add_size(add.jobs)
-                # The types of the payloads, collected in C: this runs for every job.
-                add.spooled = Spooled in set(map(type, map(_data, add.jobs)))
+                # The types of the payloads, collected in C, and only while any spooled
+                # payload exists: this runs for every job.
+                add.spooled = Spooled.open_count > 0 and Spooled in set(
+                    map(type, map(_data, add.jobs))
+                )
             if taken.adds and size + add.size > self.max_batch_bytes:
                 break
             if adds_only and add.spooled:
