@@ -135,11 +135,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         def cleanup() -> None:
             import redis
 
-            client = redis.Redis(host="127.0.0.1", port=6379)
-            keys = list(client.scan_iter(match=f"{prefix}*"))
-            if keys:
-                client.delete(*keys)
-            client.close()
+            # closing(): Redis.close() is untyped in the oldest redis-py allowed.
+            with contextlib.closing(redis.Redis(host="127.0.0.1", port=6379)) as client:
+                keys = list(client.scan_iter(match=f"{prefix}*"))
+                if keys:
+                    client.delete(*keys)
 
         url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
         backend = Backend(name, url, cleanup, _cut(name))
