@@ -48,7 +48,7 @@ def _reply_submitted(conn: Peer, result: Job | Error) -> None:
     if isinstance(result, tuple):
         conn.send_error(*result)
     elif result.pending is None:
-        conn.send(res_packet(JOB_CREATED, result.handle))  # replies.job_created, inlined
+        conn.send(res_packet(JOB_CREATED, result.handle))
     else:
         # A stored job is acknowledged only once durable (or refused by the store).
         conn.send_after(result.pending, res_packet(JOB_CREATED, result.handle))
