@@ -305,10 +305,8 @@ class AsyncClient(core.BaseClient):
         lock = self._connecting.setdefault(address, asyncio.Lock())
         async with lock:
             conn = self._connections.get(address)
-            if conn is not None and conn.protocol.closing and conn.protocol.idle:
-                # It refused a packet it could not frame and is closing: a request sent
-                # now could be lost with the connection, so open a new one instead.
-                self._lost(conn, "closed after the server's refusal")
+            if conn is not None and conn.protocol.retired:
+                self._lost(conn, core.RETIRED)
                 conn = None
             if conn is not None and conn.usable:
                 return conn

@@ -168,6 +168,8 @@ _ENDING = frozenset({UpdateKind.COMPLETE, UpdateKind.FAIL, UpdateKind.EXCEPTION}
 #: ERROR codes after which gearmand and geartrain close the connection: the stream could
 #: not be framed (an oversized body, a bad magic).
 _CLOSING_ERRORS = frozenset({b"ARGUMENT_TOO_LARGE", b"INVALID_MAGIC"})
+#: Why a retired connection (``ClientProtocol.retired``) was let go.
+RETIRED = "closed after the server's refusal"
 
 
 class ClientProtocol:
@@ -322,9 +324,10 @@ class ClientProtocol:
             self._running.setdefault(handle, []).append(task)
 
     @property
-    def idle(self) -> bool:
-        """Nothing is outstanding: no request unanswered, no foreground job running."""
-        return not self._pending and not self._running
+    def retired(self) -> bool:
+        """The server is closing this connection (``closing``) and nothing is outstanding
+        on it: a request sent now could be lost with it, so new ones take a new one."""
+        return self.closing and not self._pending and not self._running
 
     def _error(self, packet: Packet, events: list[Event]) -> None:
         if packet.args[0] in _CLOSING_ERRORS:

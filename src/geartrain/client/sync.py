@@ -295,10 +295,8 @@ class Client(core.BaseClient):
             # Notice a server that went away before trusting the socket with a job.
             self._pump_once(0.0)
             conn = self._connections.get(address)
-            if conn is not None and conn.protocol.closing and conn.protocol.idle:
-                # It refused a packet it could not frame and is closing: a request sent
-                # now could be lost with the connection, so open a new one instead.
-                self._lost(conn, "closed after the server's refusal")
+            if conn is not None and conn.protocol.retired:
+                self._lost(conn, core.RETIRED)
                 conn = None
             if conn is not None:
                 return conn
