@@ -624,10 +624,7 @@ class GroupCommitStore(ABC):
         """
         for index, job in enumerate(batch.adds):
             data = job.data
-            if data.__class__ is bytes:
-                continue
-            if not isinstance(data, Spooled):  # any other bytes-like value
-                batch.adds[index] = job._replace(data=bytes(data))
+            if not isinstance(data, Spooled):  # bytes, by StoredJob's contract
                 continue
             if data.size:
                 self._chunked.add(job.id)  # from now on a remove deletes its chunks
