@@ -191,32 +191,19 @@ class MysqlStore(GroupCommitStore):
     async def _create(self) -> None:
         con = self._connection()
         async with con.cursor() as cur:
-            # Look first: IF NOT EXISTS on an existing table makes the server send a note
-            # that aiomysql turns into a Python warning on every start.
-            await cur.execute(
-                "SELECT 1 FROM information_schema.tables"
-                " WHERE table_schema = DATABASE() AND table_name = %s",
-                (self.table.strip("`"),),
+            await _create_missing(
+                cur,
+                self.table,
+                "id BIGINT NOT NULL PRIMARY KEY, priority TINYINT NOT NULL,"
+                " function BLOB NOT NULL, unique_key BLOB NOT NULL, data LONGBLOB NOT NULL,"
+                " when_to_run BIGINT NOT NULL, reducer BLOB NOT NULL, retries INT NOT NULL",
             )
-            if not await cur.fetchone():
-                await cur.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                    "id BIGINT NOT NULL PRIMARY KEY, priority TINYINT NOT NULL,"
-                    " function BLOB NOT NULL, unique_key BLOB NOT NULL, data LONGBLOB NOT NULL,"
-                    " when_to_run BIGINT NOT NULL, reducer BLOB NOT NULL, retries INT NOT NULL"
-                    ") ENGINE=InnoDB"
-                )
-            await cur.execute(
-                "SELECT 1 FROM information_schema.tables"
-                " WHERE table_schema = DATABASE() AND table_name = %s",
-                (self.chunks.strip("`"),),
+            await _create_missing(
+                cur,
+                self.chunks,
+                "job_id BIGINT NOT NULL, seq INT NOT NULL, data LONGBLOB NOT NULL,"
+                " PRIMARY KEY (job_id, seq)",
             )
-            if not await cur.fetchone():
-                await cur.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.chunks} ("
-                    "job_id BIGINT NOT NULL, seq INT NOT NULL, data LONGBLOB NOT NULL,"
-                    " PRIMARY KEY (job_id, seq)) ENGINE=InnoDB"
-                )
         await con.commit()
 
     async def _load(self) -> list[StoredJob]:
@@ -348,3 +335,18 @@ def _fix_bytes_escaping(con: aiomysql.Connection) -> None:
         return str(original(obj))
 
     con.escape = escape
+
+
+async def _create_missing(cur: aiomysql.Cursor, table: str, columns: str) -> None:
+    """CREATE TABLE ``table`` (InnoDB) unless it exists.
+
+    Looks first: IF NOT EXISTS on an existing table makes the server send a note that
+    aiomysql turns into a Python warning on every start.
+    """
+    await cur.execute(
+        "SELECT 1 FROM information_schema.tables"
+        " WHERE table_schema = DATABASE() AND table_name = %s",
+        (table.strip("`"),),
+    )
+    if not await cur.fetchone():
+        await cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns}) ENGINE=InnoDB")
