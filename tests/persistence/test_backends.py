@@ -108,7 +108,7 @@ async def test_redis_write_error_fails_the_batch_and_the_next_one_succeeds(
 
 async def test_redis_refuses_ids_beyond_exact_double_scores(redis_harness: Harness) -> None:
     store = await redis_harness.opened()
-    with pytest.raises(QueueError, match="2\\*\\*51"):
+    with pytest.raises(QueueError, match="outside the redis queue's range"):
         await store.add(job(2**51))
     await store.add(job(2**51 - 1, priority=2))  # the largest id that still sorts exactly
     await store.close()

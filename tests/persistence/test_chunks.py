@@ -19,8 +19,8 @@ import pytest
 from geartrain.protocol.spool import Spooled, spool_from
 from geartrain.server.persistence._batch import Batch
 from geartrain.server.persistence.base import QueueError, StoredJob
+from geartrain.server.persistence.memory import MemoryBacking, MemoryStore
 from geartrain.server.persistence.sqlite import SqliteStore
-from geartrain.server.scheduler import Scheduler
 
 from .conftest import Harness
 
@@ -202,7 +202,31 @@ async def test_a_queue_file_made_before_chunking_gains_the_chunks_table(tmp_path
 
 def test_a_spooled_payload_does_not_count_against_a_row_limit(tmp_path: Path) -> None:
     # Stores chunk a spooled payload: only what goes in the row can be too large.
+    store = MemoryStore()
+    store.max_job_bytes = 100
     payload = spooled(tmp_path, b"x" * 1000)
-    assert Scheduler._too_large_to_store(100, b"f", b"u", payload, b"") is None
-    assert Scheduler._too_large_to_store(100, b"f", b"u", b"x" * 1000, b"") is not None
-    assert Scheduler._too_large_to_store(100, b"f" * 60, b"u" * 60, payload, b"") is not None
+    assert store.refusal(StoredJob(1, b"f", b"u", payload, 1)) is None
+    assert store.refusal(StoredJob(2, b"f", b"u", b"x" * 1000, 1)) == (
+        "Job of 1002 bytes is larger than the persistent queue takes (100)"
+    )
+    assert store.refusal(StoredJob(3, b"f" * 60, b"u" * 60, payload, 1)) is not None
+
+
+async def test_every_add_asks_the_one_refusal_hook() -> None:
+    # The server asks before a job joins a write group; a caller that comes straight to
+    # the store (the gearmand import) is refused by the same check in the add path.
+    backing = MemoryBacking()
+    store = MemoryStore(backing)
+    await store.open()
+    assert not store.limited  # no limit: the server skips asking
+    store.max_job_bytes = 20
+    assert store.limited
+    too_large = StoredJob(1, b"f", b"u", b"x" * 19, 1)
+    with pytest.raises(QueueError, match=r"memory: Job of 21 bytes .* \(20\)"):
+        await store.add_many([StoredJob(2, b"f", b"ok", b"", 1), too_large])
+    await store.add(StoredJob(3, b"f", b"u", b"x" * 18, 1))
+    store.max_job_bytes = None
+    assert not store.limited
+    await store.add(too_large)
+    await store.close()
+    assert sorted(backing.jobs) == [1, 3]  # refused with the large one, job 2 was not stored

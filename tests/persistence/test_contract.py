@@ -184,7 +184,7 @@ async def test_close_flushes_pending_removes(harness: Harness) -> None:
     for i in range(1, 101, 3):
         store.remove(i)
     store.update_retries(2, 9)
-    assert store.pending > 0  # nothing has run yet: close() must do the work
+    assert store.outstanding > 0  # nothing has run yet: close() must do the work
 
     await store.close()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from geartrain.protocol.codec import as_bytes, encode_request
 from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server
-from geartrain.server.persistence.base import QueueError, StoredJob
+from geartrain.server.persistence.base import QueueError, StoredJob, row_size
 
 from .conftest import Connect, RawClient, running_server
 
@@ -274,8 +274,18 @@ class SlowStore:
         self.fail = False
         self.delay = 0.05
         self.tasks: set[asyncio.Future[None]] = set()
-        self.max_job_bytes: int | None = None
+        self.limited = False
+        self.max_job_bytes = 0  # when limited
         self.spool_directory: Path | None = None
+
+    def limit(self, max_job_bytes: int) -> None:
+        self.limited, self.max_job_bytes = True, max_job_bytes
+
+    def refusal(self, job: StoredJob) -> str | None:
+        size = row_size(job)
+        if size <= self.max_job_bytes:
+            return None
+        return f"Job of {size} bytes is over this store's {self.max_job_bytes}"
 
     async def open(self) -> None:
         pass
@@ -377,7 +387,7 @@ async def test_a_job_too_large_for_the_store_is_refused_alone(connect: Connect) 
     # Checked before the job joins a write group, so the jobs submitted with it in the
     # same loop turn are stored as usual; foreground jobs are not stored, so not limited.
     store = SlowStore()
-    store.max_job_bytes = 50
+    store.limit(50)
     async with running_server(store=store) as srv:
         conn = await connect(srv)
         conn.send(P.SUBMIT_JOB_BG, b"f", b"small", data=b"x" * 10)
@@ -388,7 +398,7 @@ async def test_a_job_too_large_for_the_store_is_refused_alone(connect: Connect) 
         assert [p[0] for p in packets] == [P.JOB_CREATED, P.ERROR, P.JOB_CREATED, P.JOB_CREATED]
         assert packets[1][1] == (
             b"QUEUE_ERROR",
-            b"Job of 104 bytes is larger than the persistent queue takes (50)",
+            b"Job of 104 bytes is over this store's 50",
         )
         assert sorted(r.unique for r in store.rows.values()) == [b"edge", b"small"]
 

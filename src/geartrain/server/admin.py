@@ -82,7 +82,7 @@ def _priority_status(conn: AdminContext, args: list[bytes]) -> bytes:
     for f in conn.scheduler.functions.values():
         high, normal, low = f.queued
         # Epoch jobs not yet due and writes in flight wait at normal priority.
-        normal += f.scheduled + f.pending
+        normal += f.scheduled + f.storing
         lines.append(b"%s\t%d\t%d\t%d\t%d\n" % (f.name, high, normal, low, len(f.workers)))
     return b"".join(lines) + b".\n"
 

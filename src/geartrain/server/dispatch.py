@@ -47,11 +47,11 @@ _NOT_FOUND_EXCEPTION = b"An exception was received for a job that does not exist
 def _reply_submitted(conn: Peer, result: Job | Error) -> None:
     if isinstance(result, tuple):
         conn.send_error(*result)
-    elif result.pending is None:
+    elif result.write is None:
         conn.send(res_packet(JOB_CREATED, result.handle))
     else:
         # A stored job is acknowledged only once durable (or refused by the store).
-        conn.send_after(result.pending, res_packet(JOB_CREATED, result.handle))
+        conn.send_after(result.write, res_packet(JOB_CREATED, result.handle))
 
 
 def _submitter(priority: int, background: bool) -> Handler:
@@ -136,7 +136,7 @@ def grab_job(conn: Peer, packet: Packet) -> None:
     if job is None:
         conn.send(NO_JOB)
     else:
-        _assign(conn, JOB_ASSIGN, (job.handle, job.function.name), job)
+        send_with_data((conn,), JOB_ASSIGN, (job.handle, job.function.name), job.data)
 
 
 def grab_job_uniq(conn: Peer, packet: Packet) -> None:
@@ -144,7 +144,9 @@ def grab_job_uniq(conn: Peer, packet: Packet) -> None:
     if job is None:
         conn.send(NO_JOB)
     else:
-        _assign(conn, JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
+        send_with_data(
+            (conn,), JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job.data
+        )
 
 
 def grab_job_all(conn: Peer, packet: Packet) -> None:
@@ -153,13 +155,11 @@ def grab_job_all(conn: Peer, packet: Packet) -> None:
         conn.send(NO_JOB)
     elif job.reducer:
         args = (job.handle, job.function.name, job.unique, job.reducer)
-        _assign(conn, JOB_ASSIGN_ALL, args, job)
+        send_with_data((conn,), JOB_ASSIGN_ALL, args, job.data)
     else:
-        _assign(conn, JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job)
-
-
-def _assign(conn: Peer, ptype: int, args: tuple[bytes, ...], job: Job) -> None:
-    send_with_data((conn,), ptype, args, job.data)
+        send_with_data(
+            (conn,), JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique), job.data
+        )
 
 
 def set_client_id(conn: Peer, packet: Packet) -> None:

@@ -26,7 +26,7 @@ NO_CLIENTS: tuple[()] = ()
 
 
 class JobState(enum.IntEnum):
-    PENDING = 0  # background job waiting for the persistent queue to confirm it
+    STORING = 0  # background job being written to the persistent queue, not yet confirmed
     SCHEDULED = 1  # epoch job whose time has not come
     QUEUED = 2  # runnable, in its function's queue
     RUNNING = 3  # assigned to a worker
@@ -46,7 +46,6 @@ class Job:
         "handle",
         "key",
         "numerator",
-        "pending",
         "priority",
         "reducer",
         "retries",
@@ -56,6 +55,7 @@ class Job:
         "unique",
         "when",
         "worker",
+        "write",
     )
 
     # An epoch job's exact due time (Unix seconds, fractions allowed); set together
@@ -90,7 +90,7 @@ class Job:
         self.worker: Peer | None = None
         self.state = JobState.QUEUED
         self.store_id = 0  # id in the persistent queue, 0 when not stored
-        self.pending: WriteGroup | None = None  # the store write a stored job waits on
+        self.write: WriteGroup | None = None  # the store write a STORING job waits on
         self.timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
@@ -103,12 +103,12 @@ class Function:
     __slots__ = (
         "max_queue",
         "name",
-        "pending",
         "queued",
         "queues",
         "running",
         "scheduled",
         "sleepers",
+        "storing",
         "uniques",
         "workers",
     )
@@ -122,9 +122,10 @@ class Function:
         self.queued = [0, 0, 0]  # live queued jobs per priority
         self.running = 0
         self.scheduled = 0  # epoch jobs not yet due
-        # Background jobs awaiting the persistent queue. All but epoch jobs already
-        # stand in their place in ``queues``, holding back every job behind them.
-        self.pending = 0
+        # Background jobs being written to the persistent queue (state STORING). All
+        # but epoch jobs already stand in their place in ``queues``, holding back
+        # every job behind them.
+        self.storing = 0
         self.max_queue = [0, 0, 0]  # 0 = unlimited, per priority
         self.workers: dict[Peer, None] = {}  # registered connections, in order
         self.sleepers: dict[Peer, None] = {}  # sleeping and not yet woken
@@ -134,7 +135,7 @@ class Function:
     def total(self) -> int:
         """Jobs of this function in memory: what ``status`` calls TOTAL."""
         q = self.queued
-        return q[0] + q[1] + q[2] + self.running + self.scheduled + self.pending
+        return q[0] + q[1] + q[2] + self.running + self.scheduled + self.storing
 
 
 class Peer:

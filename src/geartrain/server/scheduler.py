@@ -6,7 +6,7 @@ Every job lives in ``Scheduler.jobs`` (by handle) and, when it has a coalescing
 key, in its function's ``uniques``. A job moves through the states of
 :class:`~geartrain.server.jobs.JobState`::
 
-    PENDING --durable--> QUEUED / SCHEDULED --due--> QUEUED --grab--> RUNNING --result--> ENDED
+    STORING --durable--> QUEUED / SCHEDULED --due--> QUEUED --grab--> RUNNING --result--> ENDED
        |                    ^                                 |
        +--store error--> ENDED   +---worker lost / timeout----+  (retries permitting)
 
@@ -17,8 +17,8 @@ index, then NORMAL, then LOW, and moves the index past the function it served.
 Inside one priority, jobs are FIFO.
 
 A background job bound for the persistent queue takes its place in its queue at
-once, in state PENDING, while it is written; its JOB_CREATED waits for the write. A
-grab whose best job is still PENDING gets nothing (the worker is woken when the
+once, in state STORING, while it is written; its JOB_CREATED waits for the write. A
+grab whose best job is still STORING gets nothing (the worker is woken when the
 write settles) rather than a job behind it, so jobs run in the same priority and
 FIFO order whatever the backend, and no job runs before it is durable. A refused
 write ends its jobs, whose queue entries are then skipped.
@@ -61,8 +61,8 @@ _new_record = tuple.__new__
 
 # Enum members as plain module names: a class-attribute lookup on an Enum costs
 # ~60 ns in Python 3.11, a module global ~6 ns, and these are read per packet.
-PENDING, SCHEDULED, QUEUED, RUNNING, ENDED = (
-    JobState.PENDING,
+STORING, SCHEDULED, QUEUED, RUNNING, ENDED = (
+    JobState.STORING,
     JobState.SCHEDULED,
     JobState.QUEUED,
     JobState.RUNNING,
@@ -146,8 +146,8 @@ class Scheduler:
     ) -> Job | Error:
         """Submit or coalesce a job; returns the job or an ERROR (code, text).
 
-        A returned job in state PENDING is not acknowledged yet: the caller must
-        wait for ``job.pending`` before sending JOB_CREATED.
+        A returned job in state STORING is not acknowledged yet: the caller must
+        wait for ``job.write`` before sending JOB_CREATED.
         """
         if len(unique) > MAX_UNIQUE_SIZE:
             return ErrorCode.ARGUMENT_TOO_LARGE, b"Unique value too large"
@@ -156,22 +156,21 @@ class Scheduler:
         if key is not None:
             existing = f.uniques.get(key)
             if existing is not None:
-                if peer is not None and not background:
-                    _attach(peer, existing)
-                return existing
+                return _coalesced(peer, existing, background)
         limit = f.max_queue[priority]
         if limit and f.total >= limit:
             return ErrorCode.QUEUE_ERROR, b"Job queue is full"
+        # Every queue stores whole seconds: rounded up, so that a job replayed after a
+        # restart never runs early. ``due`` keeps the exact time for the timer.
+        epoch = ceil(when) if when else 0
         store = self.store
-        if background and store is not None and store.max_job_bytes is not None:
-            too_large = self._too_large_to_store(store.max_job_bytes, name, unique, data, reducer)
-            if too_large is not None:
-                return ErrorCode.QUEUE_ERROR, too_large
+        if background and store is not None and store.limited:
+            refused = self._refusal(self._record(name, unique, data, priority, epoch, reducer))
+            if refused is not None:
+                return refused
         job = Job(self._next_handle(), f, unique, data, priority, background)
         if when:
-            # Every queue stores whole seconds: rounded up, so that a job replayed after
-            # a restart never runs early. ``due`` keeps the exact time for the timer.
-            job.when = ceil(when)
+            job.when = epoch
             job.due = when
         job.reducer = reducer
         if key is not None:
@@ -180,27 +179,27 @@ class Scheduler:
         self.jobs[job.handle] = job
         if peer is not None and not background:
             _attach(peer, job)
-        if background and self.store is not None:
+        if background and store is not None:
             self._persist(job)
         else:
             self._release(job)
         return job
 
-    @staticmethod
-    def _too_large_to_store(
-        limit: int, name: bytes, unique: bytes, data: Payload, reducer: bytes
-    ) -> bytes | None:
-        """Why the store cannot take this job, if it is over the backend's size limit.
+    def _record(
+        self, name: bytes, unique: bytes, data: Payload, priority: int, when: int, reducer: bytes
+    ) -> StoredJob:
+        """The stored form of a new background job, under the id it would get next."""
+        stored = data if data.__class__ is bytes else _stored_data(data)
+        return StoredJob(self._next_store_id, name, unique, stored, priority, when, reducer)
 
-        A spooled payload does not count: every store writes it in chunks of a size it
-        can take, so only what goes in the job's row can be too large.
-        """
-        size = len(name) + len(unique) + len(reducer)
-        if data.__class__ is not Spooled:
-            size += len(data)
-        if size <= limit:
+    def _refusal(self, record: StoredJob) -> Error | None:
+        """The store's refusal of a job, checked before it joins a write group: a job
+        the backend cannot take would fail the write of every job submitted with it."""
+        assert self.store is not None
+        refused = self.store.refusal(record)
+        if refused is None:
             return None
-        return b"Job of %d bytes is larger than the persistent queue takes (%d)" % (size, limit)
+        return ErrorCode.QUEUE_ERROR, refused.encode(errors="replace")
 
     def _persist(self, job: Job) -> None:
         """Hand a background job to the store; it becomes runnable once durable.
@@ -209,10 +208,9 @@ class Scheduler:
         which the connections wait on for their JOB_CREATED replies, so a group
         commit of a thousand jobs costs a couple of callbacks rather than thousands.
         """
-        assert self.store is not None
-        job.state = PENDING
+        job.state = STORING
         f = job.function
-        f.pending += 1
+        f.storing += 1
         store_id = job.store_id = self._next_store_id
         self._next_store_id = store_id + 1
         group = self._group
@@ -223,7 +221,7 @@ class Scheduler:
         if not job.when:  # epoch jobs wait in the epoch queue, not in line
             f.queues[job.priority].append(job)
         data = job.data
-        # The record is built here rather than by a helper: this runs once per stored
+        # The record is built here rather than by _record: this runs once per stored
         # job, and tuple.__new__ skips the NamedTuple's Python-level constructor.
         group.records.append(
             _new_record(
@@ -240,7 +238,7 @@ class Scheduler:
                 ),
             )
         )
-        job.pending = group
+        job.write = group
 
     def _close_group(self) -> None:
         group = self._group
@@ -260,8 +258,8 @@ class Scheduler:
         else:
             logger.warning("persistent queue refused %d jobs: %s", len(jobs), error)
             for job in jobs:
-                job.pending = None
-                if job.state is PENDING:  # else cancelled while being written
+                job.write = None
+                if job.state is STORING:  # else cancelled while being written
                     job.store_id = 0
                     self._unlink(job)
         # The connections holding JOB_CREATED for these jobs send them now, or as many
@@ -275,12 +273,12 @@ class Scheduler:
         store = self.store
         assert store is not None
         for job in jobs:
-            job.pending = None
+            job.write = None
             f = job.function
-            if job.state is not PENDING:  # cancelled while being written
+            if job.state is not STORING:  # cancelled while being written
                 store.remove(job.store_id)
                 continue
-            f.pending -= 1
+            f.storing -= 1
             if job.when:
                 self._release(job)
                 continue
@@ -379,7 +377,7 @@ class Scheduler:
             return None
         index, priority = divmod(selected, 3)
         peer.rotation = (index + 1) % len(peer.ability_list)
-        return self._assign(peer, peer.ability_list[index], priority)
+        return self._start_next(peer, peer.ability_list[index], priority)
 
     def _select(self, peer: Peer) -> int:
         """Where the job ``peer`` should get next is, as ``3 * function index + priority``.
@@ -395,13 +393,14 @@ class Scheduler:
             for i in range(count):
                 index = (start + i) % count
                 f = functions[index]
-                if f.pending and _being_written(f.queues[priority]):
+                if f.storing and _being_written(f.queues[priority]):
                     return -1  # the next job is being written: wait for it
                 if f.queued[priority]:
                     return 3 * index + priority
         return -1
 
-    def _assign(self, peer: Peer, f: Function, priority: int) -> Job:
+    def _start_next(self, peer: Peer, f: Function, priority: int) -> Job:
+        """Take the first live job of ``f``'s ``priority`` queue and run it on ``peer``."""
         queue = f.queues[priority]
         job = queue.popleft()
         while job.state is not QUEUED:  # lazily dropped (cancelled/abandoned)
@@ -432,12 +431,7 @@ class Scheduler:
     def _requeue(self, job: Job, reason: str) -> None:
         f = job.function
         f.running -= 1
-        if job.worker is not None:
-            job.worker.assigned.pop(job, None)
-            job.worker = None
-        if job.timer is not None:
-            job.timer.cancel()
-            job.timer = None
+        _unbind(job)
         job.retries += 1
         if self.job_retries and job.retries >= self.job_retries:
             logger.warning("dropped job %r after %d attempts (%s)", job.handle, job.retries, reason)
@@ -545,19 +539,14 @@ class Scheduler:
             f.running -= 1
         elif state is SCHEDULED:
             f.scheduled -= 1
-        elif state is PENDING:
-            f.pending -= 1
+        elif state is STORING:
+            f.storing -= 1
             if not job.when:  # its queue entry is skipped when reached
                 job.state = ENDED
                 if f.sleepers:  # workers waiting for it may run what stood behind it
                     self._wake(f)
         job.state = ENDED
-        if job.worker is not None:
-            job.worker.assigned.pop(job, None)
-            job.worker = None
-        if job.timer is not None:
-            job.timer.cancel()
-            job.timer = None
+        _unbind(job)
         self._forget(job)
 
     def _forget(self, job: Job) -> None:
@@ -567,8 +556,8 @@ class Scheduler:
         for client in job.clients:
             client.waiting.pop(job, None)
         job.clients = NO_CLIENTS
-        # A job still being written (pending) is removed once its write settles.
-        if job.store_id and job.pending is None and self.store is not None:
+        # A job still being written (STORING) is removed once its write settles.
+        if job.store_id and job.write is None and self.store is not None:
             self.store.remove(job.store_id)
             job.store_id = 0
 
@@ -640,9 +629,26 @@ def _being_written(queue: deque[Job]) -> bool:
     while queue:
         state = queue[0].state
         if state is not ENDED:
-            return state is PENDING
+            return state is STORING
         queue.popleft()  # lazily dropped (cancelled, abandoned, refused)
     return False
+
+
+def _unbind(job: Job) -> None:
+    """Take a job off its worker, if it has one, and stop its timeout."""
+    if job.worker is not None:
+        job.worker.assigned.pop(job, None)
+        job.worker = None
+    if job.timer is not None:
+        job.timer.cancel()
+        job.timer = None
+
+
+def _coalesced(peer: Peer | None, job: Job, background: bool) -> Job:
+    """A submission joins ``job``: a foreground submitter waits for it too."""
+    if peer is not None and not background:
+        _attach(peer, job)
+    return job
 
 
 def _attach(peer: Peer, job: Job) -> None:

@@ -74,7 +74,7 @@ from typing import TypedDict
 
 from geartrain.protocol.spool import Spooled, SpoolWriter
 
-from .base import QueueError, StoredJob
+from .base import QueueError, StoredJob, row_size
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +217,8 @@ class GroupCommitStore(ABC):
 
     #: Name used in error messages, e.g. "sqlite", "postgres".
     name = "store"
+    #: Said after a too-large refusal: what the operator can do about it.
+    size_advice = ""
 
     def __init__(
         self,
@@ -238,7 +240,9 @@ class GroupCommitStore(ABC):
         self.backoff_max = backoff_max
         self.close_timeout = close_timeout
         self.chunk_bytes = chunk_bytes
-        self.max_job_bytes: int | None = None  # see QueueStore.max_job_bytes
+        self.limited = False  # see QueueStore.limited; kept by the two limits below
+        self._max_job_bytes: int | None = None
+        self._max_job_id: int | None = None
         self.spool_directory: Path | None = None  # see QueueStore.spool_directory
         self.commits = 0
         self.failed_batches = 0
@@ -315,7 +319,7 @@ class GroupCommitStore(ABC):
         return self._down_reason is not None
 
     @property
-    def pending(self) -> int:
+    def outstanding(self) -> int:
         """Operations accepted but not yet written (adds count once per call)."""
         return len(self._adds) + len(self._removes) + len(self._retries)
 
@@ -382,6 +386,44 @@ class GroupCommitStore(ABC):
             raise
         return writer.finish()
 
+    @property
+    def max_job_bytes(self) -> int | None:
+        """The largest row the backend stores (see :func:`~.base.row_size`); None for
+        no limit below the server's own."""
+        return self._max_job_bytes
+
+    @max_job_bytes.setter
+    def max_job_bytes(self, value: int | None) -> None:
+        self._max_job_bytes = value
+        self.limited = value is not None or self._max_job_id is not None
+
+    @property
+    def max_job_id(self) -> int | None:
+        """Job ids must stay below this; None for any id the server makes."""
+        return self._max_job_id
+
+    @max_job_id.setter
+    def max_job_id(self, value: int | None) -> None:
+        self._max_job_id = value
+        self.limited = value is not None or self._max_job_bytes is not None
+
+    def refusal(self, job: StoredJob) -> str | None:
+        """See QueueStore.refusal: the row size against ``max_job_bytes``, the id
+        against ``max_job_id``."""
+        limit = self.max_job_bytes
+        if limit is not None:
+            size = row_size(job)
+            if size > limit:
+                return (
+                    f"Job of {size} bytes is larger than the persistent queue takes ({limit})"
+                    f"{self.size_advice}"
+                )
+        if self.max_job_id is not None and not 0 <= job.id < self.max_job_id:
+            return (
+                f"job id {job.id} is outside the {self.name} queue's range [0, {self.max_job_id})"
+            )
+        return None
+
     def add(self, job: StoredJob) -> Awaitable[None]:
         return self.add_many([job])
 
@@ -400,6 +442,13 @@ class GroupCommitStore(ABC):
         self.add_then(jobs, settled)
         return future
 
+    def _refusal(self, jobs: list[StoredJob]) -> str | None:
+        for job in jobs:
+            refused = self.refusal(job)
+            if refused is not None:
+                return refused
+        return None
+
     def add_then(self, jobs: list[StoredJob], settled: Settled) -> None:
         """Store ``jobs`` together, then call ``settled(None)``, or ``settled(error)``.
 
@@ -408,7 +457,10 @@ class GroupCommitStore(ABC):
         a future's callbacks do: under load every such turn is milliseconds that the
         submitters spend waiting for their JOB_CREATED.
         """
-        if self._writer is None or self._closing:
+        refused = self._refusal(jobs) if self.limited else None
+        if refused is not None:
+            error = QueueError(f"{self.name}: {refused}")
+        elif self._writer is None or self._closing:
             error = QueueError(f"{self.name}: queue store is not open")
         elif self._down_reason is not None:
             error = QueueError(f"{self.name} unavailable: {self._down_reason}")
@@ -464,7 +516,7 @@ class GroupCommitStore(ABC):
                 logger.warning(
                     "%s: gave up flushing %d queued writes at close: %s",
                     self.name,
-                    self.pending,
+                    self.outstanding,
                     self._down_reason or "backend too slow",
                 )
                 await asyncio.gather(writer, return_exceptions=True)
@@ -473,19 +525,19 @@ class GroupCommitStore(ABC):
         for taken in self._in_flight:
             self._put_back(taken)
         self._in_flight = []
-        self._fail_pending_adds(f"{self.name}: queue store closed")
+        self._fail_waiting_adds(f"{self.name}: queue store closed")
         await self._disconnect()
 
     # -- the writer --------------------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
-            if self._closing and not self.pending:
+            if self._closing and not self.outstanding:
                 return
             if self._down_reason is not None:
                 await self._reconnect_with_backoff()
                 continue
-            if not self.pending:
+            if not self.outstanding:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -698,9 +750,9 @@ class GroupCommitStore(ABC):
         self._put_back(_Taken(removes=taken.removes + undo, retries=taken.retries))
         if lost:
             self._down_reason = reason
-            self._fail_pending_adds(f"{self.name} unavailable: {reason}")
+            self._fail_waiting_adds(f"{self.name} unavailable: {reason}")
 
-    def _fail_pending_adds(self, reason: str) -> None:
+    def _fail_waiting_adds(self, reason: str) -> None:
         adds, self._adds = self._adds, deque()
         for add in adds:
             add.settle(QueueError(reason))
@@ -720,7 +772,7 @@ class GroupCommitStore(ABC):
     async def _reconnect_with_backoff(self) -> None:
         attempt = 0
         while self._down_reason is not None:
-            if self._closing and not self.pending:
+            if self._closing and not self.outstanding:
                 return
             await self._sleep_unless_closing(
                 backoff_delay(attempt, self.backoff_initial, self.backoff_max)

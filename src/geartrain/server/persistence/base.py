@@ -68,16 +68,22 @@ class StoredJob(NamedTuple):
     retries: int = 0
 
 
+def row_size(job: StoredJob) -> int:
+    """The bytes of ``job`` that go in its row: function, unique, reducer and the data
+    when it is bytes (a spooled payload is stored in chunks of a size the backend
+    takes, so it never makes a row too large)."""
+    size = len(job.function) + len(job.unique) + len(job.reducer)
+    if job.data.__class__ is not Spooled:
+        size += len(job.data)
+    return size
+
+
 class QueueStore(Protocol):
     """What the server needs from a persistent queue backend."""
 
-    #: The largest row the backend can store (function, unique and reducer bytes, plus
-    #: the data when it is bytes: a spooled payload goes in chunks and does not count),
-    #: or None if it has no limit below the server's own. The server refuses a bigger
-    #: background job on its own, with ERROR QUEUE_ERROR, before it joins a write group:
-    #: a job the backend cannot take would otherwise fail the write of every job
-    #: submitted with it. An attribute, not a property: it is read for every job.
-    max_job_bytes: int | None
+    #: Whether :meth:`refusal` can refuse anything. False lets the server skip asking
+    #: for every job; an attribute, not a property, as it is read for every job.
+    limited: bool
 
     #: Where ``load`` puts the chunked payloads it reads back (the server's spool
     #: directory, set before ``load``); None means the system's temporary directory.
@@ -88,6 +94,17 @@ class QueueStore(Protocol):
 
     async def load(self) -> list[StoredJob]:
         """Every stored job, in (priority, id) order."""
+
+    def refusal(self, job: StoredJob) -> str | None:
+        """Why the backend cannot store ``job`` (too large a row, an id out of its
+        range), or None if it can.
+
+        The one check of a job against the backend's limits. The server asks before a
+        background job joins a write group and refuses it alone with ERROR QUEUE_ERROR
+        (a job the backend cannot take would otherwise fail the write of every job
+        submitted with it); the add methods ask again for callers that come straight
+        to the store, and fail such an add with that reason.
+        """
 
     def add(self, job: StoredJob) -> Awaitable[None]:
         """Store ``job``; the awaitable resolves when it is durable (raises QueueError)."""

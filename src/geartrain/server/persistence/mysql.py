@@ -37,16 +37,12 @@ lost connection reaches the group-commit writer.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Unpack
-
-from geartrain.protocol.spool import Spooled
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
 from ._rows import SQL_COLUMNS, as_row, check_prefix, from_row
-from .base import QueueError, StoredJob
+from .base import StoredJob
 
 if TYPE_CHECKING:
     import aiomysql
@@ -92,6 +88,10 @@ class MysqlStore(GroupCommitStore):
     """
 
     name = "mysql"
+    size_advice = (
+        ": a row goes as SQL in one statement under the MySQL server's max_allowed_packet;"
+        " raise it or use another queue"
+    )
 
     def __init__(
         self,
@@ -163,24 +163,6 @@ class MysqlStore(GroupCommitStore):
     def _chunk_size(self) -> int:
         # A chunk goes as hex in a statement of its own and comes back as one result row.
         return max(1, min(self.chunk_bytes, (self.max_packet - _STATEMENT_OVERHEAD) // 2))
-
-    def add(self, job: StoredJob) -> Awaitable[None]:
-        # Refused up front with a clear reason (the server checks max_job_bytes itself).
-        size = len(job.function) + len(job.unique) + len(job.reducer)
-        if not isinstance(job.data, Spooled):  # chunked otherwise
-            size += len(job.data)
-        limit = self.max_job_bytes  # set with max_packet, never None here
-        if limit is not None and size > limit:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            future.set_exception(
-                QueueError(
-                    f"mysql: job of {size} bytes is larger than the server's"
-                    f" max_allowed_packet ({self.max_packet}) takes as SQL"
-                    f" ({limit}); raise it or use another queue"
-                )
-            )
-            return future
-        return super().add(job)
 
     async def _disconnect(self) -> None:
         con, self._con = self._con, None

@@ -55,17 +55,16 @@ start-up check) may go through the pool: they change nothing, so repeating one i
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import operator
 import struct
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Unpack, cast
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
 from ._rows import as_row, check_prefix
-from .base import QueueError, StoredJob
+from .base import StoredJob
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -159,6 +158,7 @@ class RedisStore(GroupCommitStore):
         **options: Unpack[StoreOptions],
     ) -> None:
         super().__init__(**options)
+        self.max_job_id = ID_LIMIT
         self.url = url
         self.prefix = check_prefix(prefix)
         self.jobs_key = f"{prefix}:jobs"
@@ -173,16 +173,6 @@ class RedisStore(GroupCommitStore):
         self._client: Redis | None = None
         #: The connection every write goes over; see the module docstring.
         self._connection: AbstractConnection | None = None
-
-    def add(self, job: StoredJob) -> Awaitable[None]:
-        # Refused here rather than in the batch, so it cannot fail other jobs' adds.
-        if not 0 <= job.id < ID_LIMIT:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            future.set_exception(
-                QueueError(f"redis: job id {job.id} is outside the queue's range [0, 2**51)")
-            )
-            return future
-        return super().add(job)
 
     def _redis(self) -> Redis:
         if self._client is None:
@@ -349,8 +339,6 @@ class RedisStore(GroupCommitStore):
             commands.append(_pairs(b"HSET", key, chunk_ids, chunks))
         if batch.adds:
             adds = batch.adds
-            if min(map(_job_id, adds)) < 0 or max(map(_job_id, adds)) >= ID_LIMIT:
-                raise ValueError("a job id is outside the redis queue's range [0, 2**51)")
             ids = [b"%d" % job.id for job in adds]
             commands.append(_pairs(b"HSET", self._key_jobs, ids, list(map(pack, adds))))
             scores = [b"%d" % (job.priority * ID_LIMIT + job.id) for job in adds]
