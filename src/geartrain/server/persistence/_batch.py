@@ -319,6 +319,11 @@ class GroupCommitStore(ABC):
         return self._down_reason is not None
 
     @property
+    def down_reason(self) -> str | None:
+        """Why the backend is down (the last connection error), or None while it is up."""
+        return self._down_reason
+
+    @property
     def outstanding(self) -> int:
         """Operations accepted but not yet written (adds count once per call)."""
         return len(self._adds) + len(self._removes) + len(self._retries)

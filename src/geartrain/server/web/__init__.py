@@ -1,0 +1,1 @@
+"""The status page: its HTML, CSS and JavaScript, and the routes that serve them."""
