@@ -12,6 +12,8 @@ import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -288,3 +290,36 @@ def test_a_job_larger_than_mysql_takes_is_refused_alone(backend: Backend, tmp_pa
         assert sorted(drain(port)) == [b"after", b"before"]
     finally:
         server.kill()
+
+
+def test_a_second_server_on_a_live_servers_queue_refuses_to_start(backend: Backend) -> None:
+    # Two servers on one queue would each replay and run the other's jobs. The claim
+    # dies with its holder: once the first server is killed -9, the second starts.
+    first = start_geartrain(queue=backend.url)
+    try:
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "geartrain",
+                "serve",
+                "-L",
+                "127.0.0.1",
+                "-p",
+                str(free_port()),
+                "--queue",
+                backend.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode != 0
+        assert "the queue is in use by another server" in second.stderr, second.stderr
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+        replacement = start_geartrain(queue=backend.url)
+        replacement.stop()
+    finally:
+        first.kill()

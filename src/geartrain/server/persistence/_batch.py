@@ -74,7 +74,7 @@ from typing import TypedDict
 
 from geartrain.protocol.spool import Spooled, SpoolWriter
 
-from .base import QueueError, StoredJob, row_size
+from .base import QueueError, QueueInUse, StoredJob, row_size
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,10 @@ DEFAULT_BACKOFF_INITIAL = 0.05
 DEFAULT_BACKOFF_MAX = 5.0
 #: How long close() keeps trying to flush pending removes before giving up on them.
 DEFAULT_CLOSE_TIMEOUT = 10.0
+#: How long open() keeps asking for a queue that another connection holds. A server
+#: restarted at once after a crash may find its old connection's claim still there for
+#: the moment the database takes to notice that connection is gone.
+CLAIM_GRACE = 5.0
 #: Seconds removes and retry updates may wait to share a commit when no add is queued.
 LAZY_WRITE_DELAY = 0.05
 
@@ -303,6 +307,41 @@ class GroupCommitStore(ABC):
     async def _read_chunk(self, job_id: int, seq: int) -> bytes | None:
         """Chunk ``seq`` of job ``job_id``, or None past its last chunk."""
 
+    async def _try_claim(self) -> str | None:
+        """Make this connection the queue's only user, or say who holds it.
+
+        Called after every connect. The claim must end with the connection, so that a
+        server that dies (kill -9 included) frees its queue for the next one at once.
+        Returns None once held (again, after a reconnect), or a description of the
+        holder. The default claims nothing: an in-process backend has no other user.
+        """
+        return None
+
+    async def _release_claim(self) -> None:
+        """Give the claim up before a clean disconnect (default: nothing to do)."""
+        return None
+
+    async def _give_up_claim(self) -> None:
+        """Release the claim, if the backend still answers within two seconds."""
+        try:
+            async with asyncio.timeout(2.0):
+                await self._release_claim()
+        except Exception as exc:
+            logger.debug("%s: releasing the queue failed: %s", self.name, describe(exc))
+
+    async def _connect_claimed(self, grace: float = 0.0) -> None:
+        """Connect, then claim the queue, asking again for up to ``grace`` seconds."""
+        await self._connect()
+        deadline = time.monotonic() + grace
+        while (holder := await self._try_claim()) is not None:
+            if time.monotonic() >= deadline:
+                raise QueueInUse(
+                    f"{self.name}: the queue is in use by another server ({holder}); "
+                    "stop that server first, or give this one its own queue "
+                    "(another table or key prefix)"
+                )
+            await asyncio.sleep(0.1)
+
     def _chunk_size(self) -> int:
         """Bytes per stored chunk (a backend may lower it to what it can take)."""
         return self.chunk_bytes
@@ -336,12 +375,14 @@ class GroupCommitStore(ABC):
         self._down_reason = None
         try:
             async with asyncio.timeout(self.timeout):
-                await self._connect()
+                await self._connect_claimed(grace=CLAIM_GRACE)
                 await self._create()
         except QueueError:
+            await self._give_up_claim()
             await self._disconnect()
             raise
         except Exception as exc:
+            await self._give_up_claim()
             await self._disconnect()
             raise QueueError(f"{self.name}: cannot open queue: {describe(exc)}") from exc
         self._writer = asyncio.create_task(self._run(), name=f"geartrain-{self.name}-writer")
@@ -350,7 +391,7 @@ class GroupCommitStore(ABC):
         async with self._io_lock:
             try:
                 if self._down_reason is not None:
-                    await self._connect()
+                    await self._connect_claimed()
                     self._down_reason = None
                 jobs = await self._load()
                 await self._load_chunks(jobs)
@@ -531,6 +572,9 @@ class GroupCommitStore(ABC):
             self._put_back(taken)
         self._in_flight = []
         self._fail_waiting_adds(f"{self.name}: queue store closed")
+        # Released before disconnecting, so that a server started right after this one
+        # stops finds the queue free without waiting for the database to notice.
+        await self._give_up_claim()
         await self._disconnect()
 
     # -- the writer --------------------------------------------------------------------
@@ -767,7 +811,7 @@ class GroupCommitStore(ABC):
         try:
             async with self._io_lock, asyncio.timeout(self.timeout):
                 await self._disconnect()
-                await self._connect()
+                await self._connect_claimed()
         except Exception as err:
             logger.warning("%s: reconnect failed: %s", self.name, describe(err))
             return False
@@ -788,7 +832,7 @@ class GroupCommitStore(ABC):
             try:
                 async with self._io_lock, asyncio.timeout(self.timeout):
                     await self._disconnect()
-                    await self._connect()
+                    await self._connect_claimed()
             except Exception as exc:
                 self._down_reason = describe(exc)
                 logger.debug("%s: reconnect attempt %d failed: %s", self.name, attempt, exc)

@@ -51,6 +51,11 @@ class QueueError(GeartrainError):
     """The persistent queue could not store a job; ``str(err)`` is the reason."""
 
 
+class QueueInUse(QueueError):
+    """Another live server holds this queue: two servers replaying and running one
+    queue's jobs would run each of them twice."""
+
+
 class StoredJob(NamedTuple):
     """A background job as the persistent queue keeps it.
 

@@ -170,6 +170,39 @@ class MysqlStore(GroupCommitStore):
             # close() just drops the socket; ensure_closed() would wait on a dead server.
             con.close()
 
+    async def _try_claim(self) -> str | None:
+        # A named lock is held by its connection and freed when the connection ends,
+        # however the server died. Names are per server, so the database is in it.
+        con = self._connection()
+        async with con.cursor() as cur:
+            await cur.execute(
+                "SELECT GET_LOCK(CONCAT('geartrain ', DATABASE(), %s), 0)", (self.table,)
+            )
+            (claimed,) = await cur.fetchone()
+            holder = None
+            if claimed != 1:
+                await cur.execute(
+                    "SELECT p.ID, p.USER, p.HOST FROM information_schema.PROCESSLIST p"
+                    " WHERE p.ID = IS_USED_LOCK(CONCAT('geartrain ', DATABASE(), %s))",
+                    (self.table,),
+                )
+                holder = await cur.fetchone()
+        await con.commit()
+        if claimed == 1:
+            return None
+        if holder is None:  # freed in between: ask again
+            return "a connection that just ended"
+        table = self.table.strip("`")
+        return f"table {table} is claimed by connection {holder[0]} of {holder[1]}@{holder[2]}"
+
+    async def _release_claim(self) -> None:
+        con = self._connection()
+        async with con.cursor() as cur:
+            await cur.execute(
+                "SELECT RELEASE_LOCK(CONCAT('geartrain ', DATABASE(), %s))", (self.table,)
+            )
+        await con.commit()
+
     async def _create(self) -> None:
         con = self._connection()
         async with con.cursor() as cur:

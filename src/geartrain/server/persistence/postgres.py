@@ -35,6 +35,7 @@ connection reaches the group-commit writer.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Unpack
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
@@ -46,6 +47,17 @@ if TYPE_CHECKING:
 
 #: :data:`SQL_COLUMNS` as a list, for COPY.
 _COLUMN_NAMES = [name.strip() for name in SQL_COLUMNS.split(",")]
+
+
+#: Who holds the advisory lock with a given 64-bit key (split by pg_locks in two halves).
+_CLAIM_HOLDER = (
+    "SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr"
+    " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND ((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint"
+    " LIMIT 1"
+)
 
 
 class PostgresStore(GroupCommitStore):
@@ -96,6 +108,10 @@ class PostgresStore(GroupCommitStore):
             " FROM unnest($1::bigint[], $2::integer[]) AS u(id, retries) WHERE t.id = u.id"
         )
         self.application_name = application_name
+        # The queue's claim: a session-level advisory lock (see _try_claim), keyed by
+        # the table's name; advisory locks are per database already.
+        digest = hashlib.blake2b(f"geartrain {self.table_name}".encode(), digest_size=8).digest()
+        self.claim_key = int.from_bytes(digest, "big", signed=True)
         self._con: asyncpg.Connection | None = None
 
     @property
@@ -122,6 +138,24 @@ class PostgresStore(GroupCommitStore):
         if con is not None:
             # terminate() never waits on the server, which may be the thing that is gone.
             con.terminate()
+
+    async def _try_claim(self) -> str | None:
+        # A session-level advisory lock lives exactly as long as our connection: the
+        # database frees it when the connection ends, however the server died.
+        con = self._connection()
+        if await con.fetchval("SELECT pg_try_advisory_lock($1)", self.claim_key):
+            return None
+        holder = await con.fetchrow(_CLAIM_HOLDER, self.claim_key)
+        if holder is None:  # freed in between: ask again
+            return "a connection that just ended"
+        return (
+            f"table {self.table_name} is claimed by PostgreSQL backend {holder['pid']}"
+            f" of {holder['application_name'] or 'an unnamed client'}"
+            f" from {holder['client_addr'] or 'a local socket'}"
+        )
+
+    async def _release_claim(self) -> None:
+        await self._connection().execute("SELECT pg_advisory_unlock($1)", self.claim_key)
 
     async def _create(self) -> None:
         await self._connection().execute(

@@ -24,6 +24,10 @@ Layout (three keys per queue, so ``load`` never needs ``KEYS`` or ``SCAN``):
   ``load`` finds them (and the orphans of a job whose record never came) without
   ``SCAN``, and a remove deletes the key of exactly those jobs.
 
+* ``<prefix>:owner``: the Redis client id of the write connection of the server that
+  holds the queue; a server whose claim names a client Redis still has refuses to
+  start, one that names a gone client (a dead server) takes the queue over.
+
 A hash per job (``<prefix>:job:<id>``) was the alternative. Three fixed keys win on
 every count that matters here: no per-key overhead (~70 bytes each in Redis) for
 millions of jobs; ``load`` fetches ``LOAD_CHUNK`` records with one ``HMGET`` instead of
@@ -60,7 +64,7 @@ import logging
 import operator
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Unpack, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
 from ._rows import as_row, check_prefix
@@ -74,6 +78,14 @@ logger = logging.getLogger(__name__)
 
 #: priority, when, then the lengths of function, unique, reducer and data.
 _HEADER = struct.Struct(">BqIIII")
+#: Replace a dead server's claim with ours, only if it is still the one we saw dead.
+_TAKE_OVER = (
+    b"if redis.call('GET', KEYS[1]) == ARGV[1] then"
+    b" redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0"
+)
+#: Delete our claim, and only ours.
+_GIVE_UP = b"if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0"
+
 #: Ids must stay below this for ``priority * ID_LIMIT + id`` to be exact in a double.
 ID_LIMIT = 2**51
 #: Ids fetched per ZRANGE/HMGET round trip in load(): large enough that 1M jobs take
@@ -165,6 +177,8 @@ class RedisStore(GroupCommitStore):
         self.order_key = f"{prefix}:order"
         self.retries_key = f"{prefix}:retries"
         self.chunked_key = f"{prefix}:chunked"
+        self.owner_key = f"{prefix}:owner"
+        self._key_owner = self.owner_key.encode()
         self._key_chunked = self.chunked_key.encode()
         self._key_jobs, self._key_order, self._key_retries = (
             key.encode() for key in (self.jobs_key, self.order_key, self.retries_key)
@@ -217,6 +231,37 @@ class RedisStore(GroupCommitStore):
                 await client.aclose()
         except Exception as exc:  # a dead connection may complain while closing
             logger.debug("redis: error while closing: %s", exc)
+
+    async def _try_claim(self) -> str | None:
+        # The owner key names the Redis client id of our write connection. Redis drops
+        # a client the moment its connection ends, so a key naming a client that no
+        # longer exists is a dead server's claim, taken over atomically (_TAKE_OVER).
+        own_id = await self._ask(b"CLIENT", b"ID")
+        if await self._ask(b"SET", self._key_owner, own_id, b"NX") is not None:
+            return None
+        holder = await self._ask(b"GET", self._key_owner)
+        if holder is None or int(holder) == own_id:
+            return None if holder is not None else "a connection that just ended"
+        alive = await self._ask(b"CLIENT", b"LIST", b"ID", holder)
+        if not alive:
+            taken = await self._ask(b"EVAL", _TAKE_OVER, 1, self._key_owner, holder, own_id)
+            return None if taken == 1 else "a connection that just ended"
+        fields = dict(field.split(b"=", 1) for field in bytes(alive).split() if b"=" in field)
+        return (
+            f"key {self.owner_key} names Redis client {int(holder)}"
+            f" ({fields.get(b'name', b'').decode() or 'unnamed'},"
+            f" {fields.get(b'addr', b'?').decode()})"
+        )
+
+    async def _release_claim(self) -> None:
+        own_id = await self._ask(b"CLIENT", b"ID")
+        await self._ask(b"EVAL", _GIVE_UP, 1, self._key_owner, own_id)
+
+    async def _ask(self, *command: object) -> Any:
+        """One command on the write connection, and its reply."""
+        writer = await self._live_writer()
+        await writer.send_command(*command)
+        return await writer.read_response()
 
     async def _live_writer(self) -> AbstractConnection:
         """The write connection, checked: one the server closed is reported as lost.

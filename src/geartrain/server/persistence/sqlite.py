@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import marshal
 import os
 import sqlite3
@@ -109,6 +110,9 @@ class SqliteStore(GroupCommitStore):
             if not isinstance(value, int):
                 check_prefix(value)
         self._child: asyncio.subprocess.Process | None = None
+        #: The lock file that says this queue is in use; see _try_claim.
+        self.claim_path = f"{path}-{prefix}.lock"
+        self._claim_fd: int | None = None
         # A writer that died while committing leaves the outcome of that batch unknown:
         # the first batch after a restart of the writer may find its rows already there.
         self._maybe_written = False
@@ -150,6 +154,32 @@ class SqliteStore(GroupCommitStore):
             with contextlib.suppress(ProcessLookupError):
                 child.kill()
             await child.wait()
+
+    async def _try_claim(self) -> str | None:
+        # An flock on a file beside the database, held by this process (not the writer,
+        # which is restarted after a failure): the kernel frees it when the process ends,
+        # however it ended. It is kept across reconnects of the writer.
+        if self._claim_fd is not None:
+            return None
+        fd = os.open(self.claim_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            os.close(fd)
+            return f"{self.claim_path} is locked by process {holder or 'unknown'}"
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        self._claim_fd = fd
+        return None
+
+    async def _release_claim(self) -> None:
+        fd, self._claim_fd = self._claim_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the flock
 
     async def _create(self) -> None:
         pass  # the writer creates the table when it opens the file
