@@ -299,6 +299,10 @@ class GroupCommitStore(ABC):
     async def _read_chunk(self, job_id: int, seq: int) -> bytes | None:
         """Chunk ``seq`` of job ``job_id``, or None past its last chunk."""
 
+    @abstractmethod
+    async def _ping(self) -> None:
+        """One cheap round trip on the connection (called under the I/O lock)."""
+
     def _chunk_size(self) -> int:
         """Bytes per stored chunk (a backend may lower it to what it can take)."""
         return self.chunk_bytes
@@ -381,6 +385,22 @@ class GroupCommitStore(ABC):
             writer.abort()
             raise
         return writer.finish()
+
+    async def ping(self) -> None:
+        if self._writer is None or self._closing:
+            raise QueueError(f"{self.name}: queue is not open")
+        if self._down_reason is not None:
+            raise QueueError(f"{self.name} unavailable: {self._down_reason}")
+        if self._io_lock.locked():
+            # A write is in flight on the connection: it proves or disproves reachability
+            # itself (a write that hangs times out and marks the store down), and a probe
+            # must not queue behind a large batch.
+            return
+        try:
+            async with self._io_lock, asyncio.timeout(self.timeout):
+                await self._ping()
+        except Exception as exc:
+            raise QueueError(f"{self.name} unreachable: {describe(exc)}") from exc
 
     def add(self, job: StoredJob) -> Awaitable[None]:
         return self.add_many([job])

@@ -123,6 +123,9 @@ class PostgresStore(GroupCommitStore):
             # terminate() never waits on the server, which may be the thing that is gone.
             con.terminate()
 
+    async def _ping(self) -> None:
+        await self._connection().execute("SELECT 1")
+
     async def _create(self) -> None:
         await self._connection().execute(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("

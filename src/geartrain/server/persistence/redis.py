@@ -228,6 +228,12 @@ class RedisStore(GroupCommitStore):
         except Exception as exc:  # a dead connection may complain while closing
             logger.debug("redis: error while closing: %s", exc)
 
+    async def _ping(self) -> None:
+        # On the write connection: the client's pool would quietly open a fresh one.
+        writer = await self._live_writer()
+        await writer.send_command("PING", check_health=False)
+        await writer.read_response()
+
     async def _live_writer(self) -> AbstractConnection:
         """The write connection, checked: one the server closed is reported as lost.
 
