@@ -1,0 +1,80 @@
+"""Starting and stopping the HTTP listener on the server's own event loop."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..config import NOTICE
+from .routes import build_app
+
+if TYPE_CHECKING:
+    from ..app import Server
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a stopping listener gives requests still being answered before cancelling
+#: them. Foreground requests waiting for a job would hold a stop for as long as the job
+#: runs, so this is short; their jobs carry on for their other waiters, or are dropped.
+SHUTDOWN_TIMEOUT = 2.0
+#: Seconds an idle keep-alive connection is kept open (aiohttp's default is 75).
+KEEPALIVE_TIMEOUT = 75.0
+
+
+class HttpSite:
+    """The HTTP listener of one server: one aiohttp runner, one TCP site per address.
+
+    Args:
+        server: the job server; its settings give the port (``http_port``) and the
+            addresses (``http_listen``, else ``listen``).
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self._runner: web.AppRunner | None = None
+        #: The bound (host, port) pairs once started.
+        self.addresses: list[tuple[str, int]] = []
+
+    async def start(self) -> None:
+        """Bind every address; on failure nothing stays bound.
+
+        Raises:
+            OSError: an address could not be bound.
+        """
+        settings = self.server.settings
+        assert settings.http_port is not None
+        runner = web.AppRunner(
+            build_app(self.server),
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            # A client that goes away cancels its handler, which detaches its peer.
+            handler_cancellation=True,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+        )
+        await runner.setup()
+        self._runner = runner
+        hosts: list[str | None] = list(settings.http_listen or settings.listen) or [None]
+        try:
+            for host in hosts:
+                site = web.TCPSite(
+                    runner,
+                    host,
+                    settings.http_port,
+                    backlog=settings.backlog,
+                    reuse_address=True,
+                )
+                await site.start()
+        except BaseException:
+            await self.close()
+            raise
+        for address in runner.addresses:
+            self.addresses.append((str(address[0]), int(address[1])))
+            logger.log(NOTICE, "HTTP listening on %s port %d", address[0], address[1])
+
+    async def close(self) -> None:
+        """Stop listening and end the requests in progress (idempotent)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
