@@ -29,14 +29,16 @@ async def read_workload(
     max_size: int,
     spool_at: int,
     spool: Callable[[], SpoolWriter],
-    idle_timeout: float = BODY_IDLE_TIMEOUT,
+    idle_timeout: float | None = None,
 ) -> Payload:
     """The body of ``request``, in memory or (from ``spool_at`` bytes) in a spool file.
 
     Raises:
         HttpError: 413 when the body is larger than ``max_size``; 408 when it stalls
-            for ``idle_timeout`` seconds; 507 when the spool file cannot be written.
+            for ``idle_timeout`` seconds (default :data:`BODY_IDLE_TIMEOUT`); 507 when the
+            spool file cannot be written.
     """
+    idle = BODY_IDLE_TIMEOUT if idle_timeout is None else idle_timeout
     announced = request.content_length
     if announced is not None and announced > max_size:
         raise _too_large(max_size)
@@ -44,7 +46,7 @@ async def read_workload(
     size = 0
     writer: SpoolWriter | None = None
     try:
-        while chunk := await _next_chunk(request, idle_timeout):
+        while chunk := await _next_chunk(request, idle):
             size += len(chunk)
             if size > max_size:
                 raise _too_large(max_size)

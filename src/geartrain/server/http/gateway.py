@@ -65,6 +65,13 @@ class Gateway:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.scheduler = server.scheduler
+        #: Peers of the foreground requests waiting right now.
+        self.waiting: set[HttpPeer] = set()
+
+    def stop(self) -> None:
+        """End every foreground request's wait (503, or a cut-short stream)."""
+        for peer in list(self.waiting):
+            peer.stop()
 
     # -- submission ---------------------------------------------------------------------
 
@@ -112,12 +119,14 @@ class Gateway:
         peer = HttpPeer(self.scheduler, request.remote or "-", self._max_buffered())
         # The gateway's own form reports exceptions; gearmand's sees them as WORK_FAIL.
         peer.exceptions = not gearmand_form
+        self.waiting.add(peer)
         try:
             job = self._submit(peer, submission, workload)
             return await respond_with_result(
                 request, peer, job.handle, submission.timeout, gearmand_form
             )
         finally:
+            self.waiting.discard(peer)
             peer.detach()
 
     async def _background(

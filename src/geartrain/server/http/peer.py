@@ -59,7 +59,7 @@ class HttpPeer(Peer):
             connection's unread-output limit.
     """
 
-    __slots__ = ("_buffered", "_replies", "_wakeup", "max_buffered", "overflowed")
+    __slots__ = ("_buffered", "_replies", "_wakeup", "max_buffered", "overflowed", "stopping")
 
     def __init__(self, scheduler: Scheduler, ip: str, max_buffered: int) -> None:
         Peer.__init__(self)
@@ -69,6 +69,8 @@ class HttpPeer(Peer):
         self.max_buffered = max_buffered
         #: Set once more than ``max_buffered`` bytes were waiting; later replies are dropped.
         self.overflowed = False
+        #: Set by :meth:`stop`: the server is stopping and the request must end now.
+        self.stopping = False
         self._replies: deque[Reply] = deque()
         self._buffered = 0
         self._wakeup = asyncio.Event()
@@ -109,9 +111,9 @@ class HttpPeer(Peer):
     # -- what the request handler calls ---------------------------------------------------
 
     async def next_reply(self) -> Reply | None:
-        """The next reply, waiting for it; None once the peer overflowed."""
-        while not self._replies:
-            if self.overflowed:
+        """The next reply, waiting for it; None once the peer overflowed or was stopped."""
+        while not self._replies or self.stopping:
+            if self.overflowed or self.stopping:
                 return None
             self._wakeup.clear()
             await self._wakeup.wait()
@@ -119,6 +121,11 @@ class HttpPeer(Peer):
         if isinstance(reply.data, bytes | memoryview):
             self._buffered -= len(reply.data)
         return reply
+
+    def stop(self) -> None:
+        """End the wait of the request handler (the server is stopping)."""
+        self.stopping = True
+        self._wakeup.set()
 
     def detach(self) -> None:
         """Leave the scheduler as a closing connection does (idempotent)."""

@@ -84,17 +84,28 @@ async def respond_with_result(
                     if stream is None:
                         return _failed(handle, kind, reply.data, gearmand_form)
                     return _cut_short(request, stream, handle, "failed")
-            # The client read the streamed data too slowly: it was dropped, as a Gearman
-            # client that does not read its replies is.
-            if stream is None:
-                raise HttpError(502, "too_much_data", "the job sent more than could be held")
-            return _cut_short(request, stream, handle, "outgrew the client's reading")
+            return _left(request, peer, stream, handle)
     except TimeoutError:
         if stream is None:
             raise HttpError(
                 504, "timeout", "the job did not finish in time", result_headers(handle)
             ) from None
         return _cut_short(request, stream, handle, "timed out")
+
+
+def _left(
+    request: web.Request, peer: HttpPeer, stream: web.StreamResponse | None, handle: bytes
+) -> web.StreamResponse:
+    """The answer when the wait ended without a result: stopping, or too much data."""
+    if peer.stopping:
+        if stream is None:
+            raise HttpError(503, "stopping", "the server is stopping")
+        return _cut_short(request, stream, handle, "was left: the server is stopping")
+    # The client read the streamed data too slowly: it was dropped, as a Gearman client
+    # that does not read its replies is.
+    if stream is None:
+        raise HttpError(502, "too_much_data", "the job sent more than could be held")
+    return _cut_short(request, stream, handle, "outgrew the client's reading")
 
 
 async def _start_stream(request: web.Request, handle: bytes) -> web.StreamResponse:

@@ -26,15 +26,17 @@ async def _not_found(request: web.Request) -> web.Response:
     raise HttpError(404, "not_found", f"no such resource: {request.path}")
 
 
-def build_app(server: Server, extra_routes: Iterable[web.RouteDef] = ()) -> web.Application:
+def build_app(
+    server: Server, gateway: Gateway, extra_routes: Iterable[web.RouteDef] = ()
+) -> web.Application:
     """The aiohttp application of ``server``'s HTTP listener.
 
     Args:
         server: the job server the routes act on.
+        gateway: the gateway's handlers (the listener ends their waits when it stops).
         extra_routes: routes added before gearmand's catch-all form, such as ``/metrics``.
     """
     health = Health(server)
-    gateway = Gateway(server)
     document = openapi_document(server.version_string)
 
     async def openapi(request: web.Request) -> web.Response:

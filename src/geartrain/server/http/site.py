@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..config import NOTICE
+from .gateway import Gateway
 from .routes import build_app
 
 if TYPE_CHECKING:
@@ -16,8 +17,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Seconds a stopping listener gives requests still being answered before cancelling
-#: them. Foreground requests waiting for a job would hold a stop for as long as the job
-#: runs, so this is short; their jobs carry on for their other waiters, or are dropped.
+#: them. Requests waiting for a job are told to end first (503, or a stream cut short);
+#: this bounds the rest, such as a response being written to a slow client.
 SHUTDOWN_TIMEOUT = 2.0
 #: Seconds an idle keep-alive connection is kept open (aiohttp's default is 75).
 KEEPALIVE_TIMEOUT = 75.0
@@ -34,6 +35,7 @@ class HttpSite:
     def __init__(self, server: Server) -> None:
         self.server = server
         self._runner: web.AppRunner | None = None
+        self._gateway = Gateway(server)
         #: The bound (host, port) pairs once started.
         self.addresses: list[tuple[str, int]] = []
 
@@ -46,7 +48,7 @@ class HttpSite:
         settings = self.server.settings
         assert settings.http_port is not None
         runner = web.AppRunner(
-            build_app(self.server),
+            build_app(self.server, self._gateway),
             handle_signals=False,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
             # A client that goes away cancels its handler, which detaches its peer.
@@ -77,4 +79,5 @@ class HttpSite:
         """Stop listening and end the requests in progress (idempotent)."""
         runner, self._runner = self._runner, None
         if runner is not None:
+            self._gateway.stop()
             await runner.cleanup()
