@@ -76,6 +76,13 @@ def register_functions(worker: AsyncWorker, gate: Gate) -> None:
     def size(job: Job) -> bytes:
         return b"%d" % len(job.payload)
 
+    @worker.register("partial")
+    async def partial(job: Job) -> bytes:
+        job.send_data(b"first;")
+        if job.payload == b"fail":
+            raise RuntimeError("failed after sending data")
+        return await gate.hold(job)
+
     worker.register("wait", gate.hold)
 
 

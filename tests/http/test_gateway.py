@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
 from geartrain.server.app import Server
 from geartrain.server.jobs import JobState
@@ -37,6 +38,24 @@ async def test_work_data_streams_in_order_before_the_result(
         assert response.headers.get("Transfer-Encoding") == "chunked"
         chunks = [chunk async for chunk in response.content.iter_any()]
     assert b"".join(chunks) == b"a;b;c;end"
+
+
+@pytest.mark.parametrize(("query", "body"), [("?timeout=0.3", b"hang"), ("", b"fail")])
+async def test_a_stream_that_cannot_end_well_is_cut_short(
+    server: Server,
+    worker: AsyncWorker,
+    client: aiohttp.ClientSession,
+    query: str,
+    body: bytes,
+) -> None:
+    # Data went out with a 200 already: a timeout or failure can only end the response
+    # without its last chunk, which the client sees as an incomplete payload.
+    async with client.post(jobs_url(server, "partial") + query, data=body) as response:
+        assert response.status == 200
+        assert response.headers["X-Gearman-Command"] == "WORK_DATA"
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    await until(lambda: not any(job.clients for job in server.scheduler.jobs.values()))
 
 
 async def test_failure_and_exception_are_bad_gateway_with_a_json_error(
