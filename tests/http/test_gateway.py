@@ -11,7 +11,7 @@ from geartrain.server.app import Server
 from geartrain.server.jobs import JobState
 from geartrain.worker import AsyncWorker
 
-from .conftest import Gate, base_url, gather_bounded, until
+from .conftest import Gate, base_url, gather_bounded, http_server, until
 
 
 def jobs_url(server: Server, function: str) -> str:
@@ -211,3 +211,11 @@ async def test_a_client_that_goes_away_drops_a_job_nobody_else_wants(
     await until(lambda: not server.scheduler.jobs)
     assert server.scheduler.functions[b"idle"].total == 0
     assert all(job.state is JobState.ENDED for job in server.scheduler.functions[b"idle"].queues[1])
+
+
+async def test_the_servers_job_timeout_caps_every_wait() -> None:
+    async with http_server(http_job_timeout=0.2) as server, aiohttp.ClientSession() as client:
+        for query in ("", "?timeout=3600"):
+            async with client.post(jobs_url(server, "nobody") + query) as response:
+                assert response.status == 504
+        assert not server.scheduler.jobs

@@ -110,6 +110,12 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
     multiple=True,
     help="Address of the HTTP listener; repeat for several. Default: the --listen addresses.",
 )
+@click.option(
+    "--http-job-timeout",
+    type=float,
+    help="Longest an HTTP request waits for its foreground job, in seconds (a request may "
+    "ask for less with ?timeout=); default 0, no limit.",
+)
 @click.option("-b", "--backlog", type=int, help="listen() backlog (default 1024).")
 @click.option(
     "-j",

@@ -8,8 +8,9 @@ Two spellings of a submission share one path through the scheduler:
   ``X-Gearman-Unique`` (default ``-``: coalesce identical bodies, as gearmand),
   ``X-Gearman-Background: true`` and ``X-Gearman-Priority: high|low``.
 
-Both take the foreground timeout from ``timeout`` or the ``X-Gearman-Timeout`` header
-(seconds; none means as long as the client waits). A foreground job is submitted for an
+Both take the foreground timeout from ``timeout`` and the ``X-Gearman-Timeout`` header
+(seconds, the shorter wins), capped by the server's ``http_job_timeout``; with none of
+them, a request waits as long as its client does. A foreground job is submitted for an
 :class:`~.peer.HttpPeer` and answered by :mod:`.results`; whatever way the request ends,
 the peer is detached from the scheduler afterwards.
 """
@@ -83,7 +84,7 @@ class Gateway:
             unique=unique_value(query.get("unique", "")),
             priority=_choice("priority", query.get("priority", "normal"), PRIORITIES),
             background=bool(_choice("background", query.get("background", "false"), _BOOLEANS)),
-            timeout=_timeout(query.get("timeout") or request.headers.get("X-Gearman-Timeout")),
+            timeout=_shorter(_timeout(query.get("timeout")), _header_timeout(request)),
         )
         return await self._run(request, submission, gearmand_form=False)
 
@@ -98,7 +99,7 @@ class Gateway:
             unique=unique_value(headers.get("X-Gearman-Unique", "-")),
             priority=PRIORITIES.get(headers.get("X-Gearman-Priority", "").lower(), 1),
             background=headers.get("X-Gearman-Background", "").lower() == "true",
-            timeout=_timeout(headers.get("X-Gearman-Timeout")),
+            timeout=_header_timeout(request),
         )
         return await self._run(request, submission, gearmand_form=True)
 
@@ -116,15 +117,14 @@ class Gateway:
             )
         if submission.background:
             return await self._background(submission, workload, gearmand_form)
+        wait = _shorter(submission.timeout, settings.http_job_timeout or None)
         peer = HttpPeer(self.scheduler, request.remote or "-", self._max_buffered())
         # The gateway's own form reports exceptions; gearmand's sees them as WORK_FAIL.
         peer.exceptions = not gearmand_form
         self.waiting.add(peer)
         try:
             job = self._submit(peer, submission, workload)
-            return await respond_with_result(
-                request, peer, job.handle, submission.timeout, gearmand_form
-            )
+            return await respond_with_result(request, peer, job.handle, wait, gearmand_form)
         finally:
             self.waiting.discard(peer)
             peer.detach()
@@ -226,6 +226,17 @@ def _timeout(text: str | None) -> float | None:
     if not 0 < value <= MAX_TIMEOUT:  # also refuses nan
         raise HttpError(400, "bad_timeout", f"timeout is seconds, above 0, at most {MAX_TIMEOUT:g}")
     return value
+
+
+def _header_timeout(request: web.Request) -> float | None:
+    return _timeout(request.headers.get("X-Gearman-Timeout"))
+
+
+def _shorter(first: float | None, second: float | None) -> float | None:
+    """The shorter of two time limits, None meaning none."""
+    if first is None or second is None:
+        return second if first is None else first
+    return min(first, second)
 
 
 async def _settled(write: WriteGroup) -> None:

@@ -181,6 +181,7 @@ def _paths() -> dict[str, Any]:
         },
         "/{function}": {
             "post": gearmand_post,
+            "put": {**gearmand_post, "operationId": "submitGearmandFormPut"},
             "get": {
                 "summary": "Submit a job with an empty workload in gearmand's -r http form",
                 "operationId": "submitGearmandFormEmpty",
