@@ -62,6 +62,7 @@ async def test_malformed_http_gets_a_4xx_and_the_server_carries_on(
         "timeout=nan",
         "timeout=soon",
         "timeout=1e9",
+        "timeout=",
         "unique=" + "u" * 65,
         "unique=a%00b",
     ],

@@ -217,7 +217,7 @@ def _choice(name: str, text: str, choices: dict[str, int] | dict[str, bool]) -> 
 
 
 def _timeout(text: str | None) -> float | None:
-    if text is None or text == "":
+    if text is None:
         return None
     try:
         value = float(text)
