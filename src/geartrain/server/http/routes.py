@@ -8,7 +8,7 @@ other methods is answered 405: ``POST /healthz`` is not a job for a function ``h
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
@@ -61,15 +61,20 @@ def _unless_claimed(handler: Handler, methods: frozenset[str]) -> Handler:
     return guarded
 
 
+#: Adds routes of its own to the listener's application (a status page, ``/metrics``).
+Extension = Callable[[web.Application], None]
+
+
 def build_app(
-    server: Server, gateway: Gateway, extra_routes: Iterable[web.RouteDef] = ()
+    server: Server, gateway: Gateway, extensions: Iterable[Extension] = ()
 ) -> web.Application:
     """The aiohttp application of ``server``'s HTTP listener.
 
     Args:
         server: the job server the routes act on.
         gateway: the gateway's handlers (the listener ends their waits when it stops).
-        extra_routes: routes added before gearmand's catch-all form, such as ``/metrics``.
+        extensions: called in order with the application after the gateway's routes are
+            added and before gearmand's catch-all form, so that their paths win over it.
     """
     health = Health(server)
     document = openapi_document(server.version_string)
@@ -89,8 +94,13 @@ def build_app(
             web.get("/v1/functions/{function}/uniques/{unique}", gateway.status_by_unique),
             web.get("/v1/jobs/{handle}", gateway.status, allow_head=False),
             web.delete("/v1/jobs/{handle}", gateway.cancel),
-            # /metrics (Prometheus) comes in through extra_routes, here.
-            *extra_routes,
+        ]
+    )
+    # /metrics (Prometheus) and any other listener feature come in here.
+    for extend in extensions:
+        extend(app)
+    app.add_routes(
+        [
             # Paths under /v1/ are the gateway's: a mistyped one is a 404, not a job.
             web.route("*", "/v1/{tail:.*}", not_found),
             web.route("*", "/{function:.+}", gearmand_form),
