@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from geartrain.cli import serve as serve_module
 from geartrain.cli.gearmand_options import GearmandQueue, expand_option_files, gearmand_queue
 from geartrain.cli.serve import serve
+from geartrain.server.config import Settings
 
 
 @pytest.mark.parametrize(
@@ -99,10 +100,58 @@ def test_file_descriptor_limit_that_cannot_be_had_is_fatal() -> None:
 def test_each_option_that_does_nothing_here_gets_its_notice() -> None:
     options: dict[str, object] = {name: None for name in serve_module._GEARMAND_ONLY}
     options |= {"protocol": ("http",), "queue": None, "more_verbose": 0}
-    options |= {"threads": 8, "hashtable_buckets": 991, "round_robin": True, "http_port": 8080}
+    options |= {"threads": 8, "hashtable_buckets": 991, "round_robin": True}
     notices = serve_module._apply_gearmand_options(options)
-    expected = ["-t/--threads", "--hashtable-buckets", "-R is the rule", "--http-port", "-r http"]
+    expected = ["-t/--threads", "--hashtable-buckets", "-R is the rule"]
     assert len(notices) == len(expected)
     for notice, option in zip(notices, expected, strict=True):
         assert option in notice, notice
     assert not set(serve_module._GEARMAND_ONLY) & set(options)  # only our settings are left
+
+
+def _settings_of(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> Settings:
+    """The settings ``geartrain serve ARGS`` would run a server with (none is started)."""
+    seen: list[Settings] = []
+
+    def run(settings: Settings, notify: int | None) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr(serve_module, "_run", run)
+    monkeypatch.setattr(serve_module, "_configure_logging", lambda settings: None)
+    result = CliRunner().invoke(serve, args)
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 1
+    return seen[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "port"),
+    [
+        ([], None),  # off by default
+        (["-r", "http"], 8080),  # gearmand's module on its default port
+        (["-r", "HTTP", "--http-port", "8181"], 8181),
+        (["--http-port", "0"], 0),  # --http-port alone turns it on, as on gearmand
+    ],
+)
+def test_http_listener_follows_gearmands_options(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], port: int | None
+) -> None:
+    assert _settings_of(monkeypatch, args).http_port == port
+
+
+def test_http_listen_addresses_repeat_and_the_config_file_sets_the_port(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "geartrain.toml"
+    config.write_text('[server]\nhttp-port = 9099\nhttp-listen = ["127.0.0.1"]\n')
+    from_file = _settings_of(monkeypatch, ["-c", str(config), "-r", "http"])
+    assert (from_file.http_port, from_file.http_listen) == (9099, ["127.0.0.1"])
+    args = ["--http-port", "9100", "--http-listen", "127.0.0.1", "--http-listen", "::1"]
+    given = _settings_of(monkeypatch, args)
+    assert (given.http_port, given.http_listen) == (9100, ["127.0.0.1", "::1"])
+
+
+def test_http_port_out_of_range_is_refused() -> None:
+    result = CliRunner().invoke(serve, ["--http-port", "70000", "--check-args"])
+    assert result.exit_code == 2 and "http-port 70000 out of range" in result.output

@@ -201,6 +201,17 @@ async def test_add_after_close_fails_with_queue_error(harness: Harness) -> None:
         await store.add(job(1))
 
 
+async def test_ping_answers_while_open_and_refuses_once_closed(harness: Harness) -> None:
+    store = await harness.opened()
+    await store.ping()
+    await store.add(job(1))
+    await store.ping()
+    await store.close()
+
+    with pytest.raises(QueueError, match="not open"):
+        await store.ping()
+
+
 async def test_reopen_sees_data_and_appends(harness: Harness) -> None:
     first = await harness.opened()
     await asyncio.gather(*(first.add(job(i)) for i in range(1, 11)))
@@ -247,6 +258,8 @@ async def test_reconnects_after_server_kills_connection(connected_harness: Harne
     acked.update(range(1, 11))
 
     await harness.kill(store)
+    with pytest.raises(QueueError):  # a probe finds the connection gone
+        await asyncio.wait_for(store.ping(), 15)
     store.remove(1)  # kept and retried across the reconnect
     store.update_retries(2, 5)
     _, next_id = await _add_until_success(store, 100, acked)
@@ -294,9 +307,12 @@ async def test_outage_fails_adds_fast_keeps_removes_and_recovers(
     with pytest.raises(QueueError, match="unavailable"):
         await store.add(job(next_id))
     assert time.monotonic() - started < 0.1  # fails fast: no round trip while down
+    with pytest.raises(QueueError, match="unavailable"):
+        await store.ping()
 
     await harness.restore()
     await _add_until_success(store, next_id + 1, acked)
+    await store.ping()
     await store.close()
 
     loaded = {j.id: j for j in await reload(harness)}

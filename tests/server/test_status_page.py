@@ -12,38 +12,33 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 
 from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server
 from geartrain.server.status import DepthHistory, snapshot
-from geartrain.server.web.routes import add_status_routes
 from tests.interop.helpers import MISSING
 
-from .conftest import Connect, RawClient
+from .conftest import Connect, RawClient, running_server
 
 ARTIFACTS = Path(os.environ.get("GEARTRAIN_ARTIFACTS", "build/test-artifacts"))
 
 
-@asynccontextmanager
-async def status_site(server: Server, history: DepthHistory) -> AsyncIterator[str]:
-    """The status page of ``server`` on a free loopback port; yields its base URL."""
-    app = web.Application()
-    add_status_routes(app, server, history)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    """A server with its HTTP listener on a free port (the ``connect`` fixture uses it)."""
+    async with running_server(job_handle_prefix="H:test", http_port=0) as srv:
+        yield srv
+
+
+def page_url(server: Server) -> str:
+    assert server.http is not None
+    host, port = server.http.addresses[0]
+    return f"http://{host}:{port}/"
 
 
 async def workload(connect: Connect) -> tuple[RawClient, RawClient, list[bytes]]:
@@ -117,12 +112,12 @@ async def test_the_depth_history_lines_up_functions_seen_late_and_forgets_droppe
     assert history.as_json()["functions"] == {}
 
 
-async def test_job_lookup_and_cancel_answer_json_and_refuse_with_4xx(
+async def test_job_lookup_answers_json_and_refuses_with_4xx(
     server: Server, connect: Connect
 ) -> None:
     _, _, queued = await workload(connect)
-    history = DepthHistory(server.scheduler)
-    async with status_site(server, history) as base, ClientSession() as http:
+    base = page_url(server)
+    async with ClientSession() as http:
         async with http.get(base + "api/jobs", params={"handle": queued[0].decode()}) as reply:
             assert reply.status == 200
             job: dict[str, Any] = await reply.json()
@@ -137,13 +132,12 @@ async def test_job_lookup_and_cancel_answer_json_and_refuse_with_4xx(
             async with http.get(base + "api/jobs", params=params) as reply:
                 assert reply.status in (400, 404)
                 assert "error" in await reply.json()
-        async with http.post(base + f"api/jobs/{queued[0].decode()}/cancel") as reply:
-            assert reply.status == 200
-        async with http.post(base + f"api/jobs/{queued[0].decode()}/cancel") as reply:
-            assert reply.status == 404
-        async with http.get(base + "static/../routes.py") as reply:
-            assert reply.status == 404
-    assert queued[0] not in server.scheduler.jobs
+        for path in ("static/status_page.py", "static/index.html", "favicon.ico"):
+            async with http.get(base + path) as reply:
+                assert reply.status == 404, path
+        async with http.get(base + "static/status.js") as reply:
+            assert reply.status == 200 and "poll" in await reply.text()
+    assert queued[0] in server.scheduler.jobs  # looking changed nothing
 
 
 # -- the page, in a real browser ------------------------------------------------------------
@@ -186,9 +180,8 @@ async def test_the_page_in_a_browser_shows_what_gearadmin_shows_and_cancels_a_jo
     expected = await _gearadmin_status(server.port)
     assert expected == {"resize": [6, 1, 1], "thumbnail": [2, 0, 1]}
 
-    history = DepthHistory(server.scheduler)
-    history.sample()
-    async with status_site(server, history) as base, async_playwright() as pw:
+    base = page_url(server)
+    async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium)
         try:
             page = await browser.new_page(viewport={"width": 1200, "height": 900})

@@ -290,6 +290,9 @@ class SlowStore:
     async def open(self) -> None:
         pass
 
+    async def ping(self) -> None:
+        pass
+
     async def load(self) -> list[StoredJob]:
         return sorted(self.rows.values(), key=lambda r: (r.priority, r.id))
 

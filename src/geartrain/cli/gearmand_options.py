@@ -36,7 +36,6 @@ IGNORED = {
     "threads": "geartrain serves every connection from one event loop; -t/--threads is ignored",
     "hashtable_buckets": "geartrain's job tables grow as needed; --hashtable-buckets is ignored",
     "round_robin": "geartrain always rotates between a worker's functions (-R is the rule here)",
-    "http_port": "the HTTP protocol module is not part of this version; --http-port is ignored",
     "store_queue_on_shutdown": (
         "geartrain writes every background job through before acknowledging it, so "
         "--store-queue-on-shutdown has nothing to add"

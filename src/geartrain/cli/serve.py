@@ -20,6 +20,9 @@ from .gearmand_options import IGNORED, expand_option_files, gearmand_queue
 
 logger = logging.getLogger("geartrain.server")
 
+#: The port of gearmand's HTTP module when ``-r http`` comes without ``--http-port``.
+GEARMAND_HTTP_PORT = 8080
+
 _LOG_FORMAT = "%(levelname)8s %(asctime)s.%(msecs)03d [%(process)d] %(name)s: %(message)s"
 
 
@@ -40,8 +43,12 @@ def _gearmand_params() -> list[click.Parameter]:
         click.Option(["-t", "--threads"], type=int, help="gearmand's I/O threads (ignored)."),
         click.Option(["-R", "--round-robin"], is_flag=True, default=None, help="(always on)"),
         click.Option(["--hashtable-buckets"], type=int, help="(ignored)"),
-        click.Option(["-r", "--protocol"], multiple=True, help="gearmand protocol module."),
-        click.Option(["--http-port"], type=int, help="(ignored: no HTTP module)"),
+        click.Option(
+            ["-r", "--protocol"],
+            multiple=True,
+            help="gearmand protocol module: http turns on the HTTP listener (port 8080 "
+            "unless --http-port says otherwise).",
+        ),
         click.Option(["--ssl"], is_flag=True, default=None, help="TLS (not in this version)."),
         click.Option(["--ssl-ca-file"], help="(TLS, not in this version)"),
         click.Option(["--ssl-certificate"], help="(TLS, not in this version)"),
@@ -92,6 +99,23 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
     help="Address to listen on; repeat for several. Default: every address.",
 )
 @click.option("-p", "--port", type=int, help="Port (default 4730, or $GEARMAND_PORT).")
+@click.option(
+    "--http-port",
+    type=int,
+    help="Also serve HTTP on this port: health checks (/healthz, /readyz), the HTTP/JSON "
+    "gateway (/v1/...) and gearmand's -r http form. Off by default; needs geartrain[http].",
+)
+@click.option(
+    "--http-listen",
+    multiple=True,
+    help="Address of the HTTP listener; repeat for several. Default: the --listen addresses.",
+)
+@click.option(
+    "--http-job-timeout",
+    type=float,
+    help="Longest an HTTP request waits for its foreground job, in seconds (a request may "
+    "ask for less with ?timeout=); default 0, no limit.",
+)
 @click.option("-b", "--backlog", type=int, help="listen() backlog (default 1024).")
 @click.option(
     "-j",
@@ -188,8 +212,11 @@ def serve(config_file: str | None, **options: Any) -> None:
     """
     check_only = options.pop("check_args")
     try:
+        http_module = any(p.lower() == "http" for p in options.get("protocol") or ())
         notices = _apply_gearmand_options(options)
         settings = _settings(config_file, options)
+        if http_module and settings.http_port is None:
+            settings.http_port = GEARMAND_HTTP_PORT
         settings.validate()
         if settings.user:
             _become(settings.user)
@@ -223,7 +250,6 @@ def _apply_gearmand_options(options: dict[str, Any]) -> list[str]:
     for protocol in gearmand["protocol"]:
         if protocol.lower() != "http":
             raise ValueError(f"unknown protocol module {protocol!r} (gearmand has only http)")
-        notices.append("the HTTP protocol module is not part of this version; -r http is ignored")
     if gearmand["ssl"]:
         raise ValueError("--ssl: TLS is not available in this version of geartrain")
     queue = options.get("queue")
@@ -247,7 +273,7 @@ def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
     for name, value in options.items():
         if value is None or value == ():
             continue
-        values[name] = list(value) if name == "listen" else value
+        values[name] = list(value) if name in ("listen", "http_listen") else value
     if "port" not in values and os.environ.get("GEARMAND_PORT"):
         values["port"] = int(os.environ["GEARMAND_PORT"])
     return Settings(**values)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from geartrain import __version__
 from geartrain.errors import GeartrainError
@@ -33,6 +34,9 @@ from .config import NOTICE, Settings, state_directory
 from .connection import Connection, tune_socket
 from .persistence.base import QueueStore
 from .scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from .http.site import HttpSite
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +78,10 @@ class Server:
         self.listeners: list[asyncio.Server] = []
         #: The bound (host, port) pairs, known once started (port 0 gives the real port).
         self.addresses: list[tuple[str, int]] = []
+        #: The HTTP listener (``settings.http_port``), None when off or not started.
+        self.http: HttpSite | None = None
+        #: The HTTP listener's bound (host, port) pairs, as ``addresses``.
+        self.http_addresses: list[tuple[str, int]] = []
         #: Set once the server listens (after the replay); ``await server.started.wait()``.
         self.started = asyncio.Event()
         #: Called on SIGHUP; None reopens the root logger's log files.
@@ -89,6 +97,11 @@ class Server:
         if not self.addresses:
             raise RuntimeError("the server is not listening yet")
         return self.addresses[0][1]
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested (readiness probes then answer 503)."""
+        return self._stopping.is_set()
 
     # -- the whole lifecycle ---------------------------------------------------------
 
@@ -159,6 +172,7 @@ class Server:
             await self._open_store()
             await self._replay()
             await self._listen(loop)
+            await self._listen_http()
         except StartupError:
             await self._close_after_failure()
             raise
@@ -195,6 +209,7 @@ class Server:
     async def _close_after_failure(self) -> None:
         for listener in self.listeners:
             listener.close()
+        await self._close_http()
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.close()
@@ -217,6 +232,29 @@ class Server:
                 address = sock.getsockname()
                 self.addresses.append((str(address[0]), int(address[1])))
                 logger.log(NOTICE, "listening on %s port %d", address[0], address[1])
+
+    async def _listen_http(self) -> None:
+        """Start the HTTP listener after the Gearman ones, when a port is set."""
+        if self.settings.http_port is None:
+            return
+        try:
+            from .http.site import HttpSite
+        except ImportError as exc:
+            raise StartupError(
+                f"the HTTP listener needs aiohttp ({exc}): pip install 'geartrain[http]'"
+            ) from exc
+        site = HttpSite(self)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen for HTTP: {exc}") from exc
+        self.http = site
+        self.http_addresses = site.addresses
+
+    async def _close_http(self) -> None:
+        site, self.http = self.http, None
+        if site is not None:
+            await site.close()
 
     def tune_socket(self, sock: socket.socket) -> None:
         s = self.settings
@@ -284,6 +322,8 @@ class Server:
         if graceful:
             logger.log(NOTICE, "graceful stop: not accepting connections; waiting for running jobs")
             await self._wait_for_running_jobs()
+        # Before the connections go: HTTP requests waiting for jobs are ended first.
+        await self._close_http()
         for conn in list(self.connections):
             conn.abort()
         for listener in self.listeners:

@@ -77,6 +77,14 @@ class Settings:
     #: Where spool files go (each is unlinked as soon as it is made, so nothing is left
     #: behind). None = ``spool`` beside the SQLite queue file, or in the state directory.
     spool_directory: str | None = None
+    #: Port of the HTTP listener (health checks, the HTTP/JSON gateway, gearmand's ``-r
+    #: http`` form); None = no HTTP listener. Needs the ``http`` extra (aiohttp).
+    http_port: int | None = None
+    #: Addresses the HTTP listener binds; empty = the same as ``listen``.
+    http_listen: list[str] = field(default_factory=list)
+    #: Longest an HTTP request waits for its foreground job, in seconds; a request may ask
+    #: for less. 0 = as long as the client waits (a proxy in front usually gives up first).
+    http_job_timeout: float = 0.0
     #: Log level name (gearmand's names); NOTICE logs start-up and shutdown.
     verbose: str = "NOTICE"
     #: Log file; None or "stderr" = standard error, "none" = no log.
@@ -139,6 +147,10 @@ class Settings:
             raise ValueError(f"unknown log level {self.verbose!r}; use one of {list(LEVELS)}")
         if not 0 <= self.port < 65536:  # 0 = any free port (tests)
             raise ValueError(f"port {self.port} out of range")
+        if self.http_port is not None and not 0 <= self.http_port < 65536:
+            raise ValueError(f"http-port {self.http_port} out of range")
+        if not 0 <= self.http_job_timeout < float("inf"):
+            raise ValueError("http-job-timeout must be 0 (no limit) or a number of seconds")
         if len(self.handle_prefix()) >= 52:
             raise ValueError("job handle prefix too long: handles must stay under 64 bytes")
         if self.job_retries < 0 or self.worker_wakeup < 0:

@@ -342,6 +342,10 @@ class GroupCommitStore(ABC):
                 )
             await asyncio.sleep(0.1)
 
+    @abstractmethod
+    async def _ping(self) -> None:
+        """One cheap round trip on the connection (called under the I/O lock)."""
+
     def _chunk_size(self) -> int:
         """Bytes per stored chunk (a backend may lower it to what it can take)."""
         return self.chunk_bytes
@@ -469,6 +473,22 @@ class GroupCommitStore(ABC):
                 f"job id {job.id} is outside the {self.name} queue's range [0, {self.max_job_id})"
             )
         return None
+
+    async def ping(self) -> None:
+        if self._writer is None or self._closing:
+            raise QueueError(f"{self.name}: queue is not open")
+        if self._down_reason is not None:
+            raise QueueError(f"{self.name} unavailable: {self._down_reason}")
+        if self._io_lock.locked():
+            # A write is in flight on the connection: it proves or disproves reachability
+            # itself (a write that hangs times out and marks the store down), and a probe
+            # must not queue behind a large batch.
+            return
+        try:
+            async with self._io_lock, asyncio.timeout(self.timeout):
+                await self._ping()
+        except Exception as exc:
+            raise QueueError(f"{self.name} unreachable: {describe(exc)}") from exc
 
     def add(self, job: StoredJob) -> Awaitable[None]:
         return self.add_many([job])

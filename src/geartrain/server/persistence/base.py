@@ -32,6 +32,9 @@ Contract (what every backend guarantees, and what the contract tests check):
 * Records are keyed by ``id``, an integer the server assigns (monotonic across
   restarts: the server continues from the largest id it loaded). Never by unique:
   empty and ``-`` uniques must not collide.
+* ``ping`` is one cheap round trip to the backend (``SELECT 1``, ``PING``), raising
+  :class:`QueueError` when it is not open, is down or does not answer; readiness probes
+  call it, so it must never wait long behind a write.
 * A backend that loses its connection reconnects by itself with backoff; while it
   is down, ``add`` fails fast with :class:`QueueError`, and queued removes are kept
   and retried.
@@ -128,6 +131,13 @@ class QueueStore(Protocol):
 
     def update_retries(self, job_id: int, retries: int) -> None:
         """Record that a job was requeued ``retries`` times (asynchronous)."""
+
+    async def ping(self) -> None:
+        """Check cheaply that the backend is reachable (for readiness probes).
+
+        Raises:
+            QueueError: the store is not open, is down, or did not answer.
+        """
 
     async def close(self) -> None:
         """Flush pending writes and disconnect."""

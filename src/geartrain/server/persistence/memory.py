@@ -65,6 +65,9 @@ class MemoryStore(GroupCommitStore):
     async def _create(self) -> None:
         return None
 
+    async def _ping(self) -> None:
+        self._check_connected()
+
     async def _load(self) -> list[StoredJob]:
         self._check_connected()
         return [self.backing.jobs[key] for key in sorted(self.backing.jobs)]

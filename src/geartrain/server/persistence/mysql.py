@@ -203,6 +203,11 @@ class MysqlStore(GroupCommitStore):
             )
         await con.commit()
 
+    async def _ping(self) -> None:
+        async with self._connection().cursor() as cur:
+            await cur.execute("SELECT 1")
+            await cur.fetchone()
+
     async def _create(self) -> None:
         con = self._connection()
         async with con.cursor() as cur:

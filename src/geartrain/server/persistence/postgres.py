@@ -157,6 +157,9 @@ class PostgresStore(GroupCommitStore):
     async def _release_claim(self) -> None:
         await self._connection().execute("SELECT pg_advisory_unlock($1)", self.claim_key)
 
+    async def _ping(self) -> None:
+        await self._connection().execute("SELECT 1")
+
     async def _create(self) -> None:
         await self._connection().execute(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("

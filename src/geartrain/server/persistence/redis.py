@@ -263,6 +263,12 @@ class RedisStore(GroupCommitStore):
         await writer.send_command(*command)
         return await writer.read_response()
 
+    async def _ping(self) -> None:
+        # On the write connection: the client's pool would quietly open a fresh one.
+        writer = await self._live_writer()
+        await writer.send_command("PING", check_health=False)
+        await writer.read_response()
+
     async def _live_writer(self) -> AbstractConnection:
         """The write connection, checked: one the server closed is reported as lost.
 

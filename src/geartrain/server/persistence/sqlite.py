@@ -210,6 +210,9 @@ class SqliteStore(GroupCommitStore):
         )
         self._maybe_written = False
 
+    async def _ping(self) -> None:
+        await self._request("ping")
+
     async def _chunked_ids(self) -> set[int]:
         return set(await self._request("chunked"))
 

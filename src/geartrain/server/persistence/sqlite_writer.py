@@ -24,6 +24,7 @@ answered before the next is read:
   limit.
 * ``("load",)`` answers ``("rows", flat)`` chunks of flattened rows in id order, then
   ``("ok", None)``.
+* ``("ping",)`` runs ``SELECT 1`` on the open file and answers ``("ok", None)``.
 * ``("chunked",)`` answers the list of job ids that have stored chunks.
 * ``("chunk", job_id, seq)`` answers one stored chunk of a large payload, or None.
 * ``("write", removes, flat_adds, replace, retries, chunk_removes, chunks)`` applies one
@@ -160,6 +161,9 @@ class QueueFile:
         cursor = self._connection().execute(f"SELECT {self.columns} FROM {self.table} ORDER BY id")
         while rows := cursor.fetchmany(LOAD_CHUNK):
             yield [value for row in rows for value in row]
+
+    def ping(self) -> None:
+        self._connection().execute("SELECT 1").fetchone()
 
     def chunked(self) -> list[int]:
         cursor = self._connection().execute(f"SELECT DISTINCT job_id FROM {self.chunks_table}")
@@ -399,6 +403,9 @@ def serve(queue: QueueFile, requests: BinaryIO, replies: BinaryIO) -> None:
             elif command == "load":
                 for flat in queue.load():
                     replies.write(pack_message(("rows", flat)))
+                reply = ("ok", None)
+            elif command == "ping":
+                queue.ping()
                 reply = ("ok", None)
             elif command == "chunked":
                 reply = ("ok", queue.chunked())

@@ -171,7 +171,8 @@ async function findJob(event) {
 async function cancelJob() {
   if (!shownJob) return;
   const handle = shownJob.handle;
-  const reply = await fetch(API + "jobs/" + encodeURIComponent(handle) + "/cancel", { method: "POST" });
+  // The gateway's cancel: queued and delayed jobs only, as for any HTTP caller.
+  const reply = await fetch("v1/jobs/" + encodeURIComponent(handle), { method: "DELETE" });
   const body = await reply.json();
   if (reply.ok) {
     document.getElementById("job").hidden = true;
