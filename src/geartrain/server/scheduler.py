@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -49,6 +50,7 @@ from geartrain.protocol.numbers import parse_c_int
 from geartrain.protocol.spool import Spooled
 
 from . import replies
+from .counters import JOB_SECONDS
 from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
 from .persistence.base import QueueError, QueueStore, StoredJob
@@ -111,6 +113,10 @@ class Scheduler:
         self._next_store_id = 1
         self._epoch = EpochQueue(self._epoch_due, clock, call_later)
         self._group: WriteGroup | None = None
+        #: ``time.monotonic()`` as of the read being handled, set by the connection once
+        #: per read (not per job) and by the timers here: jobs take it as their ``since``
+        #: for the wait and run time histograms.
+        self.now = time.monotonic()
 
     def use_timers(self, call_later: CallLater) -> None:
         """Set the timer factory once an event loop runs (``loop.call_later``)."""
@@ -158,6 +164,7 @@ class Scheduler:
             if existing is not None:
                 if peer is not None and not background:
                     _attach(peer, existing)
+                f.coalesced[priority] += 1
                 return existing
         limit = f.max_queue[priority]
         if limit and f.total >= limit:
@@ -168,6 +175,8 @@ class Scheduler:
             if too_large is not None:
                 return ErrorCode.QUEUE_ERROR, too_large
         job = Job(self._next_handle(), f, unique, data, priority, background)
+        job.since = self.now
+        f.submitted[priority] += 1
         if when:
             # Every queue stores whole seconds: rounded up, so that a job replayed after
             # a restart never runs early. ``due`` keeps the exact time for the timer.
@@ -316,6 +325,7 @@ class Scheduler:
     def _epoch_due(self, job: Job) -> None:
         if job.state is SCHEDULED:  # not cancelled or abandoned meanwhile
             job.function.scheduled -= 1
+            job.since = self.now = time.monotonic()  # it waits from when it is due
             self._enqueue(job)
 
     # -- workers -----------------------------------------------------------------
@@ -410,6 +420,12 @@ class Scheduler:
         f.running += 1
         job.state = RUNNING
         job.worker = peer
+        now = self.now
+        waited = now - job.since
+        waited_histogram = f.waited
+        waited_histogram.counts[bisect_left(JOB_SECONDS, waited)] += 1  # observe, inlined
+        waited_histogram.sum += waited
+        job.since = now
         peer.assigned[job] = None
         timeout = peer.abilities.get(f, 0)
         if timeout > 0 and self._call_later is not None:
@@ -422,6 +438,8 @@ class Scheduler:
         job.timer = None
         if job.worker is peer and job.state is RUNNING:
             logger.info("job %r timed out on its worker; requeued", job.handle)
+            job.function.timed_out[job.priority] += 1
+            self.now = time.monotonic()
             self._requeue(job, "timeout")
 
     def requeue(self, job: Job, reason: str) -> None:
@@ -432,6 +450,7 @@ class Scheduler:
     def _requeue(self, job: Job, reason: str) -> None:
         f = job.function
         f.running -= 1
+        f.requeued[job.priority] += 1
         if job.worker is not None:
             job.worker.assigned.pop(job, None)
             job.worker = None
@@ -442,10 +461,12 @@ class Scheduler:
         if self.job_retries and job.retries >= self.job_retries:
             logger.warning("dropped job %r after %d attempts (%s)", job.handle, job.retries, reason)
             self._forward_fail(job)
+            f.failed[job.priority] += 1
             job.state = ENDED
             self._forget(job)
             return
         job.numerator = job.denominator = 0
+        job.since = self.now
         if job.store_id and self.store is not None:
             self.store.update_retries(job.store_id, job.retries)
         self._enqueue(job)
@@ -489,10 +510,12 @@ class Scheduler:
     def work_complete(self, job: Job, data: Payload) -> None:
         if job.clients:
             self._forward(job, _WORK_COMPLETE, data)
+        job.function.completed[job.priority] += 1
         self._finish(job)
 
     def work_fail(self, job: Job) -> None:
         self._forward_fail(job)
+        job.function.failed[job.priority] += 1
         self._finish(job)
 
     def work_exception(self, job: Job, data: Payload) -> None:
@@ -509,6 +532,7 @@ class Scheduler:
                 fail = replies.work_fail(job.handle)
                 for client in plain:
                     client.send(fail)
+        job.function.exceptions[job.priority] += 1
         self._finish(job)
 
     def _forward(self, job: Job, ptype: int, data: Payload) -> None:
@@ -524,6 +548,10 @@ class Scheduler:
         worker = job.worker
         if worker is not None:
             worker.ended.append(job.handle)
+        ran = self.now - job.since
+        ran_histogram = job.function.ran
+        ran_histogram.counts[bisect_left(JOB_SECONDS, ran)] += 1  # observe, inlined
+        ran_histogram.sum += ran
         self._unlink(job)
 
     def cancel(self, handle: bytes) -> bool:
@@ -589,6 +617,7 @@ class Scheduler:
 
     def restore(self, records: list[StoredJob]) -> int:
         """Re-create stored background jobs at startup, in the order given."""
+        self.now = time.monotonic()
         for record in records:
             f = self.function(record.function)
             job = Job(
@@ -603,6 +632,7 @@ class Scheduler:
             job.reducer = record.reducer
             job.retries = record.retries
             job.store_id = record.id
+            job.since = self.now
             key = coalescing_key(record.unique, record.data)
             if key is not None and key not in f.uniques:
                 job.key = key
