@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from geartrain.protocol.constants import REQUEST_TYPES, RESPONSE_TYPES, PacketType
+from geartrain.protocol.constants import REQUEST_TYPES, RESPONSE_TYPES, ErrorCode, PacketType
 from geartrain.protocol.spool import Spooled
 
 from ..counters import Histogram
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 #: Label values of the three priorities, in the order functions count them.
 PRIORITIES = ("high", "normal", "low")
+
+#: ERROR codes the protocol defines (``ErrorCode``'s attributes).
+ERROR_CODES: tuple[bytes, ...] = tuple(
+    code for name, code in vars(ErrorCode).items() if name.isupper()
+)
 
 #: The per-function, per-priority totals: (metric name, help, Function attribute).
 JOB_TOTALS = (
@@ -193,7 +198,9 @@ class ServerCollector(Collector):
         errors = CounterMetricFamily(
             "geartrain_errors_sent", "ERROR packets sent, by code", labels=["code"]
         )
-        for code, count in sorted(counters.errors_sent.items()):
+        # Every code the protocol defines, 0 until sent, so alerts on one have a series.
+        sent = dict.fromkeys(ERROR_CODES, 0) | counters.errors_sent
+        for code, count in sent.items():
             errors.add_metric([_label(code)], count)
         yield errors
 
