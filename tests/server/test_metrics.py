@@ -23,7 +23,7 @@ from geartrain.errors import JobException, JobFailed
 from geartrain.protocol.codec import encode_request
 from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server
-from geartrain.server.counters import Histogram
+from geartrain.server.counters import REPORTED_BITS, DurationHistogram, Histogram
 from geartrain.server.metrics import exposition
 from geartrain.server.persistence import open_store
 from geartrain.worker import AsyncWorker, Job, WorkFail
@@ -372,6 +372,21 @@ def test_a_histogram_counts_a_value_on_a_bound_in_that_bucket() -> None:
         histogram.observe(observed)
     assert histogram.counts == [2, 2, 1]
     assert (histogram.count, histogram.sum) == (5, 8.0)
+    assert histogram.buckets() == [(1.0, 2), (2.0, 4), (float("inf"), 5)]
+
+
+def test_a_duration_on_a_reported_bound_is_counted_at_that_bound() -> None:
+    histogram = DurationHistogram()
+    first, second = REPORTED_BITS[:2]
+    for nanoseconds in (0, 2**first - 1, 2**first, 2**second - 1, 2**62):
+        histogram.observe(nanoseconds)
+    buckets = histogram.buckets()
+    assert buckets[0] == ((2**first - 1) / 1e9, 2)
+    assert buckets[1] == ((2**second - 1) / 1e9, 4)
+    assert buckets[-2][1] == 4
+    assert buckets[-1] == (float("inf"), 5)
+    assert len(buckets) == len(REPORTED_BITS) + 1
+    assert histogram.sum_ns == 2**first - 1 + 2**first + 2**second - 1 + 2**62
 
 
 def test_without_prometheus_client_the_error_says_what_to_install(

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 from collections import deque
-from time import monotonic
+from time import monotonic_ns
 from typing import TYPE_CHECKING, cast
 
 from geartrain.protocol.codec import AdminLine, BadPacket, Decoder, Event, Packet, Payload
@@ -205,7 +205,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._in_receive = True
         # One clock reading per read, not per job: what the jobs handled now take as their
         # time of queueing, assignment or result for the wait and run time histograms.
-        self.scheduler.now = monotonic()
+        self.scheduler.now_ns = monotonic_ns()
         received = self._counters.packets_received
         try:
             for event in events:
@@ -239,7 +239,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._held = None
         self._file_send = None
         self.server.connections.pop(self, None)
-        self.scheduler.now = monotonic()  # its jobs go back to their queues from now
+        self.scheduler.now_ns = monotonic_ns()  # its jobs go back to their queues from now
         self.scheduler.drop_peer(self)
         if exc is not None:
             logger.debug("connection from %s lost: %s", self.ip, exc)

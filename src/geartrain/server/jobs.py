@@ -12,7 +12,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from . import replies
-from .counters import JOB_SECONDS, Histogram
+from .counters import DurationHistogram
 
 if TYPE_CHECKING:
     import asyncio
@@ -51,7 +51,7 @@ class Job:
         "priority",
         "reducer",
         "retries",
-        "since",
+        "since_ns",
         "state",
         "store_id",
         "timer",
@@ -63,10 +63,10 @@ class Job:
     # An epoch job's exact due time (Unix seconds, fractions allowed); set together
     # with a non-zero ``when`` and only then, so other jobs do not pay for it.
     due: float
-    # When the job entered its queue, then when a worker took it (``Scheduler.now``), for
-    # the wait and run time histograms. Set by the scheduler, not here: every job it
+    # When the job entered its queue, then when a worker took it (``Scheduler.now_ns``),
+    # for the wait and run time histograms. Set by the scheduler, not here: every job it
     # makes gets it where it is queued.
-    since: float
+    since_ns: int
 
     def __init__(
         self,
@@ -152,8 +152,8 @@ class Function:
         self.exceptions = [0, 0, 0]
         self.timed_out = [0, 0, 0]  # CAN_DO_TIMEOUT expired (the job is requeued)
         self.requeued = [0, 0, 0]  # back in the queue: worker lost, timeout, CANT_DO
-        self.waited = Histogram(JOB_SECONDS)  # seconds queued before a worker took it
-        self.ran = Histogram(JOB_SECONDS)  # seconds from assignment to its result
+        self.waited = DurationHistogram()  # queued until a worker took it
+        self.ran = DurationHistogram()  # from assignment to its result
 
     @property
     def total(self) -> int:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -50,7 +49,6 @@ from geartrain.protocol.numbers import parse_c_int
 from geartrain.protocol.spool import Spooled
 
 from . import replies
-from .counters import JOB_SECONDS
 from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
 from .persistence.base import QueueError, QueueStore, StoredJob
@@ -113,10 +111,10 @@ class Scheduler:
         self._next_store_id = 1
         self._epoch = EpochQueue(self._epoch_due, clock, call_later)
         self._group: WriteGroup | None = None
-        #: ``time.monotonic()`` as of the read being handled, set by the connection once
-        #: per read (not per job) and by the timers here: jobs take it as their ``since``
+        #: ``time.monotonic_ns()`` as of the read being handled, set by the connection once
+        #: per read (not per job) and by the timers here: jobs take it as their ``since_ns``
         #: for the wait and run time histograms.
-        self.now = time.monotonic()
+        self.now_ns = time.monotonic_ns()
 
     def use_timers(self, call_later: CallLater) -> None:
         """Set the timer factory once an event loop runs (``loop.call_later``)."""
@@ -175,7 +173,7 @@ class Scheduler:
             if too_large is not None:
                 return ErrorCode.QUEUE_ERROR, too_large
         job = Job(self._next_handle(), f, unique, data, priority, background)
-        job.since = self.now
+        job.since_ns = self.now_ns
         f.submitted[priority] += 1
         if when:
             # Every queue stores whole seconds: rounded up, so that a job replayed after
@@ -325,7 +323,7 @@ class Scheduler:
     def _epoch_due(self, job: Job) -> None:
         if job.state is SCHEDULED:  # not cancelled or abandoned meanwhile
             job.function.scheduled -= 1
-            job.since = self.now = time.monotonic()  # it waits from when it is due
+            job.since_ns = self.now_ns = time.monotonic_ns()  # it waits from when it is due
             self._enqueue(job)
 
     # -- workers -----------------------------------------------------------------
@@ -420,12 +418,12 @@ class Scheduler:
         f.running += 1
         job.state = RUNNING
         job.worker = peer
-        now = self.now
-        waited = now - job.since
+        now = self.now_ns
+        waited = now - job.since_ns
         waited_histogram = f.waited
-        waited_histogram.counts[bisect_left(JOB_SECONDS, waited)] += 1  # observe, inlined
-        waited_histogram.sum += waited
-        job.since = now
+        waited_histogram.counts[waited.bit_length()] += 1  # observe(waited), inlined
+        waited_histogram.sum_ns += waited
+        job.since_ns = now
         peer.assigned[job] = None
         timeout = peer.abilities.get(f, 0)
         if timeout > 0 and self._call_later is not None:
@@ -439,7 +437,7 @@ class Scheduler:
         if job.worker is peer and job.state is RUNNING:
             logger.info("job %r timed out on its worker; requeued", job.handle)
             job.function.timed_out[job.priority] += 1
-            self.now = time.monotonic()
+            self.now_ns = time.monotonic_ns()
             self._requeue(job, "timeout")
 
     def requeue(self, job: Job, reason: str) -> None:
@@ -466,7 +464,7 @@ class Scheduler:
             self._forget(job)
             return
         job.numerator = job.denominator = 0
-        job.since = self.now
+        job.since_ns = self.now_ns
         if job.store_id and self.store is not None:
             self.store.update_retries(job.store_id, job.retries)
         self._enqueue(job)
@@ -548,10 +546,10 @@ class Scheduler:
         worker = job.worker
         if worker is not None:
             worker.ended.append(job.handle)
-        ran = self.now - job.since
+        ran = self.now_ns - job.since_ns
         ran_histogram = job.function.ran
-        ran_histogram.counts[bisect_left(JOB_SECONDS, ran)] += 1  # observe, inlined
-        ran_histogram.sum += ran
+        ran_histogram.counts[ran.bit_length()] += 1  # observe(ran), inlined
+        ran_histogram.sum_ns += ran
         self._unlink(job)
 
     def cancel(self, handle: bytes) -> bool:
@@ -617,7 +615,7 @@ class Scheduler:
 
     def restore(self, records: list[StoredJob]) -> int:
         """Re-create stored background jobs at startup, in the order given."""
-        self.now = time.monotonic()
+        self.now_ns = time.monotonic_ns()
         for record in records:
             f = self.function(record.function)
             job = Job(
@@ -632,7 +630,7 @@ class Scheduler:
             job.reducer = record.reducer
             job.retries = record.retries
             job.store_id = record.id
-            job.since = self.now
+            job.since_ns = self.now_ns
             key = coalescing_key(record.unique, record.data)
             if key is not None and key not in f.uniques:
                 job.key = key

@@ -17,7 +17,6 @@ from prometheus_client.registry import Collector
 from geartrain.protocol.constants import REQUEST_TYPES, RESPONSE_TYPES, ErrorCode, PacketType
 from geartrain.protocol.spool import Spooled
 
-from ..counters import Histogram
 from ..persistence._batch import GroupCommitStore
 
 if TYPE_CHECKING:
@@ -144,12 +143,12 @@ class ServerCollector(Collector):
         yield _histograms(
             "geartrain_job_wait_seconds",
             "Time from a job's queueing (or epoch time, or requeue) to its assignment",
-            [(name, f.waited) for name, f in functions],
+            [(name, f.waited.buckets(), f.waited.sum_ns / 1e9) for name, f in functions],
         )
         yield _histograms(
             "geartrain_job_run_seconds",
             "Time from a job's assignment to its worker's result (complete, fail, exception)",
-            [(name, f.ran) for name, f in functions],
+            [(name, f.ran.buckets(), f.ran.sum_ns / 1e9) for name, f in functions],
         )
 
     def _connections(self) -> Iterator[Metric]:
@@ -264,30 +263,32 @@ def _store_metrics(store: GroupCommitStore) -> Iterator[Metric]:
     yield _histograms(
         "geartrain_queue_commit_seconds",
         "Time to commit one batch, its chunks included",
-        [(store.name, store.commit_seconds)],
+        [(store.name, store.commit_seconds.buckets(), store.commit_seconds.sum)],
         label="backend",
     )
     yield _histograms(
         "geartrain_queue_batch_operations",
         "Adds, removes and retry counts per committed batch",
-        [(store.name, store.batch_operations)],
+        [(store.name, store.batch_operations.buckets(), store.batch_operations.sum)],
         label="backend",
     )
 
 
 def _histograms(
-    name: str, documentation: str, series: list[tuple[str, Histogram]], label: str = "function"
+    name: str,
+    documentation: str,
+    series: list[tuple[str, list[tuple[float, int]], float]],
+    label: str = "function",
 ) -> HistogramMetricFamily:
+    """A histogram family from (label value, cumulative buckets, sum) per series."""
     family = HistogramMetricFamily(name, documentation, labels=[label])
-    for value, histogram in series:
-        buckets: list[tuple[str, float]] = []
-        cumulative = 0
-        for bound, count in zip(histogram.bounds, histogram.counts, strict=False):
-            cumulative += count
-            buckets.append((str(bound), cumulative))  # bounds are floats: '0.001', '5.0'
-        buckets.append(("+Inf", cumulative + histogram.counts[-1]))
-        family.add_metric([value], buckets, histogram.sum)
+    for value, buckets, total in series:
+        family.add_metric([value], [(_bound(bound), count) for bound, count in buckets], total)
     return family
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 def _by_type(
