@@ -113,6 +113,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         "_out_size",
         "_paused",
         "_sendfile",
+        "_sent",
         "_write_blocked",
         "admin",
         "closed",
@@ -126,6 +127,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self.server = server
         self.scheduler = server.scheduler
         self._counters = server.counters
+        self._sent = server.counters.packets_sent  # by type number, counted per packet
         self.admin = False  # sent an admin command (its role in the metrics)
         self.exceptions = server.settings.exceptions
         settings = server.settings
@@ -263,8 +265,8 @@ class Connection(Peer, asyncio.BufferedProtocol):
     def send(self, packet: bytes) -> None:
         if self.closed:
             return
-        # Byte 7 is the low byte of the type number, and every type we send is below 256.
-        self._counters.packets_sent[packet[7]] += 1
+        # Byte 7 is the low byte of the type number; every type we send is below 64.
+        self._sent[packet[7]] += 1
         if self._held is not None:
             self._held.append(packet)
             return
@@ -295,7 +297,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
     def send_parts(self, head: bytes, data: Payload) -> None:
         if self.closed:
             return
-        self._counters.packets_sent[head[7]] += 1
+        self._sent[head[7]] += 1
         if self._held is not None:
             self._held.append(head)
             self._held.append(data)
@@ -333,7 +335,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
 
     def _count_held(self, write: WriteGroup, replies: list[bytes]) -> None:
         # Held replies bypass send: all of one type (JOB_CREATED, or ERROR if refused).
-        self._counters.packets_sent[replies[0][7]] += len(replies)
+        self._sent[replies[0][7]] += len(replies)
         if write.refused is not None:
             self._counters.error_sent(ErrorCode.QUEUE_ERROR, len(replies))
 
