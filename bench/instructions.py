@@ -1,4 +1,4 @@
-"""Instructions the server spends per background submission, counted with callgrind.
+"""Instructions the server spends per job, counted with callgrind.
 
 Throughput and CPU time on a shared 2-core VM swing by tens of percent between identical
 runs, so a change worth 5 % cannot be seen in them. Instruction counts can: this runs
@@ -7,9 +7,13 @@ sockets) under valgrind's callgrind, once with a few batches and once with more,
 reports the difference per job, which leaves out start-up and imports. Repeated runs
 agree to within about 1 %.
 
+Rows: ``none`` and ``sqlite`` count a background submission (SUBMIT_JOB_BG until its
+JOB_CREATED) in memory and with the SQLite queue; ``fg`` counts a whole foreground job in
+memory: SUBMIT_JOB, GRAB_JOB, JOB_ASSIGN, WORK_COMPLETE and its forwarding to the client.
+
     apt-get install valgrind
-    python bench/instructions.py                    # --queue none and the SQLite queue
-    python bench/instructions.py --queues none      # in memory only
+    python bench/instructions.py                    # every row
+    python bench/instructions.py --queues none      # background submission in memory only
 
 Only the server process is counted: the SQLite queue's writer process runs natively,
 outside valgrind, so its work does not appear (it runs on another core).
@@ -34,12 +38,33 @@ PAYLOAD = b"x" * 100
 COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
 
 
+def request(ptype: int, body: bytes = b"") -> bytes:
+    return b"\0REQ" + struct.pack(">II", ptype, len(body)) + body
+
+
 def batches(count: int) -> bytes:
     """``count`` batches of SUBMIT_JOB_BG requests, every job with its own unique."""
     parts = []
     for n in range(count * JOBS_PER_BATCH):
-        body = b"bench\0%036d\0" % n + PAYLOAD
-        parts.append(b"\0REQ" + struct.pack(">II", 18, len(body)) + body)
+        parts.append(request(18, b"bench\0%036d\0" % n + PAYLOAD))
+    return b"".join(parts)
+
+
+def foreground_batches(count: int, handle_prefix: bytes) -> bytes:
+    """Per batch: the client's SUBMIT_JOBs, the worker's GRAB_JOBs, then its WORK_COMPLETEs.
+
+    The handles are known in advance (``<prefix>:<n>``, n from 1), so the worker's results
+    are built here rather than by parsing JOB_ASSIGN in the process being counted.
+    """
+    parts = []
+    for batch in range(count):
+        first = batch * JOBS_PER_BATCH
+        jobs = range(first, first + JOBS_PER_BATCH)
+        submits = b"".join(request(7, b"bench\0%036d\0" % n + PAYLOAD) for n in jobs)
+        grabs = request(9) * JOBS_PER_BATCH
+        results = b"".join(request(13, b"%s:%d\0" % (handle_prefix, n + 1) + PAYLOAD) for n in jobs)
+        parts.append(struct.pack(">III", len(submits), len(grabs), len(results)))
+        parts.append(submits + grabs + results)
     return b"".join(parts)
 
 
@@ -108,6 +133,28 @@ async def drive(queue: str, data: bytes, count: int) -> None:
         await store.close()
 
 
+async def drive_foreground(data: bytes) -> None:
+    """One client and one worker connection: each batch submitted, grabbed and completed."""
+    from geartrain.server.app import Server
+    from geartrain.server.config import Settings
+    from geartrain.server.connection import Connection
+
+    server = Server(Settings())
+    done = asyncio.Event()
+    client, worker = Connection(server), Connection(server)
+    client.connection_made(_Transport(0, done))  # type: ignore[arg-type]
+    worker.connection_made(_Transport(0, done))  # type: ignore[arg-type]
+    worker.data_received(request(1, b"bench"))  # CAN_DO
+    offset = 0
+    while offset < len(data):
+        sizes = struct.unpack_from(">III", data, offset)
+        offset += 12
+        for conn, size in zip((client, worker, worker), sizes, strict=True):
+            conn.data_received(data[offset : offset + size])
+            offset += size
+        await asyncio.sleep(0)  # as between reads: let scheduled flushes run
+
+
 def child(queue: str, path: str, count: int) -> None:
     """What runs under callgrind: the server's own settings, then the load."""
     with open(path, "rb") as file:
@@ -120,7 +167,10 @@ def child(queue: str, path: str, count: int) -> None:
         pass
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)  # as `geartrain serve` sets it
-    asyncio.run(drive(queue, data, count))
+    if queue == "fg":
+        asyncio.run(drive_foreground(data))
+    else:
+        asyncio.run(drive(queue, data, count))
 
 
 def count_instructions(queue: str, path: str, count: int) -> int:
@@ -144,7 +194,7 @@ def count_instructions(queue: str, path: str, count: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--queues", default="none,sqlite", help="none and/or sqlite")
+    parser.add_argument("--queues", default="none,sqlite,fg", help="none, sqlite and/or fg")
     parser.add_argument("--batches", default="8,24", help="the two batch counts compared")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -160,18 +210,27 @@ def main() -> None:
         for queue_name in opts.queues.split(","):
             counts = []
             for count in (few, many):
-                path = os.path.join(tmp, f"batches-{count}")
+                path = os.path.join(tmp, f"batches-{queue_name}-{count}")
                 with open(path, "wb") as file:
-                    file.write(batches(count))
-                queue = "none" if queue_name == "none" else f"sqlite:///{tmp}/q-{count}.db"
+                    file.write(_load(queue_name, count))
+                queue = queue_name
+                if queue_name == "sqlite":
+                    queue = f"sqlite:///{tmp}/q-{count}.db"
                 counts.append(count_instructions(queue, path, count))
             per_job = (counts[1] - counts[0]) / ((many - few) * JOBS_PER_BATCH)
             results[queue_name] = per_job
-            print(f"{queue_name:8} {per_job:10,.0f} instructions per background submission")
-        if "none" in results and len(results) > 1:
-            for name, value in results.items():
-                if name != "none":
-                    print(f"{name:8} {value / results['none']:10.2f} x in memory")
+            what = "foreground job" if queue_name == "fg" else "background submission"
+            print(f"{queue_name:8} {per_job:10,.0f} instructions per {what}")
+        if "none" in results and "sqlite" in results:
+            print(f"{'sqlite':8} {results['sqlite'] / results['none']:10.2f} x in memory")
+
+
+def _load(row: str, count: int) -> bytes:
+    if row != "fg":
+        return batches(count)
+    from geartrain.server.config import Settings
+
+    return foreground_batches(count, Settings().handle_prefix())
 
 
 if __name__ == "__main__":

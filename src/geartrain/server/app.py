@@ -32,6 +32,7 @@ from geartrain.protocol.spool import SpoolWriter
 
 from .config import NOTICE, Settings, state_directory
 from .connection import Connection, tune_socket
+from .counters import ServerCounters
 from .persistence.base import QueueStore
 from .scheduler import Scheduler
 
@@ -74,6 +75,8 @@ class Server:
             store=store,
         )
         self.spool_directory = settings.spool_path()
+        #: Totals kept for the metrics (``geartrain.server.metrics`` reads them).
+        self.counters = ServerCounters()
         self.connections: dict[Connection, None] = {}
         self.listeners: list[asyncio.Server] = []
         #: The bound (host, port) pairs, known once started (port 0 gives the real port).
@@ -201,10 +204,11 @@ class Server:
         started = time.monotonic()
         records = await self.store.load()
         self.scheduler.restore(records)
+        elapsed = time.monotonic() - started
+        self.counters.replay_seconds = elapsed
+        self.counters.replayed_jobs = len(records)
         if records:
-            logger.log(
-                NOTICE, "replayed %d stored jobs in %.2fs", len(records), time.monotonic() - started
-            )
+            logger.log(NOTICE, "replayed %d stored jobs in %.2fs", len(records), elapsed)
 
     async def _close_after_failure(self) -> None:
         for listener in self.listeners:

@@ -26,10 +26,11 @@ import logging
 import os
 import socket
 from collections import deque
+from time import monotonic_ns
 from typing import TYPE_CHECKING, cast
 
 from geartrain.protocol.codec import AdminLine, BadPacket, Decoder, Event, Packet, Payload
-from geartrain.protocol.constants import REQ
+from geartrain.protocol.constants import REQ, ErrorCode
 from geartrain.protocol.spool import CHUNK, Spooled
 
 from .admin import run_admin
@@ -97,6 +98,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
 
     __slots__ = (
         "_close_when_sent",
+        "_counters",
         "_eof",
         "_eof_sent",
         "_file_send",
@@ -111,7 +113,9 @@ class Connection(Peer, asyncio.BufferedProtocol):
         "_out_size",
         "_paused",
         "_sendfile",
+        "_sent",
         "_write_blocked",
+        "admin",
         "closed",
         "decoder",
         "server",
@@ -122,6 +126,9 @@ class Connection(Peer, asyncio.BufferedProtocol):
         Peer.__init__(self)
         self.server = server
         self.scheduler = server.scheduler
+        self._counters = server.counters
+        self._sent = server.counters.packets_sent  # by type number, counted per packet
+        self.admin = False  # sent an admin command (its role in the metrics)
         self.exceptions = server.settings.exceptions
         settings = server.settings
         self.decoder = Decoder(
@@ -166,6 +173,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         if peer:
             self.ip = str(peer[0])
         self.server.connections[self] = None
+        self._counters.connections_accepted += 1
         logger.debug("connection from %s (fd %d)", self.ip, self.fd)
 
     # Reads go into our own buffer (BufferedProtocol), and the rest of a large body
@@ -181,6 +189,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         return _READ_BUFFER
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._counters.bytes_received += nbytes
         if self._into_body:
             self._handle(self.decoder.body_filled(nbytes))
         elif self.decoder.spooling:
@@ -191,16 +200,24 @@ class Connection(Peer, asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed bytes as if read from the socket (tests drive a connection this way)."""
+        self._counters.bytes_received += len(data)
         self._handle(self.decoder.feed(data))
 
     def _handle(self, events: list[Event]) -> None:
         self._in_receive = True
+        # One clock reading per read, not per job: what the jobs handled now take as their
+        # time of queueing, assignment or result for the wait and run time histograms.
+        self.scheduler.now_ns = monotonic_ns()
+        received = self._counters.packets_received
         try:
             for event in events:
                 if isinstance(event, Packet):
-                    HANDLERS[event.type](self, event)
+                    ptype = event.type
+                    received[ptype] += 1
+                    HANDLERS[ptype](self, event)
                 elif isinstance(event, AdminLine):
-                    self.send(run_admin(self, event.line))
+                    self.admin = True
+                    self._send_admin(run_admin(self, event.line))
                 else:
                     self._bad_packet(event)
         finally:
@@ -224,6 +241,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._held = None
         self._file_send = None
         self.server.connections.pop(self, None)
+        self.scheduler.now_ns = monotonic_ns()  # its jobs go back to their queues from now
         self.scheduler.drop_peer(self)
         if exc is not None:
             logger.debug("connection from %s lost: %s", self.ip, exc)
@@ -247,6 +265,8 @@ class Connection(Peer, asyncio.BufferedProtocol):
     def send(self, packet: bytes) -> None:
         if self.closed:
             return
+        # Byte 7 is the low byte of the type number; every type we send is below 64.
+        self._sent[packet[7]] += 1
         if self._held is not None:
             self._held.append(packet)
             return
@@ -256,9 +276,28 @@ class Connection(Peer, asyncio.BufferedProtocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
+    def _send_admin(self, reply: bytes) -> None:
+        """Queue an admin reply as ``send`` queues a packet, but not counted as one.
+
+        Only called while a read is handled, which flushes when it is done.
+        """
+        if self.closed:
+            return
+        if self._held is not None:
+            self._held.append(reply)
+            return
+        self._out.append(reply)
+        self._out_size += len(reply)
+
+    def send_error(self, code: bytes, text: bytes) -> None:
+        if not self.closed:
+            self._counters.error_sent(code)
+        Peer.send_error(self, code, text)
+
     def send_parts(self, head: bytes, data: Payload) -> None:
         if self.closed:
             return
+        self._sent[head[7]] += 1
         if self._held is not None:
             self._held.append(head)
             self._held.append(data)
@@ -294,6 +333,12 @@ class Connection(Peer, asyncio.BufferedProtocol):
             self._paused = True
             self.transport.pause_reading()
 
+    def _count_held(self, write: WriteGroup, replies: list[bytes]) -> None:
+        # Held replies bypass send: all of one type (JOB_CREATED, or ERROR if refused).
+        self._sent[replies[0][7]] += len(replies)
+        if write.refused is not None:
+            self._counters.error_sent(ErrorCode.QUEUE_ERROR, len(replies))
+
     def _held_full(self) -> bool:
         return self._held is not None and len(self._held) > _MAX_HELD
 
@@ -310,6 +355,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
                     break
                 held.popleft()
                 replies = _settled(item.write, item.replies)
+                self._count_held(item.write, replies)
                 out.extend(replies)
                 size += sum(map(len, replies))
             else:
@@ -354,6 +400,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
 
     def _write(self, out: list[bytes | memoryview], size: int) -> None:
         assert self.transport is not None
+        self._counters.bytes_sent += size
         if len(out) == 1:
             self.transport.write(out[0])
         elif size <= _JOIN_LIMIT:
@@ -410,6 +457,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
                 transport.write(chunk)
                 sent = len(chunk)
             sending.offset += sent
+            self._counters.bytes_sent += sent
             budget -= sent
         if sending.offset >= data.size:
             self._file_send = None

@@ -12,6 +12,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from . import replies
+from .counters import DurationHistogram
 
 if TYPE_CHECKING:
     import asyncio
@@ -49,6 +50,7 @@ class Job:
         "priority",
         "reducer",
         "retries",
+        "since_ns",
         "state",
         "store_id",
         "timer",
@@ -61,6 +63,10 @@ class Job:
     # An epoch job's exact due time (Unix seconds, fractions allowed); set together
     # with a non-zero ``when`` and only then, so other jobs do not pay for it.
     due: float
+    # When the job entered its queue, then when a worker took it (``Scheduler.now_ns``),
+    # for the wait and run time histograms. Set by the scheduler, not here: every job it
+    # makes gets it where it is queued.
+    since_ns: int
 
     def __init__(
         self,
@@ -101,15 +107,24 @@ class Function:
     """A function name with its three priority queues and registered workers."""
 
     __slots__ = (
+        "coalesced",
+        "completed",
+        "exceptions",
+        "failed",
         "max_queue",
         "name",
         "queued",
         "queues",
+        "ran",
+        "requeued",
         "running",
         "scheduled",
         "sleepers",
         "storing",
+        "submitted",
+        "timed_out",
         "uniques",
+        "waited",
         "workers",
     )
 
@@ -130,6 +145,16 @@ class Function:
         self.workers: dict[Peer, None] = {}  # registered connections, in order
         self.sleepers: dict[Peer, None] = {}  # sleeping and not yet woken
         self.uniques: dict[object, Job] = {}
+        # Totals for the metrics, per priority (0 high, 1 normal, 2 low) like ``queued``.
+        self.submitted = [0, 0, 0]  # new jobs (a coalesced submission is not one)
+        self.coalesced = [0, 0, 0]  # submissions joined to a job already known
+        self.completed = [0, 0, 0]
+        self.failed = [0, 0, 0]  # WORK_FAIL, or given up after job_retries attempts
+        self.exceptions = [0, 0, 0]
+        self.timed_out = [0, 0, 0]  # CAN_DO_TIMEOUT expired (the job is requeued)
+        self.requeued = [0, 0, 0]  # back in the queue: worker lost, timeout, CANT_DO
+        self.waited = DurationHistogram()  # queued until a worker took it
+        self.ran = DurationHistogram()  # from assignment to its result
 
     @property
     def total(self) -> int:

@@ -111,6 +111,10 @@ class Scheduler:
         self._next_store_id = 1
         self._epoch = EpochQueue(self._epoch_due, clock, call_later)
         self._group: WriteGroup | None = None
+        #: ``time.monotonic_ns()`` as of the read being handled, set by the connection once
+        #: per read (not per job) and by the timers here: jobs take it as their ``since_ns``
+        #: for the wait and run time histograms.
+        self.now_ns = time.monotonic_ns()
 
     def use_timers(self, call_later: CallLater) -> None:
         """Set the timer factory once an event loop runs (``loop.call_later``)."""
@@ -156,6 +160,7 @@ class Scheduler:
         if key is not None:
             existing = f.uniques.get(key)
             if existing is not None:
+                f.coalesced[priority] += 1
                 return _coalesced(peer, existing, background)
         limit = f.max_queue[priority]
         if limit and f.total >= limit:
@@ -169,6 +174,8 @@ class Scheduler:
             if refused is not None:
                 return refused
         job = Job(self._next_handle(), f, unique, data, priority, background)
+        job.since_ns = self.now_ns
+        f.submitted[priority] += 1
         if when:
             job.when = epoch
             job.due = when
@@ -314,6 +321,7 @@ class Scheduler:
     def _epoch_due(self, job: Job) -> None:
         if job.state is SCHEDULED:  # not cancelled or abandoned meanwhile
             job.function.scheduled -= 1
+            job.since_ns = self.now_ns = time.monotonic_ns()  # it waits from when it is due
             self._enqueue(job)
 
     # -- workers -----------------------------------------------------------------
@@ -409,6 +417,12 @@ class Scheduler:
         f.running += 1
         job.state = RUNNING
         job.worker = peer
+        now = self.now_ns
+        waited = now - job.since_ns
+        waited_histogram = f.waited
+        waited_histogram.counts[waited.bit_length()] += 1  # observe(waited), inlined
+        waited_histogram.sum_ns += waited
+        job.since_ns = now
         peer.assigned[job] = None
         timeout = peer.abilities.get(f, 0)
         if timeout > 0 and self._call_later is not None:
@@ -421,6 +435,8 @@ class Scheduler:
         job.timer = None
         if job.worker is peer and job.state is RUNNING:
             logger.info("job %r timed out on its worker; requeued", job.handle)
+            job.function.timed_out[job.priority] += 1
+            self.now_ns = time.monotonic_ns()
             self._requeue(job, "timeout")
 
     def requeue(self, job: Job, reason: str) -> None:
@@ -431,15 +447,18 @@ class Scheduler:
     def _requeue(self, job: Job, reason: str) -> None:
         f = job.function
         f.running -= 1
+        f.requeued[job.priority] += 1
         _unbind(job)
         job.retries += 1
         if self.job_retries and job.retries >= self.job_retries:
             logger.warning("dropped job %r after %d attempts (%s)", job.handle, job.retries, reason)
             self._forward_fail(job)
+            f.failed[job.priority] += 1
             job.state = ENDED
             self._forget(job)
             return
         job.numerator = job.denominator = 0
+        job.since_ns = self.now_ns
         if job.store_id and self.store is not None:
             self.store.update_retries(job.store_id, job.retries)
         self._enqueue(job)
@@ -483,10 +502,12 @@ class Scheduler:
     def work_complete(self, job: Job, data: Payload) -> None:
         if job.clients:
             self._forward(job, _WORK_COMPLETE, data)
+        job.function.completed[job.priority] += 1
         self._finish(job)
 
     def work_fail(self, job: Job) -> None:
         self._forward_fail(job)
+        job.function.failed[job.priority] += 1
         self._finish(job)
 
     def work_exception(self, job: Job, data: Payload) -> None:
@@ -503,6 +524,7 @@ class Scheduler:
                 fail = replies.work_fail(job.handle)
                 for client in plain:
                     client.send(fail)
+        job.function.exceptions[job.priority] += 1
         self._finish(job)
 
     def _forward(self, job: Job, ptype: int, data: Payload) -> None:
@@ -518,6 +540,10 @@ class Scheduler:
         worker = job.worker
         if worker is not None:
             worker.ended.append(job.handle)
+        ran = self.now_ns - job.since_ns
+        ran_histogram = job.function.ran
+        ran_histogram.counts[ran.bit_length()] += 1  # observe(ran), inlined
+        ran_histogram.sum_ns += ran
         self._unlink(job)
 
     def cancel(self, handle: bytes) -> bool:
@@ -578,6 +604,7 @@ class Scheduler:
 
     def restore(self, records: list[StoredJob]) -> int:
         """Re-create stored background jobs at startup, in the order given."""
+        self.now_ns = time.monotonic_ns()
         for record in records:
             f = self.function(record.function)
             job = Job(
@@ -592,6 +619,7 @@ class Scheduler:
             job.reducer = record.reducer
             job.retries = record.retries
             job.store_id = record.id
+            job.since_ns = self.now_ns
             key = coalescing_key(record.unique, record.data)
             if key is not None and key not in f.uniques:
                 job.key = key

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -142,6 +143,9 @@ class Gateway:
 
     def _submit(self, peer: HttpPeer | None, submission: Submission, workload: Payload) -> Job:
         s = submission
+        # A Gearman connection sets the scheduler's clock once per read; do the same,
+        # so that this job's queue wait starts now.
+        self.scheduler.now_ns = time.monotonic_ns()
         result = self.scheduler.submit(
             peer, s.function, s.unique, workload, s.priority, s.background
         )

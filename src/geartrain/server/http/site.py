@@ -12,6 +12,7 @@ from aiohttp import web
 from ..config import NOTICE
 from ..status import DepthHistory
 from .gateway import Gateway
+from .metrics_route import metrics_route
 from .routes import build_app
 from .status_page import status_page
 
@@ -55,7 +56,11 @@ class HttpSite:
         settings = self.server.settings
         assert settings.http_port is not None
         runner = web.AppRunner(
-            build_app(self.server, self._gateway, [status_page(self.server, self.history)]),
+            build_app(
+                self.server,
+                self._gateway,
+                [metrics_route(self.server), status_page(self.server, self.history)],
+            ),
             handle_signals=False,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
             # A client that goes away cancels its handler, which detaches its peer.

@@ -74,6 +74,7 @@ from typing import TypedDict
 
 from geartrain.protocol.spool import Spooled, SpoolWriter
 
+from ..counters import BATCH_OPERATIONS, COMMIT_SECONDS, Histogram
 from .base import QueueError, QueueInUse, StoredJob, row_size
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,8 @@ class GroupCommitStore(ABC):
         commits: batches written successfully (one transaction or pipeline each).
         failed_batches: batches whose write raised.
         reconnects: successful reconnections after a lost connection.
+        commit_seconds: how long each committed batch took, its chunks included.
+        batch_operations: adds, removes and retry counts per committed batch.
     """
 
     #: Name used in error messages, e.g. "sqlite", "postgres".
@@ -251,6 +254,8 @@ class GroupCommitStore(ABC):
         self.commits = 0
         self.failed_batches = 0
         self.reconnects = 0
+        self.commit_seconds = Histogram(COMMIT_SECONDS)
+        self.batch_operations = Histogram(BATCH_OPERATIONS)
         # Three queues rather than one list of operations: a remove is one int appended
         # (one per finished job, so it must be cheap), and retry counts only ever need
         # the latest value per job. Ordering across them does not matter (see the
@@ -370,6 +375,14 @@ class GroupCommitStore(ABC):
     def outstanding(self) -> int:
         """Operations accepted but not yet written (adds count once per call)."""
         return len(self._adds) + len(self._removes) + len(self._retries)
+
+    @property
+    def in_flight(self) -> int:
+        """Operations in the batches being written now (each job of an add counts)."""
+        return sum(
+            sum(len(add.jobs) for add in taken.adds) + len(taken.removes) + len(taken.retries)
+            for taken in self._in_flight
+        )
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -707,7 +720,10 @@ class GroupCommitStore(ABC):
             return
         if batch.chunk_removes:
             chunked.difference_update(batch.chunk_removes)
+        elapsed = time.perf_counter() - started
         self.commits += 1
+        self.commit_seconds.observe(elapsed)
+        self.batch_operations.observe(len(batch.adds) + len(batch.removes) + len(batch.retries))
         self._failures = 0
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -716,7 +732,7 @@ class GroupCommitStore(ABC):
                 len(batch.adds),
                 len(batch.removes),
                 len(batch.retries),
-                (time.perf_counter() - started) * 1e3,
+                elapsed * 1e3,
             )
         for add in taken.adds:
             add.settle(None)
