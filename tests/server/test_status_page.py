@@ -84,6 +84,11 @@ async def test_the_picture_counts_what_the_admin_protocol_counts(
     }
     from_page = {f["name"]: [f["total"], f["running"], f["workers"]] for f in picture["functions"]}
     assert from_page == from_admin == {"resize": [6, 1, 1], "thumbnail": [2, 0, 1]}
+    totals = {
+        f["name"]: [f["submitted_total"], f["completed_total"], f["failed_total"]]
+        for f in picture["functions"]
+    }
+    assert totals == {"resize": [6, 0, 0], "thumbnail": [2, 0, 0]}
     (shown,) = picture["workers"]
     assert shown["client_id"] == "worker-1"
     assert shown["functions"] == ["resize", "thumbnail"]
@@ -176,7 +181,7 @@ async def test_the_page_in_a_browser_shows_what_gearadmin_shows_and_cancels_a_jo
         from playwright.async_api import async_playwright
     except ImportError:
         pytest.skip(f"playwright {MISSING}: pip install playwright")
-    _, _, queued = await workload(connect)
+    _, worker, queued = await workload(connect)
     expected = await _gearadmin_status(server.port)
     assert expected == {"resize": [6, 1, 1], "thumbnail": [2, 0, 1]}
 
@@ -194,11 +199,20 @@ async def test_the_page_in_a_browser_shows_what_gearadmin_shows_and_cancels_a_jo
                 assert await row.locator('[data-field="workers"]').inner_text() == str(workers)
                 waiting = await row.locator('[data-field="waiting"]').inner_text()
                 assert waiting == str(total - running)
+            # A job completed now shows as a rate on the next poll.
+            worker.send(P.WORK_COMPLETE, b"H:test:6", data=b"done")
+            await page.wait_for_function(
+                "Number(document.querySelector("
+                "'tr[data-function=\"resize\"] [data-field=completed_rate]').textContent) > 0",
+                timeout=10_000,
+            )
+            worker.send(P.GRAB_JOB)  # the worker takes the next one: running stays 1
             worker_row = page.locator("#workers tbody tr")
             assert await worker_row.count() == 1
             assert "worker-1" in await worker_row.inner_text()
 
-            await page.fill("input[name=handle]", queued[0].decode())
+            # queued[0] now runs on the worker; the last one is still queued.
+            await page.fill("input[name=handle]", queued[-1].decode())
             await page.click("#find-job button[type=submit]")
             await page.wait_for_selector("#job:not([hidden])", timeout=10_000)
             assert await page.locator('dd[data-field="state"]').inner_text() == "queued"
@@ -209,13 +223,13 @@ async def test_the_page_in_a_browser_shows_what_gearadmin_shows_and_cancels_a_jo
                 "document.getElementById('job-message').textContent.startsWith('Cancelled')",
                 timeout=10_000,
             )
-            # The page follows on its next poll: one resize job fewer.
+            # The page follows on its next poll: one completed and one cancelled fewer.
             await page.wait_for_function(
                 "document.querySelector('tr[data-function=\"resize\"] [data-field=total]')"
-                ".textContent === '5'",
+                ".textContent === '4'",
                 timeout=10_000,
             )
         finally:
             await browser.close()
     after = await _gearadmin_status(server.port)
-    assert after == {"resize": [5, 1, 1], "thumbnail": [2, 0, 1]}
+    assert after == {"resize": [4, 1, 1], "thumbnail": [2, 0, 1]}

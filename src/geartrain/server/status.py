@@ -113,6 +113,10 @@ def function_json(f: Function) -> JSON:
         "scheduled": f.scheduled,
         "storing": f.storing,
         "max_queue": dict(zip(_PRIORITY_NAMES, f.max_queue, strict=True)),
+        # Totals since the function was first seen; the page turns them into rates.
+        "submitted_total": sum(f.submitted),
+        "completed_total": sum(f.completed),
+        "failed_total": sum(f.failed) + sum(f.exceptions),
     }
 
 

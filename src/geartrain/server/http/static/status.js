@@ -39,9 +39,21 @@ function sparkline(series) {
   return svg;
 }
 
-function drawFunctions(functions, history) {
+// The previous picture's totals and time, to turn totals into rates per second.
+let previous = { time: null, totals: new Map() };
+
+function rates(f, now) {
+  const before = previous.totals.get(f.name);
+  const seconds = previous.time === null ? 0 : now - previous.time;
+  if (!before || seconds <= 0) return ["", "", ""];
+  const rate = (key) => Math.max(0, (f[key] - before[key]) / seconds).toFixed(1);
+  return [rate("submitted_total"), rate("completed_total"), rate("failed_total")];
+}
+
+function drawFunctions(functions, history, now) {
   const body = document.querySelector("#functions tbody");
   const rows = functions.map((f) => {
+    const [submitted, completed, failed] = rates(f, now);
     const tr = document.createElement("tr");
     tr.dataset.function = f.name;
     tr.append(
@@ -54,6 +66,9 @@ function drawFunctions(functions, history) {
       number(f.queued.normal, "normal"),
       number(f.queued.low, "low"),
       number(f.scheduled, "scheduled"),
+      number(submitted, "submitted_rate"),
+      number(completed, "completed_rate"),
+      number(failed, "failed_rate"),
     );
     const chart = document.createElement("td");
     chart.appendChild(sparkline(history ? history.functions[f.name] : null));
@@ -62,6 +77,7 @@ function drawFunctions(functions, history) {
   });
   body.replaceChildren(...rows);
   document.getElementById("no-functions").hidden = functions.length > 0;
+  previous = { time: now, totals: new Map(functions.map((f) => [f.name, f])) };
 }
 
 function drawWorkers(workers) {
@@ -85,7 +101,10 @@ function drawWorkers(workers) {
 
 function drawQueue(queue) {
   const dd = document.getElementById("queue");
-  if (queue.up) {
+  if (queue.backend === "none") {
+    dd.textContent = "none (background jobs in memory only)";
+    dd.className = "";
+  } else if (queue.up) {
     dd.textContent = `${queue.backend}, up` + (queue.outstanding ? `, ${queue.outstanding} writing` : "");
     dd.className = "up";
   } else {
@@ -100,7 +119,7 @@ function draw(picture) {
   document.getElementById("connections").textContent = String(picture.connections);
   document.getElementById("updated").textContent = new Date(picture.time * 1000).toLocaleTimeString();
   drawQueue(picture.queue);
-  drawFunctions(picture.functions, picture.history);
+  drawFunctions(picture.functions, picture.history, picture.time);
   drawWorkers(picture.workers);
 }
 
