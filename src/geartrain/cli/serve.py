@@ -15,7 +15,9 @@ import click
 
 from geartrain import __version__
 from geartrain.server.config import LEVELS, NOTICE, Settings, load_file, state_directory
+from geartrain.server.tls import server_context, tls_wanted
 
+from . import tls_options
 from .gearmand_options import IGNORED, expand_option_files, gearmand_queue
 
 logger = logging.getLogger("geartrain.server")
@@ -42,10 +44,6 @@ def _gearmand_params() -> list[click.Parameter]:
         click.Option(["--hashtable-buckets"], type=int, help="(ignored)"),
         click.Option(["-r", "--protocol"], multiple=True, help="gearmand protocol module."),
         click.Option(["--http-port"], type=int, help="(ignored: no HTTP module)"),
-        click.Option(["--ssl"], is_flag=True, default=None, help="TLS (not in this version)."),
-        click.Option(["--ssl-ca-file"], help="(TLS, not in this version)"),
-        click.Option(["--ssl-certificate"], help="(TLS, not in this version)"),
-        click.Option(["--ssl-key"], help="(TLS, not in this version)"),
         click.Option(["--libsqlite3-db"], help="-q libsqlite3: the SQLite file."),
         click.Option(["--libsqlite3-table"], help="-q libsqlite3: table prefix."),
         click.Option(["--store-queue-on-shutdown"], is_flag=True, default=None, help="(always)"),
@@ -191,6 +189,8 @@ def serve(config_file: str | None, **options: Any) -> None:
         notices = _apply_gearmand_options(options)
         settings = _settings(config_file, options)
         settings.validate()
+        if tls_wanted(settings):
+            server_context(settings)  # unusable TLS files stop us here, before any fork
         if settings.user:
             _become(settings.user)
         _set_limits(settings)
@@ -224,8 +224,6 @@ def _apply_gearmand_options(options: dict[str, Any]) -> list[str]:
         if protocol.lower() != "http":
             raise ValueError(f"unknown protocol module {protocol!r} (gearmand has only http)")
         notices.append("the HTTP protocol module is not part of this version; -r http is ignored")
-    if gearmand["ssl"]:
-        raise ValueError("--ssl: TLS is not available in this version of geartrain")
     queue = options.get("queue")
     if queue is not None and "://" not in queue and queue.lower() != "none":
         plugin = gearmand_queue(queue, gearmand)
@@ -247,9 +245,10 @@ def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
     for name, value in options.items():
         if value is None or value == ():
             continue
-        values[name] = list(value) if name == "listen" else value
+        values[name] = list(value) if name in ("listen", "ssl_listen") else value
     if "port" not in values and os.environ.get("GEARMAND_PORT"):
         values["port"] = int(os.environ["GEARMAND_PORT"])
+    tls_options.server_environment(values)
     return Settings(**values)
 
 
@@ -406,6 +405,7 @@ def _notify(fd: int, message: bytes) -> None:
         os.close(fd)
 
 
+serve.params.extend(tls_options.server_params())
 serve.params.extend(_GEARMAND_PARAMS)
 
 

@@ -33,6 +33,7 @@ from .config import NOTICE, Settings, state_directory
 from .connection import Connection, tune_socket
 from .persistence.base import QueueStore
 from .scheduler import Scheduler
+from .tls import Handshake, ServerTLS, TLSConfigError, tls_wanted
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ class Server:
         self.listeners: list[asyncio.Server] = []
         #: The bound (host, port) pairs, known once started (port 0 gives the real port).
         self.addresses: list[tuple[str, int]] = []
+        #: Those of ``addresses`` that speak TLS (``ssl`` or ``ssl_port``).
+        self.tls_addresses: list[tuple[str, int]] = []
+        #: The TLS context and handshakes in progress, once started with TLS.
+        self.tls: ServerTLS | None = None
         #: Set once the server listens (after the replay); ``await server.started.wait()``.
         self.started = asyncio.Event()
         #: Called on SIGHUP; None reopens the root logger's log files.
@@ -156,6 +161,7 @@ class Server:
         loop = asyncio.get_running_loop()
         self.scheduler.use_timers(loop.call_later)
         try:
+            self._set_up_tls()
             await self._open_store()
             await self._replay()
             await self._listen(loop)
@@ -199,24 +205,48 @@ class Server:
             with contextlib.suppress(Exception):
                 await self.store.close()
 
+    def _set_up_tls(self) -> None:
+        if not tls_wanted(self.settings):
+            return
+        try:
+            self.tls = ServerTLS(self.settings)  # read now: a bad file must stop start-up
+        except TLSConfigError as exc:
+            raise StartupError(str(exc)) from exc
+
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
-        hosts: list[str | None] = list(self.settings.listen) or [None]
+        settings = self.settings
+        hosts: list[str | None] = list(settings.listen) or [None]
         for host in hosts:
-            try:
-                listener = await loop.create_server(
-                    lambda: Connection(self),
-                    host=host,
-                    port=self.settings.port,
-                    backlog=self.settings.backlog,
-                    reuse_address=True,
-                )
-            except OSError as exc:
-                raise StartupError(f"cannot listen: {exc}") from exc
-            self.listeners.append(listener)
-            for sock in listener.sockets:
-                address = sock.getsockname()
-                self.addresses.append((str(address[0]), int(address[1])))
-                logger.log(NOTICE, "listening on %s port %d", address[0], address[1])
+            await self._listen_on(loop, host, settings.port, tls=settings.ssl)
+        if settings.ssl_port is not None:
+            tls_hosts: list[str | None] = list(settings.ssl_listen) or hosts
+            for host in tls_hosts:
+                await self._listen_on(loop, host, settings.ssl_port, tls=True)
+
+    async def _listen_on(
+        self, loop: asyncio.AbstractEventLoop, host: str | None, port: int, tls: bool
+    ) -> None:
+        tls_state = self.tls if tls else None
+
+        def accept() -> asyncio.BaseProtocol:
+            if tls_state is None:
+                return Connection(self)
+            return Handshake(tls_state, lambda: Connection(self))
+
+        try:
+            listener = await loop.create_server(
+                accept, host=host, port=port, backlog=self.settings.backlog, reuse_address=True
+            )
+        except OSError as exc:
+            raise StartupError(f"cannot listen: {exc}") from exc
+        self.listeners.append(listener)
+        for sock in listener.sockets:
+            address = sock.getsockname()
+            self.addresses.append((str(address[0]), int(address[1])))
+            if tls:
+                self.tls_addresses.append(self.addresses[-1])
+            kind = "TLS " if tls else ""
+            logger.log(NOTICE, "listening %son %s port %d", kind, address[0], address[1])
 
     def tune_socket(self, sock: socket.socket) -> None:
         s = self.settings
@@ -241,6 +271,7 @@ class Server:
             # doing: hand the work to the loop instead of doing it here.
             if signum == signal.SIGHUP:
                 loop.call_soon_threadsafe(self._reopen_log)
+                loop.call_soon_threadsafe(self.reload_tls)
             else:
                 loop.call_soon_threadsafe(self.request_stop, _STOP_SIGNALS[signum])
 
@@ -257,6 +288,17 @@ class Server:
             logger.log(NOTICE, "log file reopened")
         elif _reopen_log_files():
             logger.log(NOTICE, "log file reopened")
+
+    def reload_tls(self) -> bool:
+        """Read the TLS certificate, key and CA files again (SIGHUP does this).
+
+        New connections use the new files; established ones are not disturbed. Files
+        that cannot be loaded leave the old ones in use (logged as an error).
+
+        Returns:
+            whether new files were taken; False too when the server has no TLS listener.
+        """
+        return self.tls is not None and self.tls.reload()
 
     # -- stop ------------------------------------------------------------------------
 
@@ -281,6 +323,8 @@ class Server:
         """
         for listener in self.listeners:
             listener.close()
+        if self.tls is not None:
+            self.tls.abort_pending()
         if graceful:
             logger.log(NOTICE, "graceful stop: not accepting connections; waiting for running jobs")
             await self._wait_for_running_jobs()
