@@ -208,6 +208,9 @@ class Server:
     def _set_up_tls(self) -> None:
         if not tls_wanted(self.settings):
             return
+        if not isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
+            # uvloop's start_tls never completes a server-side handshake.
+            raise StartupError("TLS listeners need asyncio's own event loop, not uvloop")
         try:
             self.tls = ServerTLS(self.settings)  # read now: a bad file must stop start-up
         except TLSConfigError as exc:
@@ -424,7 +427,7 @@ def run(
 ) -> None:
     """Run a server in this process until it is stopped (``geartrain serve`` calls this).
 
-    Uses uvloop when installed and tunes the garbage collector for a long-lived server
+    Uses uvloop when installed (unless a listener speaks TLS) and tunes the garbage collector for a long-lived server
     (both process-wide), then runs :meth:`Server.serve` in a new event loop.
 
     Args:
@@ -436,7 +439,12 @@ def run(
     Raises:
         StartupError: the server could not start.
     """
-    _use_uvloop()
+    if tls_wanted(settings):
+        # uvloop's start_tls does not complete server-side handshakes (they time out), and
+        # TLS listeners need it (see tls.py): asyncio's own loop serves them.
+        logger.info("TLS listeners: using asyncio's event loop, not uvloop")
+    else:
+        _use_uvloop()
     _tune_gc()
     asyncio.run(_run(Server(settings), install_signal_handlers, on_started))
 
