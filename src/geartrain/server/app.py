@@ -427,8 +427,9 @@ def run(
 ) -> None:
     """Run a server in this process until it is stopped (``geartrain serve`` calls this).
 
-    Uses uvloop when installed (unless a listener speaks TLS) and tunes the garbage collector for a long-lived server
-    (both process-wide), then runs :meth:`Server.serve` in a new event loop.
+    Uses uvloop when installed (unless a listener speaks TLS) and tunes the garbage
+    collector for a long-lived server (both process-wide), then runs :meth:`Server.serve`
+    in a new event loop.
 
     Args:
         settings: the server's settings; ``settings.queue`` is opened at start-up.
