@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,9 @@ import pytest
 
 from geartrain.server.app import Server
 from geartrain.server.config import Settings
-from tests.tls.pki import PKI, make_pki
+from tests.interop.helpers import Processes
+from tests.support import ServerProcess, start_geartrain
+from tests.tls.pki import PKI, ClientFiles, make_pki
 
 StartServer = Callable[..., AbstractAsyncContextManager[Server]]
 
@@ -52,3 +54,36 @@ def tls_server(pki: PKI) -> StartServer:
             await serving
 
     return start
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    """Background programs (workers, real clients); whatever still runs is stopped after."""
+    group = Processes()
+    yield group
+    group.stop_all()
+
+
+@pytest.fixture
+def tls_process(pki: PKI) -> Iterator[Callable[..., ServerProcess]]:
+    """Start ``geartrain serve --ssl`` with ``pki``'s files and extra options; stopped after."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        server = start_geartrain(args=["--ssl", *pki.server_args(), *args])
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def gearman_environment(pki: PKI, monkeypatch: pytest.MonkeyPatch) -> ClientFiles:
+    """libgearman's variables name our CA and a client certificate (CN gearman-client)."""
+    client = pki.client("gearman-client")
+    monkeypatch.setenv("GEARMAND_CA_CERTIFICATE", str(pki.ca_file))
+    monkeypatch.setenv("GEARMAN_CLIENT_PEM", str(client.certificate))
+    monkeypatch.setenv("GEARMAN_CLIENT_KEY", str(client.key))
+    return client
