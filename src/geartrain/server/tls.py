@@ -224,7 +224,7 @@ class Handshake(asyncio.Protocol):
             )
         except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
             logger.log(NOTICE, "TLS handshake with %s failed: %s", self.peer, _reason(exc))
-            self.transport.abort()
+            self.transport.close()  # not abort: the TLS alert saying why may still go out
             return
         finally:
             self.tls.pending.pop(self, None)
