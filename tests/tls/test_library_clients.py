@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
 import geartrain
 from geartrain.admin import AsyncAdminClient
-from geartrain.client import AsyncClient
+from geartrain.client import AsyncClient, Client
 from geartrain.server.app import Server
 from geartrain.tls import TLSOptions
-from geartrain.worker import AsyncWorker, Job
+from geartrain.worker import AsyncWorker, Job, Worker
+from tests.support import ServerProcess
 from tests.tls.conftest import StartServer
 from tests.tls.pki import PKI
 
@@ -107,3 +109,24 @@ async def test_the_server_name_can_differ_from_the_address(
         async with AsyncAdminClient(("127.0.0.1", port), tls=wrong, timeout=5) as admin:
             with pytest.raises(Exception, match="certificate"):
                 await admin.version()
+
+
+def test_the_blocking_client_and_worker_over_tls(
+    tls_process: Callable[..., ServerProcess], pki: PKI
+) -> None:
+    server = tls_process("--ssl-verify-client", "required", "--spool-threshold", "65536")
+    address = f"{server.host}:{server.port}"
+    worker = Worker([address], tls=pki.options(pki.client("blocking-worker")))
+    worker.register("reverse", lambda job: job.payload[::-1])
+    working = threading.Thread(target=worker.work, kwargs={"max_jobs": 2, "max_time": 60})
+    working.start()
+    try:
+        with Client([address], timeout=30, tls=pki.options(pki.client("blocking-client"))) as c:
+            assert c.call("reverse", "small") == b"llams"
+            # many TLS records in one read: what select cannot see must still be delivered
+            payload = os.urandom(3 * 1024 * 1024)
+            assert c.call("reverse", payload) == payload[::-1]
+    finally:
+        working.join(30)
+        worker.close()
+    assert not working.is_alive() and worker.jobs_done == 2
