@@ -229,9 +229,10 @@ class Handshake(asyncio.Protocol):
         finally:
             self.tls.pending.pop(self, None)
         # start_tls leaves connection_made to its caller. Requests that arrived with the
-        # end of the handshake may have been handled already; their replies wait in the
-        # connection's output until this call gives it the transport.
-        if transport is not None:
+        # end of the handshake (a TLS 1.3 client writes right after its Finished) have been
+        # handled already; their replies wait in the connection's output until this call
+        # gives it the transport. A peer that left meanwhile has had connection_lost.
+        if transport is not None and not connection.closed:
             connection.connection_made(transport)
 
 
