@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from geartrain.cli import serve as serve_module
 from geartrain.cli.gearmand_options import GearmandQueue, expand_option_files, gearmand_queue
 from geartrain.cli.serve import serve
+from tests.tls.pki import make_pki
 
 
 @pytest.mark.parametrize(
@@ -106,3 +107,22 @@ def test_each_option_that_does_nothing_here_gets_its_notice() -> None:
     for notice, option in zip(notices, expected, strict=True):
         assert option in notice, notice
     assert not set(serve_module._GEARMAND_ONLY) & set(options)  # only our settings are left
+
+
+def test_gearmands_tls_options_and_variables_are_our_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = make_pki(tmp_path)
+    assert not {"ssl", "ssl_ca_file", "ssl_certificate", "ssl_key"} & set(
+        serve_module._GEARMAND_ONLY
+    )
+    monkeypatch.setenv("GEARMAND_SERVER_PEM", str(pki.server_certificate))
+    monkeypatch.setenv("GEARMAND_SERVER_KEY", str(pki.server_key))
+    monkeypatch.setenv("GEARMAND_CA_CERTIFICATE", str(pki.server_certificate))
+    settings = serve_module._settings(None, {"ssl": True, "ssl_ca_file": str(pki.ca_file)})
+    assert settings.ssl
+    assert settings.ssl_certificate == str(pki.server_certificate)
+    assert settings.ssl_key == str(pki.server_key)
+    assert settings.ssl_ca_file == str(pki.ca_file)  # the option wins over the variable
+    result = CliRunner().invoke(serve, ["--ssl", "--queue", "none", "--check-args"])
+    assert result.exit_code == 0, result.output

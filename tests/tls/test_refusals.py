@@ -179,8 +179,9 @@ async def test_a_handshake_that_never_finishes_is_cut_off(
 
 
 async def test_tls_to_a_plain_port_fails_within_the_connect_timeout(
-    tls_server: StartServer, pki: PKI
+    tls_server: StartServer, pki: PKI, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     async with tls_server(ssl_port=0) as server:
         plain = next(a for a in server.addresses if a not in server.tls_addresses)
         async with bystander(server, pki.options()):
@@ -189,3 +190,7 @@ async def test_tls_to_a_plain_port_fails_within_the_connect_timeout(
                     await admin.version()
             async with AsyncAdminClient(plain, timeout=BOUND) as admin:  # plain still works
                 assert await admin.version() == geartrain.__version__
+    # The ClientHello is no Gearman packet: the server answers ERROR and closes, which the
+    # client reports as a failed handshake.
+    assert "bad input from 127.0.0.1" in caplog.text and "INVALID_MAGIC" in caplog.text
+    assert "WRONG_VERSION_NUMBER" in caplog.text
