@@ -209,7 +209,9 @@ class Server:
         if not tls_wanted(self.settings):
             return
         if not isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
-            # uvloop's start_tls never completes a server-side handshake.
+            # uvloop starts reading an accepted socket after connection_made returns, even
+            # if it paused reading: the ClientHello reaches the accepting protocol instead
+            # of start_tls, and the handshake never completes (see tls.Handshake).
             raise StartupError("TLS listeners need asyncio's own event loop, not uvloop")
         try:
             self.tls = ServerTLS(self.settings)  # read now: a bad file must stop start-up
@@ -441,8 +443,8 @@ def run(
         StartupError: the server could not start.
     """
     if tls_wanted(settings):
-        # uvloop's start_tls does not complete server-side handshakes (they time out), and
-        # TLS listeners need it (see tls.py): asyncio's own loop serves them.
+        # TLS handshakes never complete on uvloop (see Server._set_up_tls): asyncio's own
+        # loop serves a server with a TLS listener.
         logger.info("TLS listeners: using asyncio's event loop, not uvloop")
     else:
         _use_uvloop()
