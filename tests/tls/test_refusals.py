@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import logging
 import os
+import random
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -194,3 +195,47 @@ async def test_tls_to_a_plain_port_fails_within_the_connect_timeout(
     # client reports as a failed handshake.
     assert "bad input from 127.0.0.1" in caplog.text and "INVALID_MAGIC" in caplog.text
     assert "WRONG_VERSION_NUMBER" in caplog.text
+
+
+def client_hello(pki: PKI) -> bytes:
+    """The first bytes a real TLS client sends (made in memory, no socket)."""
+    context = pki.options().context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def mutations(hello: bytes, count: int) -> list[bytes]:
+    """Truncated and bit-flipped ClientHellos, the same for every run (fixed seed)."""
+    rng = random.Random(11)
+    cuts = [hello[: rng.randrange(1, len(hello))] for _ in range(count // 2)]
+    flips = []
+    for _ in range(count - len(cuts)):
+        damaged = bytearray(hello)
+        for _ in range(rng.randrange(1, 8)):
+            damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+        flips.append(bytes(damaged))
+    return cuts + flips
+
+
+async def test_damaged_client_hellos_are_cut_off_and_the_server_carries_on(
+    tls_server: StartServer, pki: PKI, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts = mutations(client_hello(pki), 40)
+
+    async def attempt(data: bytes) -> None:
+        reader, writer = await asyncio.open_connection(*server.tls_addresses[0])
+        writer.write(data)
+        await closed_within_bound(reader)  # refused at once, or at the handshake timeout
+        writer.close()
+
+    async with (
+        tls_server(ssl=True, ssl_handshake_timeout=1.0) as server,
+        bystander(server, pki.options()),
+    ):
+        await asyncio.gather(*(attempt(data) for data in attempts))
+        assert server.tls is not None and not server.tls.pending
+        assert len(server.connections) == 1  # the bystander, nothing else got in
+    assert caplog.text.count("TLS handshake with 127.0.0.1") >= len(attempts)
