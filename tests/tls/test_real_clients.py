@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -172,3 +173,25 @@ def test_libgearman_gearman_and_gearadmin_with_s(
     procs.finish(worker)
     version = run([gearadmin, "-S", *at, "--server-version"], timeout=20)
     assert version.returncode == 0 and version.stdout.strip(), version.stderr
+
+
+def test_a_libgearman_without_tls_is_turned_away_by_a_tls_port(
+    tls_process: Callable[..., ServerProcess],
+    gearman_environment: ClientFiles,
+    tmp_path: Path,
+) -> None:
+    """What users of Debian's gearman-tools see: -S is accepted, plain text goes out, and
+    the TLS port refuses it with a logged reason instead of hanging."""
+    gearadmin = need("gearadmin", "gearman-tools")
+    if libgearman_speaks_tls():
+        pytest.skip("this libgearman speaks TLS: test_libgearman_gearman_and_gearadmin_with_s")
+    log = tmp_path / "server.log"
+    server = tls_process("--log-file", str(log))
+    result = run([gearadmin, "-S", "-h", server.host, "-p", str(server.port), "--status"])
+    assert result.returncode != 0 and b"\n.\n" not in result.stdout
+
+    def refusal_logged() -> bool:
+        # Plain text where a ClientHello should be: OpenSSL's words for it.
+        return "failed: WRONG_VERSION_NUMBER" in log.read_text()
+
+    wait_until(refusal_logged, what="the server's log of the refused handshake")
