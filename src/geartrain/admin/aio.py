@@ -8,8 +8,9 @@ import time
 from typing import TypeVar
 
 from geartrain.client.servers import Address
+from geartrain.client.transport import open_stream
 from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
-from geartrain.tls import ClientTLS, TLSArgument, open_stream
+from geartrain.tls import ClientTLS, TLSArgument
 
 from . import core
 

@@ -7,8 +7,9 @@ import time
 from typing import TypeVar
 
 from geartrain.client.servers import Address
+from geartrain.client.transport import connect
 from geartrain.errors import ConnectionLost, GeartrainTimeout
-from geartrain.tls import ClientTLS, TLSArgument, connect
+from geartrain.tls import ClientTLS, TLSArgument
 
 from . import core
 from .core import TIMEOUT, resolve

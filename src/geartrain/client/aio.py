@@ -15,8 +15,8 @@ import contextlib
 from collections.abc import AsyncIterator, Generator, Iterable, Sequence
 from typing import Any, Unpack
 
+from geartrain.client.transport import open_stream
 from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
-from geartrain.tls import open_stream
 
 from . import core
 from .core import to_bytes as _bytes

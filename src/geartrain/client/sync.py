@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Unpack
 
+from geartrain.client.transport import connect, receive
 from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
-from geartrain.tls import connect, receive
 
 from . import core
 from .core import CONNECT_TIMEOUT, RETRY_AFTER, unix_time

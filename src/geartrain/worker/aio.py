@@ -17,9 +17,9 @@ import threading
 from typing import Any, Unpack
 
 from geartrain.client.servers import Address, ServerSpec, format_address
+from geartrain.client.transport import open_stream
 from geartrain.errors import GeartrainError, WorkerAborted
 from geartrain.protocol import PacketType
-from geartrain.tls import open_stream
 
 from .core import READ_SIZE, Assignment, BaseWorker, WorkerSettings, connect_error
 from .job import Job, outcome

@@ -14,9 +14,9 @@ from types import FrameType
 from typing import Unpack
 
 from geartrain.client.servers import Address, ServerSpec, format_address
+from geartrain.client.transport import connect, receive
 from geartrain.errors import GeartrainError, WorkerAborted
 from geartrain.protocol import PacketType
-from geartrain.tls import connect, receive
 
 from .core import (
     CONNECT_TIMEOUT,
