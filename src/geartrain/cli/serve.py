@@ -189,11 +189,12 @@ def serve(config_file: str | None, **options: Any) -> None:
         notices = _apply_gearmand_options(options)
         settings = _settings(config_file, options)
         settings.validate()
-        if tls_wanted(settings):
-            server_context(settings)  # unusable TLS files stop us here, before any fork
         if settings.user:
             _become(settings.user)
         _set_limits(settings)
+        if tls_wanted(settings):
+            # As the user we run as, who rereads them on SIGHUP; before any fork.
+            server_context(settings)
         if check_only:
             return
         _default_log_file(settings)
