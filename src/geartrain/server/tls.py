@@ -241,5 +241,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:
         verify = getattr(exc, "verify_message", None)
         return f"{exc.reason}{': ' + verify if verify else ''}"
-    text = str(exc)
-    return text or type(exc).__name__
+    if isinstance(exc, ConnectionResetError) and not str(exc):
+        return "the peer closed the connection during the handshake"
+    return str(exc) or type(exc).__name__
