@@ -189,8 +189,7 @@ class Handshake(asyncio.Protocol):
         self.peer = "-"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = cast(asyncio.Transport, transport)  # a TCP socket's transport
         # Nothing may be read before start_tls takes over: the ClientHello is its to read.
         self.transport.pause_reading()
         address = transport.get_extra_info("peername")
@@ -222,7 +221,7 @@ class Handshake(asyncio.Protocol):
                 server_side=True,
                 ssl_handshake_timeout=self.tls.settings.ssl_handshake_timeout,
             )
-        except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
+        except OSError as exc:  # ssl.SSLError, a reset, the handshake timeout
             logger.log(NOTICE, "TLS handshake with %s failed: %s", self.peer, _reason(exc))
             self.transport.close()  # not abort: the TLS alert saying why may still go out
             return
