@@ -12,6 +12,7 @@ from geartrain.cli import serve as serve_module
 from geartrain.cli.gearmand_options import GearmandQueue, expand_option_files, gearmand_queue
 from geartrain.cli.serve import serve
 from geartrain.server.config import Settings
+from tests.tls.pki import make_pki
 
 
 @pytest.mark.parametrize(
@@ -155,3 +156,22 @@ def test_http_listen_addresses_repeat_and_the_config_file_sets_the_port(
 def test_http_port_out_of_range_is_refused() -> None:
     result = CliRunner().invoke(serve, ["--http-port", "70000", "--check-args"])
     assert result.exit_code == 2 and "http-port 70000 out of range" in result.output
+
+
+def test_gearmands_tls_options_and_variables_are_our_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = make_pki(tmp_path)
+    assert not {"ssl", "ssl_ca_file", "ssl_certificate", "ssl_key"} & set(
+        serve_module._GEARMAND_ONLY
+    )
+    monkeypatch.setenv("GEARMAND_SERVER_PEM", str(pki.server_certificate))
+    monkeypatch.setenv("GEARMAND_SERVER_KEY", str(pki.server_key))
+    monkeypatch.setenv("GEARMAND_CA_CERTIFICATE", str(pki.server_certificate))
+    settings = serve_module._settings(None, {"ssl": True, "ssl_ca_file": str(pki.ca_file)})
+    assert settings.ssl
+    assert settings.ssl_certificate == str(pki.server_certificate)
+    assert settings.ssl_key == str(pki.server_key)
+    assert settings.ssl_ca_file == str(pki.ca_file)  # the option wins over the variable
+    result = CliRunner().invoke(serve, ["--ssl", "--queue", "none", "--check-args"])
+    assert result.exit_code == 0, result.output

@@ -54,8 +54,8 @@ VALUES = {
 }
 #: Accepted by the parser but refused at start-up on purpose, with the reason.
 REFUSED = {
-    # Plain text where TLS was asked for is gearmand's issue #207; we say no instead.
-    "ssl": "TLS is not available",
+    # TLS without a certificate: gearmand 1.1 stays plain text (its issue #207); we refuse.
+    "ssl": "TLS needs a certificate",
 }
 
 

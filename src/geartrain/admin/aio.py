@@ -8,7 +8,9 @@ import time
 from typing import TypeVar
 
 from geartrain.client.servers import Address
+from geartrain.client.transport import open_stream
 from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
+from geartrain.tls import ClientTLS, TLSArgument
 
 from . import core
 
@@ -23,10 +25,15 @@ class AsyncAdminClient:
     """
 
     def __init__(
-        self, server: str | Address | None = None, *, timeout: float = core.TIMEOUT
+        self,
+        server: str | Address | None = None,
+        *,
+        timeout: float = core.TIMEOUT,
+        tls: TLSArgument = None,
     ) -> None:
         self.address = core.resolve(server)
         self.timeout = timeout
+        self.tls = ClientTLS.of(tls)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._protocol = core.AdminProtocol()
@@ -130,7 +137,7 @@ class AsyncAdminClient:
 
     async def _io(self, reply: core.AdminReply) -> None:
         if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(*self.address)
+            self._reader, self._writer = await open_stream(self.address, self.tls)
         assert self._reader is not None
         self._writer.write(self._protocol.data_to_send())
         while not reply.done:

@@ -7,7 +7,9 @@ import time
 from typing import TypeVar
 
 from geartrain.client.servers import Address
+from geartrain.client.transport import connect
 from geartrain.errors import ConnectionLost, GeartrainTimeout
+from geartrain.tls import ClientTLS, TLSArgument
 
 from . import core
 from .core import TIMEOUT, resolve
@@ -25,15 +27,24 @@ class AdminClient:
         server: ``host[:port]`` or ``(host, port)``; None reads the environment
             like the client does.
         timeout: seconds for connecting and for each reply.
+        tls: speak TLS: :class:`geartrain.tls.TLSOptions` or an ``ssl.SSLContext``;
+            None = plain TCP.
 
     Every method raises :class:`geartrain.errors.AdminError` when the server
     answers ``ERR``, :class:`ConnectionLost` when the connection breaks and
     :class:`GeartrainTimeout` when no reply comes in time.
     """
 
-    def __init__(self, server: str | Address | None = None, *, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        server: str | Address | None = None,
+        *,
+        timeout: float = TIMEOUT,
+        tls: TLSArgument = None,
+    ) -> None:
         self.address = resolve(server)
         self.timeout = timeout
+        self.tls = ClientTLS.of(tls)
         self._sock: socket.socket | None = None
         self._protocol = core.AdminProtocol()
 
@@ -149,7 +160,7 @@ class AdminClient:
     def _connect(self) -> socket.socket:
         if self._sock is None:
             try:
-                self._sock = socket.create_connection(self.address, timeout=self.timeout)
+                self._sock = connect(self.address, self.tls, self.timeout)
             except TimeoutError:
                 raise GeartrainTimeout(f"cannot connect to {self.address}") from None
             except OSError as exc:

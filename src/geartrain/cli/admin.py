@@ -30,6 +30,9 @@ from geartrain.admin.core import (
 )
 from geartrain.client.servers import servers_from_options
 from geartrain.errors import AdminError, GeartrainError
+from geartrain.tls import TLSOptions
+
+from . import tls_options
 
 EXIT_ERROR = 1
 EXIT_UNAVAILABLE = 3
@@ -49,13 +52,14 @@ class _Options:
     port: int | None
     json: bool
     timeout: float
+    tls: TLSOptions | None = None
 
     def client(self) -> AdminClient:
         try:
             address = servers_from_options(self.host, self.port)[0]
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
-        return AdminClient(address, timeout=self.timeout)
+        return AdminClient(address, timeout=self.timeout, tls=self.tls)
 
 
 def _jsonable(value: Any) -> Any:
@@ -114,12 +118,19 @@ def _run(ctx: click.Context, line: str, shape: Shape) -> None:
 @click.option("-p", "--port", type=int, help="Job server port (default 4730).")
 @click.option("--json", "as_json", is_flag=True, help="Print parsed results as JSON.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per reply.")
+@tls_options.client_options
 @click.pass_context
 def admin(
-    ctx: click.Context, host: str | None, port: int | None, as_json: bool, timeout: float
+    ctx: click.Context,
+    /,
+    host: str | None,
+    port: int | None,
+    as_json: bool,
+    timeout: float,
+    **tls_args: Any,
 ) -> None:
     """Query and manage a job server (gearadmin-compatible output)."""
-    ctx.obj = _Options(host, port, as_json, timeout)
+    ctx.obj = _Options(host, port, as_json, timeout, tls_options.client_tls(tls_args))
 
 
 def _simple(name: str, line: str, shape: Shape, doc: str) -> None:

@@ -40,9 +40,6 @@ IGNORED = {
         "geartrain writes every background job through before acknowledging it, so "
         "--store-queue-on-shutdown has nothing to add"
     ),
-    "ssl_ca_file": "--ssl-ca-file is ignored: TLS is not available in this version",
-    "ssl_certificate": "--ssl-certificate is ignored: TLS is not available in this version",
-    "ssl_key": "--ssl-key is ignored: TLS is not available in this version",
     "libmemcached_servers": "--libmemcached-servers is ignored (no memcached queue here)",
     "libmemcached_prefix": "--libmemcached-prefix is ignored (no memcached queue here)",
 }

@@ -24,12 +24,14 @@ def _register() -> None:
     cli.add_command(serve)
 
     from .admin import admin
+    from .certs import certs
     from .submit import submit
     from .work import work
 
     cli.add_command(submit)
     cli.add_command(work)
     cli.add_command(admin)
+    cli.add_command(certs)
 
 
 _register()

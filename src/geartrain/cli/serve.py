@@ -15,7 +15,9 @@ import click
 
 from geartrain import __version__
 from geartrain.server.config import LEVELS, NOTICE, Settings, load_file, state_directory
+from geartrain.server.tls import server_context, tls_wanted
 
+from . import tls_options
 from .gearmand_options import IGNORED, expand_option_files, gearmand_queue
 
 logger = logging.getLogger("geartrain.server")
@@ -49,10 +51,6 @@ def _gearmand_params() -> list[click.Parameter]:
             help="gearmand protocol module: http turns on the HTTP listener (port 8080 "
             "unless --http-port says otherwise).",
         ),
-        click.Option(["--ssl"], is_flag=True, default=None, help="TLS (not in this version)."),
-        click.Option(["--ssl-ca-file"], help="(TLS, not in this version)"),
-        click.Option(["--ssl-certificate"], help="(TLS, not in this version)"),
-        click.Option(["--ssl-key"], help="(TLS, not in this version)"),
         click.Option(["--libsqlite3-db"], help="-q libsqlite3: the SQLite file."),
         click.Option(["--libsqlite3-table"], help="-q libsqlite3: table prefix."),
         click.Option(["--store-queue-on-shutdown"], is_flag=True, default=None, help="(always)"),
@@ -221,6 +219,9 @@ def serve(config_file: str | None, **options: Any) -> None:
         if settings.user:
             _become(settings.user)
         _set_limits(settings)
+        if tls_wanted(settings):
+            # As the user we run as, who rereads them on SIGHUP; before any fork.
+            server_context(settings)
         if check_only:
             return
         _default_log_file(settings)
@@ -250,8 +251,6 @@ def _apply_gearmand_options(options: dict[str, Any]) -> list[str]:
     for protocol in gearmand["protocol"]:
         if protocol.lower() != "http":
             raise ValueError(f"unknown protocol module {protocol!r} (gearmand has only http)")
-    if gearmand["ssl"]:
-        raise ValueError("--ssl: TLS is not available in this version of geartrain")
     queue = options.get("queue")
     if queue is not None and "://" not in queue and queue.lower() != "none":
         plugin = gearmand_queue(queue, gearmand)
@@ -273,9 +272,10 @@ def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
     for name, value in options.items():
         if value is None or value == ():
             continue
-        values[name] = list(value) if name in ("listen", "http_listen") else value
+        values[name] = list(value) if name in ("listen", "http_listen", "ssl_listen") else value
     if "port" not in values and os.environ.get("GEARMAND_PORT"):
         values["port"] = int(os.environ["GEARMAND_PORT"])
+    tls_options.server_environment(values)
     return Settings(**values)
 
 
@@ -432,6 +432,7 @@ def _notify(fd: int, message: bytes) -> None:
         os.close(fd)
 
 
+serve.params.extend(tls_options.server_params())
 serve.params.extend(_GEARMAND_PARAMS)
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import click
 
@@ -28,6 +28,8 @@ from geartrain.errors import (
     JobError,
     ServerError,
 )
+
+from . import tls_options
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -203,6 +205,7 @@ class _Runner:
     help="Progress bar on stderr (default: when many jobs and stderr is a terminal).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Report queued background jobs.")
+@tls_options.client_options
 @click.argument("payload", nargs=-1)
 def submit(
     functions: tuple[str, ...],
@@ -222,6 +225,7 @@ def submit(
     progress: bool | None,
     verbose: bool,
     payload: tuple[str, ...],
+    **tls_args: Any,
 ) -> None:
     """Submit jobs; each PAYLOAD argument is one job, else standard input is.
 
@@ -245,7 +249,7 @@ def submit(
         servers = servers_from_options(host, port)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    with Client(servers, exceptions=True) as client:
+    with Client(servers, exceptions=True, tls=tls_options.client_tls(tls_args)) as client:
         runner = _Runner(client, prefix, background, verbose)
         bar = _Progress(total, sys.stderr) if show and total else None
         runner.progress = bar

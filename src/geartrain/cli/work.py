@@ -22,12 +22,16 @@ import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import click
 
 from geartrain.client.servers import Address, servers_from_options
 from geartrain.errors import WorkerAborted, WorkFail
+from geartrain.tls import TLSOptions
 from geartrain.worker import Job, Worker
+
+from . import tls_options
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,7 @@ class WorkConfig:
     timeout: float | None
     client_id: str | None
     poll_interval: float
+    tls: TLSOptions | None = None
 
 
 def run_command(config: WorkConfig, job: Job) -> bytes:
@@ -86,7 +91,12 @@ def _run_streaming(config: WorkConfig, job: Job) -> bytes:
 
 def run_worker(config: WorkConfig) -> int:
     """One worker process; returns its exit status."""
-    worker = Worker(config.servers, client_id=config.client_id, poll_interval=config.poll_interval)
+    worker = Worker(
+        config.servers,
+        client_id=config.client_id,
+        poll_interval=config.poll_interval,
+        tls=config.tls,
+    )
     for function in config.functions:
         worker.register(function, lambda job: run_command(config, job), timeout=config.timeout)
     limit = config.count
@@ -227,6 +237,7 @@ class Supervisor:
     show_default=True,
     help="Seconds between re-polls while idle.",
 )
+@tls_options.client_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def work(
     functions: tuple[str, ...],
@@ -242,6 +253,7 @@ def work(
     client_id: str | None,
     poll_interval: float,
     command: tuple[str, ...],
+    **tls_args: Any,
 ) -> None:
     """Serve FUNCTION jobs by running COMMAND (put it after --) once per job.
 
@@ -266,6 +278,7 @@ def work(
         timeout=timeout,
         client_id=client_id,
         poll_interval=poll_interval,
+        tls=tls_options.client_tls(tls_args),
     )
     if processes is None and max_jobs is None and max_lifetime is None:
         status = run_worker(config)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Generator, Iterable, Sequence
 from typing import Any, Unpack
 
+from geartrain.client.transport import open_stream
 from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
 
 from . import core
@@ -315,13 +315,10 @@ class AsyncClient(core.BaseClient):
                 return None
             try:
                 async with asyncio.timeout(self.connect_timeout):
-                    reader, writer = await asyncio.open_connection(*address, limit=core.READ_SIZE)
+                    reader, writer = await open_stream(address, self.tls, core.READ_SIZE)
             except (OSError, TimeoutError):
                 self.pool.connect_failed(address, loop.time())
                 return None
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.pool.connected(address)
             conn = _Connection(address, reader, writer, self._new_protocol())
             self._connections[address] = conn

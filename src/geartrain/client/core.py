@@ -35,6 +35,7 @@ from typing import TypedDict, TypeVar
 from geartrain.errors import ConnectionLost, GeartrainError, ProtocolError, ServerError
 from geartrain.protocol import RES, BadPacket, Decoder, Packet, PacketType, Priority
 from geartrain.protocol.codec import as_bytes, encode_request
+from geartrain.tls import ClientTLS, TLSArgument
 
 from .pool import CONNECT_TIMEOUT, RETRY_AFTER, ServerPool
 from .servers import Address, ServerSpec
@@ -418,8 +419,10 @@ class BaseClient:
         client_id: str | bytes | None = None,
         retry_after: float = RETRY_AFTER,
         subsecond_epoch: bool = False,
+        tls: TLSArgument = None,
     ) -> None:
         self.pool = ServerPool(servers, retry_after)
+        self.tls = ClientTLS.of(tls)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.exceptions = exceptions

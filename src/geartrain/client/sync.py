@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Unpack
 
+from geartrain.client.transport import connect, receive
 from geartrain.errors import ConnectionLost, GeartrainError, GeartrainTimeout
 
 from . import core
@@ -111,6 +112,8 @@ class Client(core.BaseClient):
             servers that read fractions (geartrain): gearmand reads whole seconds
             and would run the job up to a second early. Off, times are rounded up
             to whole seconds, so a job never runs early on any server.
+        tls: speak TLS: :class:`geartrain.tls.TLSOptions` or an ``ssl.SSLContext``;
+            None = plain TCP. The handshake counts against ``connect_timeout``.
     """
 
     def _init_io(self) -> None:
@@ -303,12 +306,10 @@ class Client(core.BaseClient):
         if respect_backoff and self.pool.is_down(address, time.monotonic()):
             return None
         try:
-            sock = socket.create_connection(address, timeout=self.connect_timeout)
+            sock = connect(address, self.tls, self.connect_timeout)
         except OSError:
             self.pool.connect_failed(address, time.monotonic())
             return None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(None)
         self.pool.connected(address)
         conn = _Connection(address, sock, self._new_protocol())
         self._connections[address] = conn
@@ -353,9 +354,11 @@ class Client(core.BaseClient):
         for key, _ in self._selector.select(timeout):
             conn: _Connection = key.data
             try:
-                data = conn.sock.recv(core.READ_SIZE)
+                data = receive(conn.sock, core.READ_SIZE)
             except OSError as exc:
                 self._lost(conn, str(exc))
+                continue
+            if data is None:  # TLS bytes that carried no message yet
                 continue
             if not data:
                 self._lost(conn, "server closed the connection")

@@ -35,6 +35,7 @@ from .connection import Connection, tune_socket
 from .counters import ServerCounters
 from .persistence.base import QueueStore
 from .scheduler import Scheduler
+from .tls import Handshake, ServerTLS, TLSConfigError, tls_wanted
 
 if TYPE_CHECKING:
     from .http.site import HttpSite
@@ -85,6 +86,10 @@ class Server:
         self.http: HttpSite | None = None
         #: The HTTP listener's bound (host, port) pairs, as ``addresses``.
         self.http_addresses: list[tuple[str, int]] = []
+        #: Those of ``addresses`` that speak TLS (``ssl`` or ``ssl_port``).
+        self.tls_addresses: list[tuple[str, int]] = []
+        #: The TLS context and handshakes in progress, once started with TLS.
+        self.tls: ServerTLS | None = None
         #: Set once the server listens (after the replay); ``await server.started.wait()``.
         self.started = asyncio.Event()
         #: Called on SIGHUP; None reopens the root logger's log files.
@@ -172,6 +177,7 @@ class Server:
         loop = asyncio.get_running_loop()
         self.scheduler.use_timers(loop.call_later)
         try:
+            self._set_up_tls()
             await self._open_store()
             await self._replay()
             await self._listen(loop)
@@ -218,24 +224,53 @@ class Server:
             with contextlib.suppress(Exception):
                 await self.store.close()
 
+    def _set_up_tls(self) -> None:
+        if not tls_wanted(self.settings):
+            return
+        if not isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
+            # uvloop starts reading an accepted socket after connection_made returns, even
+            # if it paused reading: the ClientHello reaches the accepting protocol instead
+            # of start_tls, and the handshake never completes (see tls.Handshake).
+            raise StartupError("TLS listeners need asyncio's own event loop, not uvloop")
+        try:
+            self.tls = ServerTLS(self.settings)  # read now: a bad file must stop start-up
+        except TLSConfigError as exc:
+            raise StartupError(str(exc)) from exc
+
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
-        hosts: list[str | None] = list(self.settings.listen) or [None]
+        settings = self.settings
+        hosts: list[str | None] = list(settings.listen) or [None]
         for host in hosts:
-            try:
-                listener = await loop.create_server(
-                    lambda: Connection(self),
-                    host=host,
-                    port=self.settings.port,
-                    backlog=self.settings.backlog,
-                    reuse_address=True,
-                )
-            except OSError as exc:
-                raise StartupError(f"cannot listen: {exc}") from exc
-            self.listeners.append(listener)
-            for sock in listener.sockets:
-                address = sock.getsockname()
-                self.addresses.append((str(address[0]), int(address[1])))
-                logger.log(NOTICE, "listening on %s port %d", address[0], address[1])
+            await self._listen_on(loop, host, settings.port, tls=settings.ssl)
+        if settings.ssl_port is not None:
+            tls_hosts: list[str | None] = list(settings.ssl_listen) or hosts
+            for host in tls_hosts:
+                await self._listen_on(loop, host, settings.ssl_port, tls=True)
+
+    async def _listen_on(
+        self, loop: asyncio.AbstractEventLoop, host: str | None, port: int, tls: bool
+    ) -> None:
+        tls_state = self.tls if tls else None
+
+        def accept() -> asyncio.BaseProtocol:
+            if tls_state is None:
+                return Connection(self)
+            return Handshake(tls_state, lambda: Connection(self))
+
+        try:
+            listener = await loop.create_server(
+                accept, host=host, port=port, backlog=self.settings.backlog, reuse_address=True
+            )
+        except OSError as exc:
+            raise StartupError(f"cannot listen: {exc}") from exc
+        self.listeners.append(listener)
+        for sock in listener.sockets:
+            address = sock.getsockname()
+            self.addresses.append((str(address[0]), int(address[1])))
+            if tls:
+                self.tls_addresses.append(self.addresses[-1])
+            kind = "TLS " if tls else ""
+            logger.log(NOTICE, "listening %son %s port %d", kind, address[0], address[1])
 
     async def _listen_http(self) -> None:
         """Start the HTTP listener after the Gearman ones, when a port is set."""
@@ -283,6 +318,7 @@ class Server:
             # doing: hand the work to the loop instead of doing it here.
             if signum == signal.SIGHUP:
                 loop.call_soon_threadsafe(self._reopen_log)
+                loop.call_soon_threadsafe(self.reload_tls)
             else:
                 loop.call_soon_threadsafe(self.request_stop, _STOP_SIGNALS[signum])
 
@@ -299,6 +335,17 @@ class Server:
             logger.log(NOTICE, "log file reopened")
         elif _reopen_log_files():
             logger.log(NOTICE, "log file reopened")
+
+    def reload_tls(self) -> bool:
+        """Read the TLS certificate, key and CA files again (SIGHUP does this).
+
+        New connections use the new files; established ones are not disturbed. Files
+        that cannot be loaded leave the old ones in use (logged as an error).
+
+        Returns:
+            whether new files were taken; False too when the server has no TLS listener.
+        """
+        return self.tls is not None and self.tls.reload()
 
     # -- stop ------------------------------------------------------------------------
 
@@ -323,6 +370,8 @@ class Server:
         """
         for listener in self.listeners:
             listener.close()
+        if self.tls is not None:
+            self.tls.abort_pending()
         if graceful:
             logger.log(NOTICE, "graceful stop: not accepting connections; waiting for running jobs")
             await self._wait_for_running_jobs()
@@ -424,8 +473,9 @@ def run(
 ) -> None:
     """Run a server in this process until it is stopped (``geartrain serve`` calls this).
 
-    Uses uvloop when installed and tunes the garbage collector for a long-lived server
-    (both process-wide), then runs :meth:`Server.serve` in a new event loop.
+    Uses uvloop when installed (unless a listener speaks TLS) and tunes the garbage
+    collector for a long-lived server (both process-wide), then runs :meth:`Server.serve`
+    in a new event loop.
 
     Args:
         settings: the server's settings; ``settings.queue`` is opened at start-up.
@@ -436,7 +486,12 @@ def run(
     Raises:
         StartupError: the server could not start.
     """
-    _use_uvloop()
+    if tls_wanted(settings):
+        # TLS handshakes never complete on uvloop (see Server._set_up_tls): asyncio's own
+        # loop serves a server with a TLS listener.
+        logger.info("TLS listeners: using asyncio's event loop, not uvloop")
+    else:
+        _use_uvloop()
     _tune_gc()
     asyncio.run(_run(Server(settings), install_signal_handlers, on_started))
 

@@ -111,6 +111,26 @@ class Settings:
     syslog: bool = False
     #: Let fatal signals leave a core file (raises the core size limit).
     coredump: bool = False
+    #: gearmand's --ssl: every listener on ``port`` speaks TLS only (no plain port left).
+    ssl: bool = False
+    #: A TLS listener on this port beside the plain one on ``port``; None = none.
+    ssl_port: int | None = None
+    #: Addresses of the ``ssl_port`` listener; empty = the same as ``listen``.
+    ssl_listen: list[str] = field(default_factory=list)
+    #: The server's certificate chain, PEM (it may hold the key too); read again on SIGHUP.
+    ssl_certificate: str | None = None
+    #: The certificate's private key, PEM; None = in ``ssl_certificate``.
+    ssl_key: str | None = None
+    #: CA certificates that sign client certificates, PEM (needed to verify clients).
+    ssl_ca_file: str | None = None
+    #: Client certificates: none (not asked for, as gearmand), optional (checked when
+    #: sent) or required (a handshake without a valid one fails).
+    ssl_verify_client: str = "none"
+    #: Oldest TLS version accepted: TLSv1.2 or TLSv1.3.
+    ssl_min_version: str = "TLSv1.2"
+    #: Seconds a peer has to finish its TLS handshake before it is disconnected; a
+    #: handshake is a few round trips, so 10 s allows for slow links and little else.
+    ssl_handshake_timeout: float = 10.0
 
     def queue_url(self) -> str:
         """The persistent queue to use, the default one resolved.
@@ -161,6 +181,17 @@ class Settings:
             )
         if self.spool_threshold < 65536:
             raise ValueError("spool-threshold must be at least 65536 bytes")
+        self._validate_tls()
+
+    def _validate_tls(self) -> None:
+        if self.ssl_verify_client not in ("none", "optional", "required"):
+            raise ValueError("ssl-verify-client must be none, optional or required")
+        if self.ssl_min_version not in ("TLSv1.2", "TLSv1.3"):
+            raise ValueError("ssl-min-version must be TLSv1.2 or TLSv1.3")
+        if self.ssl_port is not None and not 0 <= self.ssl_port < 65536:
+            raise ValueError(f"ssl-port {self.ssl_port} out of range")
+        if self.ssl_handshake_timeout <= 0:
+            raise ValueError("ssl-handshake-timeout must be more than 0 seconds")
 
 
 def state_directory() -> Path:

@@ -37,6 +37,7 @@ from .admin import run_admin
 from .dispatch import HANDLERS, unreadable_result
 from .jobs import Peer
 from .replies import queue_refused
+from .tls import identity_of
 
 if TYPE_CHECKING:
     from .app import Server
@@ -114,6 +115,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         "_paused",
         "_sendfile",
         "_sent",
+        "_tls",
         "_write_blocked",
         "admin",
         "closed",
@@ -147,6 +149,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._out_files = False  # whether _out holds a spooled payload
         self._file_send: _FileSend | None = None
         self._sendfile = False  # whether os.sendfile may write to our socket directly
+        self._tls = False
         self._write_blocked = False
         self._close_when_sent = False
         self._eof_sent = False  # our side was shut after a fatal error (see _close_after_error)
@@ -167,14 +170,24 @@ class Connection(Peer, asyncio.BufferedProtocol):
         if sock is not None:
             self.fd = sock.fileno()
             self.server.tune_socket(sock)
-            # sendfile bypasses the transport: only for a plain socket, never under TLS.
-            self._sendfile = transport.get_extra_info("sslcontext") is None
+        self._tls = transport.get_extra_info("sslcontext") is not None
+        # sendfile bypasses the transport: only for a plain socket, never under TLS.
+        self._sendfile = sock is not None and not self._tls
         peer = transport.get_extra_info("peername")
         if peer:
             self.ip = str(peer[0])
         self.server.connections[self] = None
         self._counters.connections_accepted += 1
-        logger.debug("connection from %s (fd %d)", self.ip, self.fd)
+        if self._tls:
+            self.identity = identity_of(transport.get_extra_info("peercert"))
+            subject = self.identity.subject if self.identity else "none"
+            logger.debug(
+                "TLS connection from %s (fd %d), certificate %s", self.ip, self.fd, subject
+            )
+        else:
+            logger.debug("connection from %s (fd %d)", self.ip, self.fd)
+        if self._out:  # replies to requests that came with the end of a TLS handshake
+            self._flush()
 
     # Reads go into our own buffer (BufferedProtocol), and the rest of a large body
     # straight into the decoder's body buffer: a 256 MiB payload is copied by the
@@ -233,7 +246,8 @@ class Connection(Peer, asyncio.BufferedProtocol):
             return True
         if self._held is None:
             self.close_after_flush()
-        return True
+        # TLS has no half-close: its transport flushes what was written and closes.
+        return None if self._tls else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

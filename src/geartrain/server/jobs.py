@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from geartrain.protocol.codec import Payload
 
     from .scheduler import Scheduler
+    from .tls import Identity
     from .writes import WriteGroup
 
 
@@ -180,6 +181,7 @@ class Peer:
         "ended",
         "exceptions",
         "fd",
+        "identity",
         "ip",
         "noop_sent",
         "rotation",
@@ -196,6 +198,8 @@ class Peer:
         self.exceptions = False
         self.fd = -1  # the socket's descriptor, as `workers` shows it
         self.ip = "-"
+        # Who the peer's verified TLS client certificate says it is; None without one.
+        self.identity: Identity | None = None
         # worker side
         self.abilities: dict[Function, int] = {}  # function -> timeout in ms (0 = none)
         self.ability_list: list[Function] = []  # same keys, for round-robin by index

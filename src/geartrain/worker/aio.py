@@ -13,11 +13,11 @@ import contextlib
 import inspect
 import logging
 import signal
-import socket
 import threading
 from typing import Any, Unpack
 
 from geartrain.client.servers import Address, ServerSpec, format_address
+from geartrain.client.transport import open_stream
 from geartrain.errors import GeartrainError, WorkerAborted
 from geartrain.protocol import PacketType
 
@@ -39,7 +39,8 @@ class AsyncWorker(BaseWorker):
         client_id: label shown by the server's ``workers`` command.
         exceptions: report unexpected exceptions as WORK_EXCEPTION (True) or WORK_FAIL.
         poll_interval: seconds after which a sleeping connection grabs anyway.
-        connect_timeout: seconds allowed per TCP connect.
+        connect_timeout: seconds allowed per TCP connect (and TLS handshake).
+        tls: as for :class:`geartrain.worker.Worker`.
     """
 
     def __init__(
@@ -162,7 +163,7 @@ class AsyncWorker(BaseWorker):
                 continue
             try:
                 async with asyncio.timeout(self.connect_timeout):
-                    reader, writer = await asyncio.open_connection(*address, limit=READ_SIZE)
+                    reader, writer = await open_stream(address, self.tls, READ_SIZE)
             except (OSError, TimeoutError) as exc:
                 error = connect_error(exc, self.connect_timeout)
                 self.unreachable.failed(address, error, loop.time())
@@ -176,9 +177,6 @@ class AsyncWorker(BaseWorker):
     async def _serve(
         self, address: Address, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._writers[address] = writer
         self.state.connection_made(address)
         self._flush()

@@ -35,6 +35,7 @@ from geartrain.client.servers import Address, ServerSpec, format_address, parse_
 from geartrain.errors import WorkFail
 from geartrain.protocol import Packet, PacketType
 from geartrain.protocol.codec import encode_request, in_memory
+from geartrain.tls import ClientTLS, TLSArgument
 
 from . import job as _job
 from .job import Job, Registration, outcome
@@ -399,13 +400,14 @@ class WorkerSettings(TypedDict, total=False):
     """Keyword arguments both workers take; documented on :class:`geartrain.worker.Worker`.
 
     Defaults: ``client_id=None``, ``exceptions=True``, ``poll_interval=POLL_INTERVAL``,
-    ``connect_timeout=CONNECT_TIMEOUT``.
+    ``connect_timeout=CONNECT_TIMEOUT``, ``tls=None`` (plain TCP).
     """
 
     client_id: str | bytes | None
     exceptions: bool
     poll_interval: float
     connect_timeout: float
+    tls: TLSArgument
 
 
 class BaseWorker:
@@ -418,6 +420,7 @@ class BaseWorker:
         self.exceptions = settings.get("exceptions", True)
         self.poll_interval = settings.get("poll_interval", POLL_INTERVAL)
         self.connect_timeout = settings.get("connect_timeout", CONNECT_TIMEOUT)
+        self.tls = ClientTLS.of(settings.get("tls"))
         self.state = WorkerState(capacity, settings.get("client_id"))
         self.registry: dict[bytes, Registration] = {}
         self.jobs_done = 0

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Unpack
 
 from geartrain.client.servers import Address, ServerSpec, format_address
+from geartrain.client.transport import connect, receive
 from geartrain.errors import GeartrainError, WorkerAborted
 from geartrain.protocol import PacketType
 
@@ -47,7 +48,9 @@ class Worker(BaseWorker):
         exceptions: report unexpected exceptions as WORK_EXCEPTION (True) or
             as WORK_FAIL (False, for clients that cannot handle exceptions).
         poll_interval: seconds after which a sleeping connection grabs anyway.
-        connect_timeout: seconds allowed per TCP connect.
+        connect_timeout: seconds allowed per TCP connect (and TLS handshake).
+        tls: speak TLS: :class:`geartrain.tls.TLSOptions` or an ``ssl.SSLContext``;
+            None = plain TCP.
     """
 
     def __init__(
@@ -200,12 +203,11 @@ class Worker(BaseWorker):
             if address in self._sockets or self.backoff.due.get(address, 0.0) > now:
                 continue
             try:
-                sock = socket.create_connection(address, timeout=self.connect_timeout)
+                sock = connect(address, self.tls, self.connect_timeout)
             except OSError as exc:
                 self.unreachable.failed(address, connect_error(exc, self.connect_timeout), now)
                 self.backoff.failed(address, now)
                 continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.unreachable.connected(address, now)
             self.backoff.succeeded(address)
             self._sockets[address] = sock
@@ -232,9 +234,11 @@ class Worker(BaseWorker):
                 continue
             address: Address = key.data
             try:
-                data = key.fileobj.recv(READ_SIZE)  # type: ignore[union-attr]
+                data = receive(key.fileobj, READ_SIZE)  # type: ignore[arg-type]
             except OSError:
                 data = b""
+            if data is None:  # TLS bytes that carried no message yet
+                continue
             if not data:
                 logger.info("lost %s", format_address(address))
                 self._drop(address, reconnect=True)
