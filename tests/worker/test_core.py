@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from geartrain.protocol import PacketType
 from geartrain.protocol.codec import Decoder, Packet, encode
-from geartrain.worker.core import Assignment, ConnState, ServerMessage, WorkerState
 from geartrain.worker.job import outcome, timeout_ms
+from geartrain.worker.protocol import Assignment, ConnState, ServerMessage, WorkerState
 
 P = PacketType
 

@@ -6,8 +6,8 @@ Both share the sans-I/O :mod:`geartrain.worker.core`. See ``docs/client.md``.
 from geartrain.errors import WorkerAborted, WorkFail
 
 from .aio import AsyncWorker
-from .core import Assignment, WorkerProtocol, WorkerState
 from .job import Job
+from .protocol import Assignment, WorkerProtocol, WorkerState
 from .sync import Worker
 
 __all__ = [

@@ -21,8 +21,9 @@ from geartrain.client.transport import open_stream
 from geartrain.errors import GeartrainError, WorkerAborted
 from geartrain.protocol import PacketType
 
-from .core import READ_SIZE, Assignment, BaseWorker, WorkerSettings, connect_error
+from .core import READ_SIZE, BaseWorker, WorkerSettings, connect_error
 from .job import Job, outcome
+from .protocol import Assignment
 
 logger = logging.getLogger(__name__)
 

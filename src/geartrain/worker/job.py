@@ -10,8 +10,8 @@ from geartrain.client.core import to_bytes
 from geartrain.errors import WorkFail
 from geartrain.protocol import PacketType
 
-if TYPE_CHECKING:  # core imports this module for BaseWorker
-    from .core import Assignment
+if TYPE_CHECKING:  # protocol imports this module for Job
+    from .protocol import Assignment
 
 P = PacketType
 

@@ -22,15 +22,14 @@ from .core import (
     CONNECT_TIMEOUT,
     POLL_INTERVAL,
     READ_SIZE,
-    Assignment,
     Backoff,
     BaseWorker,
-    ServerMessage,
     Unreachable,
     WorkerSettings,
     connect_error,
 )
 from .job import Job, outcome
+from .protocol import Assignment, ServerMessage
 
 logger = logging.getLogger(__name__)
 
