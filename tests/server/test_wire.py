@@ -331,6 +331,9 @@ class SlowStore:
     def update_retries(self, job_id: int, retries: int) -> None:
         self.rows[job_id] = self.rows[job_id]._replace(retries=retries)
 
+    def reschedule(self, job_id: int, when: int, retries: int) -> None:
+        self.rows[job_id] = self.rows[job_id]._replace(when=when, retries=retries)
+
     async def close(self) -> None:
         pass
 

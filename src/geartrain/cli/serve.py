@@ -100,6 +100,14 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
     help="Attempts before a job whose workers fail is dropped (0 = unlimited).",
 )
 @click.option(
+    "--retry",
+    multiple=True,
+    metavar="GLOB=ATTEMPTS[,OPTION=VALUE...]",
+    help="Retry failed background jobs of the functions matching GLOB, at most ATTEMPTS "
+    "runs; options backoff=exponential|fixed, min=SECONDS, max=SECONDS, "
+    "on=fail,exception,lost,timeout. Repeatable; the first match wins.",
+)
+@click.option(
     "-w", "--worker-wakeup", type=int, help="Sleeping workers woken per new job (0 = all)."
 )
 @click.option("--job-handle-prefix", help="Job handle prefix (default H:<hostname>).")
@@ -247,7 +255,7 @@ def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
     for name, value in options.items():
         if value is None or value == ():
             continue
-        values[name] = list(value) if name == "listen" else value
+        values[name] = list(value) if name in ("listen", "retry") else value
     if "port" not in values and os.environ.get("GEARMAND_PORT"):
         values["port"] = int(os.environ["GEARMAND_PORT"])
     return Settings(**values)

@@ -68,6 +68,7 @@ class Server:
             job_retries=settings.job_retries,
             worker_wakeup=settings.worker_wakeup,
             store=store,
+            retry=settings.retry_policies(),
         )
         self.spool_directory = settings.spool_path()
         self.connections: dict[Connection, None] = {}

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from geartrain.protocol.codec import Payload
 
+    from .retry import RetryPolicy
     from .scheduler import Scheduler
     from .writes import WriteGroup
 
@@ -105,6 +106,7 @@ class Function:
         "name",
         "queued",
         "queues",
+        "retry",
         "running",
         "scheduled",
         "sleepers",
@@ -130,6 +132,9 @@ class Function:
         self.workers: dict[Peer, None] = {}  # registered connections, in order
         self.sleepers: dict[Peer, None] = {}  # sleeping and not yet woken
         self.uniques: dict[object, Job] = {}
+        # The retry policy of this function's background jobs, resolved once when the
+        # function is first seen (None: a failed job ends, as on gearmand).
+        self.retry: RetryPolicy | None = None
 
     @property
     def total(self) -> int:

@@ -7,8 +7,15 @@ key, in its function's ``uniques``. A job moves through the states of
 :class:`~geartrain.server.jobs.JobState`::
 
     STORING --durable--> QUEUED / SCHEDULED --due--> QUEUED --grab--> RUNNING --result--> ENDED
-       |                    ^                                 |
-       +--store error--> ENDED   +---worker lost / timeout----+  (retries permitting)
+       |                    ^           ^                     |   |
+       +--store error--> ENDED   +------|---worker lost / timeout-+   |  (retries permitting)
+                                        +---failed, retry policy------+  (attempts permitting)
+
+A background job whose function has a retry policy (``server/retry.py``) and whose
+attempt ends in an outcome the policy covers goes back to SCHEDULED, due after the
+policy's backoff delay, keeping its handle, unique and priority: GET_STATUS shows it
+known and not running until it runs again. Its attempt count (``retries``) and new
+run-at time are written to the persistent queue, so a restart resumes the backoff.
 
 Priority is global across the functions a worker can do and functions of equal
 priority take turns (gearmand 2.0's rule, PROTOCOL.md §6.4): a grab looks for a
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -53,6 +61,7 @@ from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
 from .persistence.base import QueueError, QueueStore, StoredJob
 from .replies import send_with_data
+from .retry import Outcome, RetryPolicies, RetryPolicy
 from .writes import WriteGroup
 
 logger = logging.getLogger(__name__)
@@ -87,6 +96,8 @@ class Scheduler:
         store: the persistent queue for background jobs, or None.
         call_later: ``loop.call_later``-compatible timer factory.
         clock: wall clock in Unix seconds (for epoch jobs).
+        retry: retry policies of failed background jobs, by function name pattern.
+        randomness: numbers in [0, 1) for the jitter of retry delays.
     """
 
     def __init__(
@@ -98,6 +109,8 @@ class Scheduler:
         store: QueueStore | None = None,
         call_later: CallLater | None = None,
         clock: Callable[[], float] = time.time,
+        retry: RetryPolicies | None = None,
+        randomness: Callable[[], float] = random.random,
     ) -> None:
         self.handle_prefix = handle_prefix
         self.job_retries = job_retries
@@ -111,6 +124,8 @@ class Scheduler:
         self._next_store_id = 1
         self._epoch = EpochQueue(self._epoch_due, clock, call_later)
         self._group: WriteGroup | None = None
+        self.retry = retry if retry else None
+        self._randomness = randomness
 
     def use_timers(self, call_later: CallLater) -> None:
         """Set the timer factory once an event loop runs (``loop.call_later``)."""
@@ -129,6 +144,8 @@ class Scheduler:
         f = self.functions.get(name)
         if f is None:
             f = self.functions[name] = Function(name)
+            if self.retry is not None:
+                f.retry = self.retry.resolve(name)
         return f
 
     # -- submission --------------------------------------------------------------
@@ -339,7 +356,7 @@ class Scheduler:
         f.workers.pop(peer, None)
         f.sleepers.pop(peer, None)
         for job in [j for j in peer.assigned if j.function is f]:
-            self._requeue(job, "worker dropped the function")
+            self._lost(job, "worker dropped the function", Outcome.LOST)
 
     def reset_abilities(self, peer: Peer) -> None:
         for f in list(peer.ability_list):
@@ -420,8 +437,8 @@ class Scheduler:
     def _timed_out(self, job: Job, peer: Peer) -> None:
         job.timer = None
         if job.worker is peer and job.state is RUNNING:
-            logger.info("job %r timed out on its worker; requeued", job.handle)
-            self._requeue(job, "timeout")
+            logger.info("job %r timed out on its worker", job.handle)
+            self._lost(job, "timeout", Outcome.TIMEOUT)
 
     def requeue(self, job: Job, reason: str) -> None:
         """Put a running job back in its queue (counted against ``job_retries``)."""
@@ -444,6 +461,63 @@ class Scheduler:
             self.store.update_retries(job.store_id, job.retries)
         self._enqueue(job)
 
+    # -- retry policies ---------------------------------------------------------------
+
+    def _lost(self, job: Job, reason: str, outcome: Outcome) -> None:
+        """A running job lost its worker (or timed out): retried after a delay if its
+        policy covers ``outcome``, else requeued at once as gearmand does."""
+        policy = job.function.retry
+        if policy is not None and job.background and outcome in policy.outcomes:
+            logger.info("job %r: %s", job.handle, reason)
+            self._retry_or_end(job, policy, outcome)
+        else:
+            self._requeue(job, reason)
+
+    def _failed(self, job: Job, policy: RetryPolicy, outcome: Outcome) -> None:
+        """The worker reported a failure it is done with (WORK_FAIL, WORK_EXCEPTION)."""
+        worker = job.worker
+        if worker is not None:
+            worker.ended.append(job.handle)  # a WORK_FAIL after WORK_EXCEPTION is ignored
+        self._retry_or_end(job, policy, outcome)
+
+    def _retry_or_end(self, job: Job, policy: RetryPolicy, outcome: Outcome) -> None:
+        """Count the attempt; schedule the next one after the backoff, or end the job.
+
+        Waiting clients (foreground submitters coalesced onto a background job) stay
+        attached: they get the outcome of the last attempt.
+        """
+        job.function.running -= 1
+        _unbind(job)
+        job.retries += 1
+        job.numerator = job.denominator = 0
+        if job.retries >= policy.attempts:
+            logger.warning(
+                "job %r of %r failed (%s) after %d attempts",
+                job.handle,
+                job.function.name,
+                outcome.name,
+                job.retries,
+            )
+            self._forward_fail(job)
+            job.state = ENDED
+            self._forget(job)
+            return
+        delay = policy.delay(job.retries, self._randomness())
+        job.due = self._clock() + delay
+        # Whole seconds in the store, rounded up as for epoch jobs: never early.
+        job.when = ceil(job.due)
+        logger.info(
+            "job %r failed (%s), attempt %d of %d; retried in %.3g s",
+            job.handle,
+            outcome.name,
+            job.retries,
+            policy.attempts,
+            delay,
+        )
+        if job.store_id and self.store is not None:
+            self.store.reschedule(job.store_id, job.when, job.retries)
+        self._schedule(job)
+
     def drop_peer(self, peer: Peer) -> None:
         """Forget a closed connection: requeue its jobs, abandon what it waited for."""
         for f in peer.ability_list:
@@ -452,7 +526,7 @@ class Scheduler:
         peer.abilities.clear()
         peer.ability_list.clear()
         for job in list(peer.assigned):
-            self._requeue(job, "worker disconnected")
+            self._lost(job, "worker disconnected", Outcome.LOST)
         for job in list(peer.waiting):
             job.clients.remove(peer)  # type: ignore[union-attr]
             if not job.clients and not job.background and job.state in (QUEUED, SCHEDULED):
@@ -486,10 +560,18 @@ class Scheduler:
         self._finish(job)
 
     def work_fail(self, job: Job) -> None:
+        policy = job.function.retry
+        if policy is not None and job.background and Outcome.FAIL in policy.outcomes:
+            self._failed(job, policy, Outcome.FAIL)
+            return
         self._forward_fail(job)
         self._finish(job)
 
     def work_exception(self, job: Job, data: Payload) -> None:
+        policy = job.function.retry
+        if policy is not None and job.background and Outcome.EXCEPTION in policy.outcomes:
+            self._failed(job, policy, Outcome.EXCEPTION)
+            return
         if job.clients:
             plain: list[Peer] = []
             packet = b""

@@ -11,7 +11,7 @@ Contract (what every backend guarantees, and what the contract tests check):
   awaitable; ``add_then`` is ``add_many`` with a callback instead of an awaitable,
   called where the write completes: the server hands over everything submitted in one
   loop turn at once that way.
-* ``remove`` and ``update_retries`` are fire-and-forget from the server's point of
+* ``remove``, ``update_retries`` and ``reschedule`` are fire-and-forget from the server's point of
   view: they are queued and applied in later batches. They are only ever called for a
   job whose add has settled successfully (the server removes or requeues only jobs it
   has acknowledged), so they need no ordering against adds still being written.
@@ -123,6 +123,10 @@ class QueueStore(Protocol):
 
     def update_retries(self, job_id: int, retries: int) -> None:
         """Record that a job was requeued ``retries`` times (asynchronous)."""
+
+    def reschedule(self, job_id: int, when: int, retries: int) -> None:
+        """Record a failed job's next run-at time (Unix seconds) and its retry count, so
+        that a restart resumes its backoff (asynchronous, like ``update_retries``)."""
 
     async def close(self) -> None:
         """Flush pending writes and disconnect."""

@@ -85,6 +85,9 @@ class MemoryStore(GroupCommitStore):
         for job_id, retries in batch.retries:
             if job_id in jobs:
                 jobs[job_id] = jobs[job_id]._replace(retries=retries)
+        for job_id, when, retries in batch.reschedules:
+            if job_id in jobs:
+                jobs[job_id] = jobs[job_id]._replace(when=when, retries=retries)
 
     async def _chunked_ids(self) -> set[int]:
         self._check_connected()

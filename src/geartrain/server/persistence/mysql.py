@@ -257,6 +257,22 @@ class MysqlStore(GroupCommitStore):
                 await cur.execute(
                     f"UPDATE {self.table} SET retries = CASE id {cases} END WHERE id IN ({ids})"
                 )
+        if batch.reschedules:
+            await self._write_reschedules(cur, batch.reschedules)
+
+    async def _write_reschedules(
+        self, cur: aiomysql.Cursor, reschedules: list[tuple[int, int, int]]
+    ) -> None:
+        """Run-at times and retry counts of failed jobs, two CASEs per statement."""
+        for start in range(0, len(reschedules), RETRIES_PER_STATEMENT):
+            chunk = reschedules[start : start + RETRIES_PER_STATEMENT]
+            whens = " ".join([f"WHEN {int(job_id)} THEN {int(w)}" for job_id, w, _ in chunk])
+            counts = " ".join([f"WHEN {int(job_id)} THEN {int(n)}" for job_id, _, n in chunk])
+            ids = ",".join([str(int(job_id)) for job_id, _, _ in chunk])
+            await cur.execute(
+                f"UPDATE {self.table} SET when_to_run = CASE id {whens} END,"
+                f" retries = CASE id {counts} END WHERE id IN ({ids})"
+            )
 
     def _insert_statements(self, jobs: list[StoredJob]) -> list[str]:
         """Multi-row upserts of ``jobs``, each below the statement size limit.

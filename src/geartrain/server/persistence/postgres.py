@@ -95,6 +95,11 @@ class PostgresStore(GroupCommitStore):
             f"UPDATE {self.table} AS t SET retries = u.retries"
             " FROM unnest($1::bigint[], $2::integer[]) AS u(id, retries) WHERE t.id = u.id"
         )
+        self._reschedules_sql = (
+            f"UPDATE {self.table} AS t SET when_to_run = u.when_to_run, retries = u.retries"
+            " FROM unnest($1::bigint[], $2::bigint[], $3::integer[])"
+            " AS u(id, when_to_run, retries) WHERE t.id = u.id"
+        )
         self.application_name = application_name
         self._con: asyncpg.Connection | None = None
 
@@ -192,6 +197,11 @@ class PostgresStore(GroupCommitStore):
             # assign the same row twice deterministically.
             retries = dict(batch.retries)
             await con.execute(self._retries_sql, list(retries), list(retries.values()))
+        if batch.reschedules:
+            # One row per id: the scheduler's latest reschedule of a job is the only one.
+            await con.execute(
+                self._reschedules_sql, *map(list, zip(*batch.reschedules, strict=True))
+            )
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         import asyncpg

@@ -16,6 +16,10 @@ Layout (three keys per queue, so ``load`` never needs ``KEYS`` or ``SCAN``):
 * ``<prefix>:retries``: a hash id -> retry count, only for jobs that were requeued.
   Keeping it apart lets ``update_retries`` be a plain ``HSET`` instead of a
   read-modify-write of the record.
+* ``<prefix>:when``: a hash id -> run-at time, only for failed jobs waiting for their
+  next attempt (``reschedule``); it overrides the time packed in the record, for the
+  same reason. The store remembers which ids have an entry there, so that removing a
+  job that never failed costs no command on this key.
 
 * ``<prefix>:chunks:<id>``: for a large (spooled) payload only, a hash seq -> chunk
   (at most ``chunk_bytes``, 4 MiB, far below Redis' 512 MB per value), written in
@@ -165,6 +169,9 @@ class RedisStore(GroupCommitStore):
         self.order_key = f"{prefix}:order"
         self.retries_key = f"{prefix}:retries"
         self.chunked_key = f"{prefix}:chunked"
+        self.when_key = f"{prefix}:when"
+        self._key_when = self.when_key.encode()
+        self._rescheduled: set[int] = set()  # ids with an entry in when_key
         self._key_chunked = self.chunked_key.encode()
         self._key_jobs, self._key_order, self._key_retries = (
             key.encode() for key in (self.jobs_key, self.order_key, self.retries_key)
@@ -261,12 +268,17 @@ class RedisStore(GroupCommitStore):
             async with client.pipeline(transaction=False) as pipe:
                 pipe.hmget(self.jobs_key, ids)
                 pipe.hmget(self.retries_key, ids)
-                records, retries = await pipe.execute()
-            for raw_id, record, count in zip(ids, records, retries, strict=True):
+                pipe.hmget(self.when_key, ids)
+                records, retries, whens = await pipe.execute()
+            for raw_id, record, count, when in zip(ids, records, retries, whens, strict=True):
                 if record is None:  # cannot happen with MULTI writes; tolerate hand edits
                     logger.warning("redis: job %s is in %s only", raw_id, self.order_key)
                     continue
-                jobs.append(unpack(int(raw_id), record, int(count or 0)))
+                job = unpack(int(raw_id), record, int(count or 0))
+                if when is not None:
+                    job = job._replace(when=int(when))
+                    self._rescheduled.add(job.id)
+                jobs.append(job)
             start += LOAD_CHUNK
 
     def chunks_key(self, job_id: int) -> str:
@@ -327,6 +339,13 @@ class RedisStore(GroupCommitStore):
             commands.append(_command(b"HDEL", self._key_jobs, ids))
             commands.append(_command(b"ZREM", self._key_order, ids))
             commands.append(_command(b"HDEL", self._key_retries, ids))
+            rescheduled = self._rescheduled
+            if rescheduled and not rescheduled.isdisjoint(batch.removes):
+                # Forgotten at once: should this batch fail, an entry left behind for an
+                # id that is never reused is only a few unread bytes.
+                done = rescheduled.intersection(batch.removes)
+                rescheduled -= done
+                commands.append(_command(b"HDEL", self._key_when, [b"%d" % i for i in done]))
         if batch.chunk_removes:
             keys = [self.chunks_key(job_id).encode() for job_id in batch.chunk_removes]
             commands.append(_command(b"DEL", keys[0], keys[1:]))
@@ -363,6 +382,13 @@ class RedisStore(GroupCommitStore):
                     [b"%d" % n for n in retries.values()],
                 )
             )
+        if batch.reschedules:
+            self._rescheduled.update(job_id for job_id, _, _ in batch.reschedules)
+            ids = [b"%d" % job_id for job_id, _, _ in batch.reschedules]
+            whens = [b"%d" % when for _, when, _ in batch.reschedules]
+            counts = [b"%d" % n for _, _, n in batch.reschedules]
+            commands.append(_pairs(b"HSET", self._key_when, ids, whens))
+            commands.append(_pairs(b"HSET", self._key_retries, ids, counts))
         return commands
 
     def _is_connection_error(self, exc: BaseException) -> bool:

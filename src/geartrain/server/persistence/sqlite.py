@@ -177,6 +177,7 @@ class SqliteStore(GroupCommitStore):
             batch.retries,
             batch.chunk_removes,
             batch.chunks,
+            batch.reschedules,
         )
         self._maybe_written = False
 

@@ -26,11 +26,12 @@ answered before the next is read:
   ``("ok", None)``.
 * ``("chunked",)`` answers the list of job ids that have stored chunks.
 * ``("chunk", job_id, seq)`` answers one stored chunk of a large payload, or None.
-* ``("write", removes, flat_adds, replace, retries, chunk_removes, chunks)`` applies one
-  batch as one transaction: deletes (rows, then the chunks of ``chunk_removes``), chunk
-  upserts (``(job_id, seq, bytes)`` tuples), inserts (``INSERT OR REPLACE`` when
-  ``replace``: the batch may have been committed by a writer that died before
-  answering), retry counts.
+* ``("write", removes, flat_adds, replace, retries, chunk_removes, chunks, reschedules)``
+  applies one batch as one transaction: deletes (rows, then the chunks of
+  ``chunk_removes``), chunk upserts (``(job_id, seq, bytes)`` tuples), inserts
+  (``INSERT OR REPLACE`` when ``replace``: the batch may have been committed by a writer
+  that died before answering), retry counts, then reschedules (``(job_id, when,
+  retries)`` of failed jobs waiting for their next attempt).
 
 Every answer is ``("ok", result)``, ``("rows", flat)`` or ``("error", type_name,
 message)``; an error rolls back and leaves the process running. The process ends at
@@ -178,6 +179,7 @@ class QueueFile:
         retries: list[tuple[int, int]],
         chunk_removes: list[int],
         chunks: list[tuple[int, int, bytes]],
+        reschedules: list[tuple[int, int, int]],
     ) -> None:
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
@@ -204,11 +206,7 @@ class QueueFile:
             width = NARROW_WIDTH if kind.startswith("insert-narrow") else ROW_WIDTH
             for params in self._pieces(adds, width):
                 con.execute(self._sql(kind, len(params) // width), params)
-            if retries:
-                con.executemany(
-                    f"UPDATE {self.table} SET retries = ? WHERE id = ?",
-                    [(count, job_id) for job_id, count in retries],
-                )
+            self._update(retries, reschedules)
             con.execute("COMMIT")
             if self.checkpointer is not None:
                 self.checkpointer.nudge()
@@ -218,6 +216,22 @@ class QueueFile:
                 with contextlib.suppress(sqlite3.Error):
                     con.execute("ROLLBACK")
             raise
+
+    def _update(
+        self, retries: list[tuple[int, int]], reschedules: list[tuple[int, int, int]]
+    ) -> None:
+        """Retry counts, then the run-at times and counts of rescheduled failed jobs."""
+        con = self._connection()
+        if retries:
+            con.executemany(
+                f"UPDATE {self.table} SET retries = ? WHERE id = ?",
+                [(count, job_id) for job_id, count in retries],
+            )
+        if reschedules:
+            con.executemany(
+                f"UPDATE {self.table} SET when_to_run = ?, retries = ? WHERE id = ?",
+                [(when, count, job_id) for job_id, when, count in reschedules],
+            )
 
     def _pieces(self, params: list[Any], width: int) -> Iterator[list[Any]]:
         """``params`` (``width`` per row) cut into statements of power-of-two row counts.
