@@ -78,7 +78,7 @@ from typing import TypedDict
 
 from geartrain.protocol.spool import Spooled, SpoolWriter
 
-from .base import QueueError, StoredJob, row_size
+from .base import DeadJob, QueueError, StoredJob, row_size
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,9 @@ class Batch:
     retries: list[tuple[int, int]] = field(default_factory=list)  # (id, retries)
     #: (id, when, retries): a failed job's next run-at time and its attempt count.
     reschedules: list[tuple[int, int, int]] = field(default_factory=list)
+    #: Dead jobs deleted (purged, requeued or dropped by a bound), then dead jobs added.
+    dead_removes: list[int] = field(default_factory=list)
+    dead_adds: list[DeadJob] = field(default_factory=list)
     removes: list[int] = field(default_factory=list)
     #: Ids whose chunks are deleted (removed jobs that had some, and orphans).
     chunk_removes: list[int] = field(default_factory=list)
@@ -181,6 +184,8 @@ class _Taken:
     removes: list[int] = field(default_factory=list)
     retries: dict[int, int] = field(default_factory=dict)
     reschedules: dict[int, tuple[int, int]] = field(default_factory=dict)
+    dead_adds: list[DeadJob] = field(default_factory=list)
+    dead_removes: list[int] = field(default_factory=list)
 
 
 def backoff_delay(attempt: int, initial: float, ceiling: float) -> float:
@@ -217,6 +222,11 @@ def make_batch(taken: _Taken) -> Batch:
             for job_id, (when, n) in taken.reschedules.items()
             if job_id not in removed
         ]
+    if taken.dead_adds or taken.dead_removes:
+        # A dead job purged before it was ever written is simply not written.
+        gone = set(taken.dead_removes)
+        batch.dead_adds = [dead for dead in taken.dead_adds if dead.id not in gone]
+        batch.dead_removes = sorted(gone)
     return batch
 
 
@@ -269,6 +279,8 @@ class GroupCommitStore(ABC):
         self._removes: list[int] = []
         self._retries: dict[int, int] = {}
         self._reschedules: dict[int, tuple[int, int]] = {}
+        self._dead_adds: list[DeadJob] = []
+        self._dead_removes: list[int] = []
         # Ids with stored chunks: found by load, added before chunks are written,
         # dropped once a remove of the id has committed.
         self._chunked: set[int] = set()
@@ -308,8 +320,13 @@ class GroupCommitStore(ABC):
     @abstractmethod
     async def _write(self, batch: Batch) -> None:
         """Apply ``batch`` atomically: deletes (rows, and chunks of ``chunk_removes``),
-        chunks (upsert by id and sequence number), inserts (upsert by id), retries, then
-        reschedules (run-at time and retry count of existing rows)."""
+        chunks (upsert by id and sequence number), inserts (upsert by id), retries,
+        reschedules (run-at time and retry count of existing rows), then dead jobs:
+        deletes, then inserts (upsert by id)."""
+
+    @abstractmethod
+    async def _load_dead(self) -> list[DeadJob]:
+        """Every dead job, in id order."""
 
     @abstractmethod
     async def _chunked_ids(self) -> set[int]:
@@ -337,7 +354,14 @@ class GroupCommitStore(ABC):
     @property
     def outstanding(self) -> int:
         """Operations accepted but not yet written (adds count once per call)."""
-        return len(self._adds) + len(self._removes) + len(self._retries) + len(self._reschedules)
+        return (
+            len(self._adds)
+            + len(self._removes)
+            + len(self._retries)
+            + len(self._reschedules)
+            + len(self._dead_adds)
+            + len(self._dead_removes)
+        )
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -503,6 +527,21 @@ class GroupCommitStore(ABC):
         self._reschedules[job_id] = (when, retries)
         self._wake_later()
 
+    def add_dead(self, job: DeadJob) -> None:
+        self._dead_adds.append(job)
+        self._wake_later()
+
+    def remove_dead(self, dead_id: int) -> None:
+        self._dead_removes.append(dead_id)
+        self._wake_later()
+
+    async def load_dead(self) -> list[DeadJob]:
+        async with self._io_lock:
+            try:
+                return await self._load_dead()
+            except Exception as exc:
+                raise QueueError(f"{self.name}: cannot load dead jobs: {describe(exc)}") from exc
+
     def _wake_later(self) -> None:
         # Nobody waits for a remove or a retry count: let them gather for a moment
         # rather than pay one commit (one fsync, with SQLite FULL) for every few
@@ -640,6 +679,10 @@ class GroupCommitStore(ABC):
                 taken.retries[job_id] = self._retries.pop(job_id)
         if self._reschedules:
             self._take_reschedules(taken)
+        if self._dead_adds or self._dead_removes:
+            # Few and small (bounded by the dead-letter queue's own limits): all at once.
+            taken.dead_adds, self._dead_adds = self._dead_adds, []
+            taken.dead_removes, self._dead_removes = self._dead_removes, []
         return taken
 
     def _take_reschedules(self, taken: _Taken) -> None:
@@ -662,6 +705,8 @@ class GroupCommitStore(ABC):
                 if newer is not None and job_id not in self._reschedules:
                     reschedules[job_id] = (when, newer)
             self._reschedules = reschedules
+        self._dead_adds[:0] = taken.dead_adds
+        self._dead_removes[:0] = taken.dead_removes
 
     async def _commit(self, taken: _Taken) -> None:
         started = time.perf_counter()
@@ -776,6 +821,7 @@ class GroupCommitStore(ABC):
         reason = describe(exc)
         operations = sum(len(add.jobs) for add in taken.adds)
         operations += len(taken.removes) + len(taken.retries) + len(taken.reschedules)
+        operations += len(taken.dead_adds) + len(taken.dead_removes)
         logger.warning("%s: write of %d operations failed: %s", self.name, operations, reason)
         error = QueueError(f"{self.name}: {reason}")
         for add in taken.adds:
@@ -793,6 +839,8 @@ class GroupCommitStore(ABC):
                 removes=taken.removes + undo,
                 retries=taken.retries,
                 reschedules=taken.reschedules,
+                dead_adds=taken.dead_adds,
+                dead_removes=taken.dead_removes,
             )
         )
         if lost:

@@ -32,6 +32,11 @@ Contract (what every backend guarantees, and what the contract tests check):
 * Records are keyed by ``id``, an integer the server assigns (monotonic across
   restarts: the server continues from the largest id it loaded). Never by unique:
   empty and ``-`` uniques must not collide.
+* Dead jobs (background jobs that failed for good, see ``server/dead.py``) live in a
+  table or key of their own beside the jobs: ``add_dead`` and ``remove_dead`` are
+  fire-and-forget like ``remove`` and go out in the same batches, so a job that dies is
+  removed from the jobs and added to the dead in one transaction when both are pending;
+  ``load_dead`` returns them all, oldest first, once at start-up.
 * A backend that loses its connection reconnects by itself with backoff; while it
   is down, ``add`` fails fast with :class:`QueueError`, and queued removes are kept
   and retried.
@@ -66,6 +71,24 @@ class StoredJob(NamedTuple):
     when: int = 0  # Unix seconds for SUBMIT_JOB_EPOCH jobs, 0 = run now
     reducer: bytes = b""
     retries: int = 0
+
+
+class DeadJob(NamedTuple):
+    """A background job that failed for good, as the dead-letter queue keeps it.
+
+    ``attempts`` is the JSON text of its attempts' outcomes (see ``server/dead.py``);
+    backends store it as given. ``id`` shares the sequence of job ids.
+    """
+
+    id: int
+    handle: bytes  # the handle it had when it died (handles restart at every start)
+    function: bytes
+    unique: bytes
+    data: bytes
+    priority: int
+    reducer: bytes
+    died: float  # Unix seconds
+    attempts: bytes
 
 
 def row_size(job: StoredJob) -> int:
@@ -127,6 +150,15 @@ class QueueStore(Protocol):
     def reschedule(self, job_id: int, when: int, retries: int) -> None:
         """Record a failed job's next run-at time (Unix seconds) and its retry count, so
         that a restart resumes its backoff (asynchronous, like ``update_retries``)."""
+
+    def add_dead(self, job: DeadJob) -> None:
+        """Keep a dead job (asynchronous, like ``remove``)."""
+
+    def remove_dead(self, dead_id: int) -> None:
+        """Forget a dead job, purged or requeued (asynchronous)."""
+
+    async def load_dead(self) -> list[DeadJob]:
+        """Every dead job, in id order (oldest first)."""
 
     async def close(self) -> None:
         """Flush pending writes and disconnect."""

@@ -28,6 +28,10 @@ Layout (three keys per queue, so ``load`` never needs ``KEYS`` or ``SCAN``):
   ``load`` finds them (and the orphans of a job whose record never came) without
   ``SCAN``, and a remove deletes the key of exactly those jobs.
 
+* ``<prefix>:dead``: a hash, field = dead job id in decimal, value = the packed dead job
+  (``server/dead.py``); bounded by the dead-letter queue's limits, so ``load_dead``
+  reads it with one ``HGETALL``.
+
 A hash per job (``<prefix>:job:<id>``) was the alternative. Three fixed keys win on
 every count that matters here: no per-key overhead (~70 bytes each in Redis) for
 millions of jobs; ``load`` fetches ``LOAD_CHUNK`` records with one ``HMGET`` instead of
@@ -68,7 +72,7 @@ from typing import TYPE_CHECKING, Unpack, cast
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
 from ._rows import as_row, check_prefix
-from .base import StoredJob
+from .base import DeadJob, StoredJob
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -92,6 +96,32 @@ def pack(job: StoredJob) -> bytes:
         job.priority, job.when, len(job.function), len(job.unique), len(job.reducer), len(data)
     )
     return b"".join((header, job.function, job.unique, job.reducer, data))
+
+
+#: priority and time of death, then the lengths of handle, function, unique, reducer,
+#: data and attempts.
+_DEAD_HEADER = struct.Struct(">BdIIIIII")
+
+
+def pack_dead(dead: DeadJob) -> bytes:
+    """The hash value for a dead job (the id is the field)."""
+    parts = (dead.handle, dead.function, dead.unique, dead.reducer, dead.data, dead.attempts)
+    header = _DEAD_HEADER.pack(dead.priority, dead.died, *map(len, parts))
+    return b"".join((header, *parts))
+
+
+def unpack_dead(dead_id: int, record: bytes) -> DeadJob:
+    """Inverse of :func:`pack_dead`."""
+    priority, died, *sizes = _DEAD_HEADER.unpack_from(record)
+    pos = _DEAD_HEADER.size
+    parts = []
+    for size in sizes:
+        parts.append(record[pos : pos + size])
+        pos += size
+    if pos != len(record):
+        raise ValueError(f"corrupt dead job {dead_id}: {len(record)} bytes, expected {pos}")
+    handle, function, unique, reducer, data, attempts = parts
+    return DeadJob(dead_id, handle, function, unique, data, priority, reducer, died, attempts)
 
 
 def unpack(job_id: int, record: bytes, retries: int) -> StoredJob:
@@ -172,6 +202,8 @@ class RedisStore(GroupCommitStore):
         self.when_key = f"{prefix}:when"
         self._key_when = self.when_key.encode()
         self._rescheduled: set[int] = set()  # ids with an entry in when_key
+        self.dead_key = f"{prefix}:dead"
+        self._key_dead = self.dead_key.encode()
         self._key_chunked = self.chunked_key.encode()
         self._key_jobs, self._key_order, self._key_retries = (
             key.encode() for key in (self.jobs_key, self.order_key, self.retries_key)
@@ -281,6 +313,10 @@ class RedisStore(GroupCommitStore):
                 jobs.append(job)
             start += LOAD_CHUNK
 
+    async def _load_dead(self) -> list[DeadJob]:
+        raw = cast("dict[bytes, bytes]", await self._redis().hgetall(self.dead_key))  # type: ignore[misc,unused-ignore]
+        return [unpack_dead(int(key), raw[key]) for key in sorted(raw, key=int)]
+
     def chunks_key(self, job_id: int) -> str:
         """The hash holding the chunks of job ``job_id``."""
         return f"{self.prefix}:chunks:{job_id}"
@@ -389,6 +425,13 @@ class RedisStore(GroupCommitStore):
             counts = [b"%d" % n for _, _, n in batch.reschedules]
             commands.append(_pairs(b"HSET", self._key_when, ids, whens))
             commands.append(_pairs(b"HSET", self._key_retries, ids, counts))
+        if batch.dead_removes:
+            ids = [b"%d" % dead_id for dead_id in batch.dead_removes]
+            commands.append(_command(b"HDEL", self._key_dead, ids))
+        if batch.dead_adds:
+            ids = [b"%d" % dead.id for dead in batch.dead_adds]
+            records = [pack_dead(dead) for dead in batch.dead_adds]
+            commands.append(_pairs(b"HSET", self._key_dead, ids, records))
         return commands
 
     def _is_connection_error(self, exc: BaseException) -> bool:

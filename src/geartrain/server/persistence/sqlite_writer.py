@@ -19,19 +19,21 @@ fewer instructions per stored job in the server, counted with callgrind), and it
 carry class references the writer would have to import. Requests, one at a time, each
 answered before the next is read:
 
-* ``("open", path, synchronous, busy_timeout, pragmas, table, columns, chunks_table)``
-  opens the file in WAL mode and creates the tables if missing; answers the parameter
-  limit.
+* ``("open", path, synchronous, busy_timeout, pragmas, table, columns, chunks_table,
+  dead_table)`` opens the file in WAL mode and creates the tables if missing; answers
+  the parameter limit.
+* ``("dead",)`` answers every dead job's row, in id order.
 * ``("load",)`` answers ``("rows", flat)`` chunks of flattened rows in id order, then
   ``("ok", None)``.
 * ``("chunked",)`` answers the list of job ids that have stored chunks.
 * ``("chunk", job_id, seq)`` answers one stored chunk of a large payload, or None.
-* ``("write", removes, flat_adds, replace, retries, chunk_removes, chunks, reschedules)``
-  applies one batch as one transaction: deletes (rows, then the chunks of
+* ``("write", removes, flat_adds, replace, retries, chunk_removes, chunks, reschedules,
+  dead_removes, dead_adds)`` applies one batch as one transaction: deletes (rows, then the chunks of
   ``chunk_removes``), chunk upserts (``(job_id, seq, bytes)`` tuples), inserts
   (``INSERT OR REPLACE`` when ``replace``: the batch may have been committed by a writer
   that died before answering), retry counts, then reschedules (``(job_id, when,
-  retries)`` of failed jobs waiting for their next attempt).
+  retries)`` of failed jobs waiting for their next attempt), then dead jobs: deletes by
+  id, then upserts of whole rows.
 
 Every answer is ``("ok", result)``, ``("rows", flat)`` or ``("error", type_name,
 message)``; an error rolls back and leaves the process running. The process ends at
@@ -110,6 +112,7 @@ class QueueFile:
         self.table = ""
         self.columns = ""
         self.chunks_table = ""
+        self.dead_table = ""
         self.max_params = 999
         self._statements: dict[tuple[str, int], str] = {}
         self.checkpointer: Checkpointer | None = None
@@ -123,6 +126,7 @@ class QueueFile:
         table: str,
         columns: str,
         chunks_table: str,
+        dead_table: str,
     ) -> int:
         con = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
         try:
@@ -148,11 +152,19 @@ class QueueFile:
                 "job_id INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,"
                 " PRIMARY KEY (job_id, seq))"
             )
+            # Background jobs that failed for good (the dead-letter queue).
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {dead_table} ("
+                "id INTEGER PRIMARY KEY, handle BLOB NOT NULL, function BLOB NOT NULL,"
+                " unique_key BLOB NOT NULL, data BLOB NOT NULL, priority INTEGER NOT NULL,"
+                " reducer BLOB NOT NULL, died REAL NOT NULL, attempts BLOB NOT NULL)"
+            )
         except BaseException:
             con.close()
             raise
         self.con, self.table, self.columns = con, table, columns
         self.chunks_table = chunks_table
+        self.dead_table = dead_table
         self.max_params = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self.checkpointer = Checkpointer(path, busy_timeout)
         return self.max_params
@@ -161,6 +173,13 @@ class QueueFile:
         cursor = self._connection().execute(f"SELECT {self.columns} FROM {self.table} ORDER BY id")
         while rows := cursor.fetchmany(LOAD_CHUNK):
             yield [value for row in rows for value in row]
+
+    def dead(self) -> list[tuple[Any, ...]]:
+        sql = (
+            "SELECT id, handle, function, unique_key, data, priority, reducer, died, attempts"
+            f" FROM {self.dead_table} ORDER BY id"
+        )
+        return [tuple(row) for row in self._connection().execute(sql)]
 
     def chunked(self) -> list[int]:
         cursor = self._connection().execute(f"SELECT DISTINCT job_id FROM {self.chunks_table}")
@@ -180,6 +199,8 @@ class QueueFile:
         chunk_removes: list[int],
         chunks: list[tuple[int, int, bytes]],
         reschedules: list[tuple[int, int, int]],
+        dead_removes: list[int],
+        dead_adds: list[tuple[Any, ...]],
     ) -> None:
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
@@ -207,6 +228,7 @@ class QueueFile:
             for params in self._pieces(adds, width):
                 con.execute(self._sql(kind, len(params) // width), params)
             self._update(retries, reschedules)
+            self._write_dead(dead_removes, dead_adds)
             con.execute("COMMIT")
             if self.checkpointer is not None:
                 self.checkpointer.nudge()
@@ -231,6 +253,19 @@ class QueueFile:
             con.executemany(
                 f"UPDATE {self.table} SET when_to_run = ?, retries = ? WHERE id = ?",
                 [(when, count, job_id) for job_id, when, count in reschedules],
+            )
+
+    def _write_dead(self, removes: list[int], adds: list[tuple[Any, ...]]) -> None:
+        con = self._connection()
+        if removes:
+            con.executemany(
+                f"DELETE FROM {self.dead_table} WHERE id = ?", [(dead_id,) for dead_id in removes]
+            )
+        if adds:
+            con.executemany(
+                f"INSERT OR REPLACE INTO {self.dead_table} (id, handle, function, unique_key,"
+                " data, priority, reducer, died, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                adds,
             )
 
     def _pieces(self, params: list[Any], width: int) -> Iterator[list[Any]]:
@@ -414,6 +449,8 @@ def serve(queue: QueueFile, requests: BinaryIO, replies: BinaryIO) -> None:
                 for flat in queue.load():
                     replies.write(pack_message(("rows", flat)))
                 reply = ("ok", None)
+            elif command == "dead":
+                reply = ("ok", queue.dead())
             elif command == "chunked":
                 reply = ("ok", queue.chunked())
             elif command == "chunk":
