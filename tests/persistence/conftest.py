@@ -340,11 +340,8 @@ class MysqlHarness(Harness):
         await self._admin(f"KILL {int(thread_id)}")
 
     async def drop(self) -> None:
-        await self._admin(
-            ", ".join(f"`{self.prefix}_{name}`" for name in ("jobs", "chunks", "dead")).join(
-                ("DROP TABLE IF EXISTS ", "")
-            )
-        )
+        tables = ", ".join(f"`{self.prefix}_{name}`" for name in ("jobs", "chunks", "dead"))
+        await self._admin(f"DROP TABLE IF EXISTS {tables}")
 
 
 class RedisHarness(Harness):

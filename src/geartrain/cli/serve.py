@@ -108,6 +108,25 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
     "on=fail,exception,lost,timeout. Repeatable; the first match wins.",
 )
 @click.option(
+    "--dead-letter",
+    is_flag=True,
+    default=None,
+    help="Keep background jobs that fail with no --retry policy as dead jobs too.",
+)
+@click.option(
+    "--dead-letter-max-jobs", type=int, help="Dead jobs kept at most (default 10000; 0 = any)."
+)
+@click.option(
+    "--dead-letter-max-age",
+    type=float,
+    help="Seconds a dead job is kept at most (default 604800, a week; 0 = forever).",
+)
+@click.option(
+    "--dead-letter-max-bytes",
+    type=int,
+    help="Bytes of dead jobs kept at most (default 64 MiB; 0 = any).",
+)
+@click.option(
     "-w", "--worker-wakeup", type=int, help="Sleeping workers woken per new job (0 = all)."
 )
 @click.option("--job-handle-prefix", help="Job handle prefix (default H:<hostname>).")

@@ -31,6 +31,7 @@ from geartrain.protocol.spool import SpoolWriter
 
 from .config import NOTICE, Settings, state_directory
 from .connection import Connection, tune_socket
+from .dead import DeadLimits
 from .persistence.base import QueueStore
 from .scheduler import Scheduler
 
@@ -69,6 +70,12 @@ class Server:
             worker_wakeup=settings.worker_wakeup,
             store=store,
             retry=settings.retry_policies(),
+            dead_letter=settings.dead_letter,
+            dead_limits=DeadLimits(
+                settings.dead_letter_max_jobs,
+                settings.dead_letter_max_age,
+                settings.dead_letter_max_bytes,
+            ),
         )
         self.spool_directory = settings.spool_path()
         self.connections: dict[Connection, None] = {}
@@ -188,6 +195,7 @@ class Server:
         started = time.monotonic()
         records = await self.store.load()
         self.scheduler.restore(records)
+        self.scheduler.restore_dead(self.store, await self.store.load_dead())
         if records:
             logger.log(
                 NOTICE, "replayed %d stored jobs in %.2fs", len(records), time.monotonic() - started

@@ -20,6 +20,7 @@ from typing import Any
 from geartrain.protocol.codec import DEFAULT_SPOOL_AT
 from geartrain.protocol.constants import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT
 
+from .dead import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS
 from .retry import RetryPolicies, parse_policies, policy_text
 
 #: gearmand's NOTICE level (start-up, shutdown, one line per dropped job) between
@@ -99,6 +100,13 @@ class Settings:
     #: [,max=S][,on=...]``, first match wins (see docs/retries.md); none = a failed job
     #: ends, as on gearmand.
     retry: list[str] = field(default_factory=list)
+    #: Keep background jobs that fail with no retry policy as dead jobs too (jobs that
+    #: exhaust a policy are always kept).
+    dead_letter: bool = False
+    #: Bounds of the dead-letter queue (0 = none); the oldest dead jobs go first.
+    dead_letter_max_jobs: int = DEFAULT_MAX_JOBS
+    dead_letter_max_age: float = DEFAULT_MAX_AGE
+    dead_letter_max_bytes: int = DEFAULT_MAX_BYTES
     #: Import the jobs of a gearmand queue at start-up (URL, see persistence docs).
     import_gearmand: str | None = None
     #: Run as this user: privileges are dropped first thing, as gearmand does.
@@ -155,6 +163,8 @@ class Settings:
             )
         if self.spool_threshold < 65536:
             raise ValueError("spool-threshold must be at least 65536 bytes")
+        if min(self.dead_letter_max_jobs, self.dead_letter_max_age, self.dead_letter_max_bytes) < 0:
+            raise ValueError("dead-letter bounds must be 0 (none) or more")
         self.retry_policies()
 
     def retry_policies(self) -> RetryPolicies:

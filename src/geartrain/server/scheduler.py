@@ -51,15 +51,16 @@ from functools import partial
 from itertools import islice
 from math import ceil
 
-from geartrain.protocol.codec import Payload
+from geartrain.protocol.codec import Payload, as_bytes
 from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode
 from geartrain.protocol.numbers import parse_c_int
 from geartrain.protocol.spool import Spooled
 
 from . import replies
+from .dead import Attempt, DeadLimits, DeadQueue, encode_attempts, exception_text
 from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
-from .persistence.base import QueueError, QueueStore, StoredJob
+from .persistence.base import DeadJob, QueueError, QueueStore, StoredJob
 from .replies import send_with_data
 from .retry import Outcome, RetryPolicies, RetryPolicy
 from .writes import WriteGroup
@@ -98,6 +99,9 @@ class Scheduler:
         clock: wall clock in Unix seconds (for epoch jobs).
         retry: retry policies of failed background jobs, by function name pattern.
         randomness: numbers in [0, 1) for the jitter of retry delays.
+        dead_letter: keep background jobs that fail with no retry policy as dead jobs
+            (jobs that exhaust a policy are always kept).
+        dead_limits: the bounds of the dead-letter queue.
     """
 
     def __init__(
@@ -111,6 +115,8 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         retry: RetryPolicies | None = None,
         randomness: Callable[[], float] = random.random,
+        dead_letter: bool = False,
+        dead_limits: DeadLimits | None = None,
     ) -> None:
         self.handle_prefix = handle_prefix
         self.job_retries = job_retries
@@ -126,6 +132,15 @@ class Scheduler:
         self._group: WriteGroup | None = None
         self.retry = retry if retry else None
         self._randomness = randomness
+        # With --dead-letter, functions without a policy get this one: one attempt,
+        # then the failed job is kept as a dead job instead of vanishing.
+        self._dead_policy = (
+            RetryPolicy("*", 1, outcomes=Outcome.FAIL | Outcome.EXCEPTION) if dead_letter else None
+        )
+        self.dead = DeadQueue(dead_limits, store)
+        # How the attempts of jobs that failed and are being retried ended (only jobs
+        # whose function has a policy); kept for the dead-letter record.
+        self._attempts: dict[Job, list[Attempt]] = {}
 
     def use_timers(self, call_later: CallLater) -> None:
         """Set the timer factory once an event loop runs (``loop.call_later``)."""
@@ -146,6 +161,8 @@ class Scheduler:
             f = self.functions[name] = Function(name)
             if self.retry is not None:
                 f.retry = self.retry.resolve(name)
+            if f.retry is None:
+                f.retry = self._dead_policy
         return f
 
     # -- submission --------------------------------------------------------------
@@ -452,6 +469,9 @@ class Scheduler:
         job.retries += 1
         if self.job_retries and job.retries >= self.job_retries:
             logger.warning("dropped job %r after %d attempts (%s)", job.handle, job.retries, reason)
+            if job.background and job.function.retry is not None:
+                self._bury(job)
+                return
             self._forward_fail(job)
             job.state = ENDED
             self._forget(job)
@@ -467,17 +487,32 @@ class Scheduler:
         """A running job lost its worker (or timed out): retried after a delay if its
         policy covers ``outcome``, else requeued at once as gearmand does."""
         policy = job.function.retry
-        if policy is not None and job.background and outcome in policy.outcomes:
+        if policy is None or not job.background:
+            self._requeue(job, reason)
+            return
+        self._note_attempt(job, outcome, reason)
+        if outcome in policy.outcomes:
             logger.info("job %r: %s", job.handle, reason)
             self._retry_or_end(job, policy, outcome)
         else:
             self._requeue(job, reason)
 
-    def _failed(self, job: Job, policy: RetryPolicy, outcome: Outcome) -> None:
+    def _note_attempt(self, job: Job, outcome: Outcome, text: str) -> None:
+        worker = job.worker
+        who = "-" if worker is None else f"{worker.ip} {worker.client_id.decode(errors='replace')}"
+        attempt = Attempt(self._clock(), who, (outcome.name or "").lower(), text)
+        attempts = self._attempts.get(job)
+        if attempts is None:
+            self._attempts[job] = [attempt]
+        else:
+            attempts.append(attempt)
+
+    def _failed(self, job: Job, policy: RetryPolicy, outcome: Outcome, text: str) -> None:
         """The worker reported a failure it is done with (WORK_FAIL, WORK_EXCEPTION)."""
         worker = job.worker
         if worker is not None:
             worker.ended.append(job.handle)  # a WORK_FAIL after WORK_EXCEPTION is ignored
+        self._note_attempt(job, outcome, text)
         self._retry_or_end(job, policy, outcome)
 
     def _retry_or_end(self, job: Job, policy: RetryPolicy, outcome: Outcome) -> None:
@@ -498,9 +533,7 @@ class Scheduler:
                 outcome.name,
                 job.retries,
             )
-            self._forward_fail(job)
-            job.state = ENDED
-            self._forget(job)
+            self._bury(job)
             return
         delay = policy.delay(job.retries, self._randomness())
         job.due = self._clock() + delay
@@ -517,6 +550,68 @@ class Scheduler:
         if job.store_id and self.store is not None:
             self.store.reschedule(job.store_id, job.when, job.retries)
         self._schedule(job)
+
+    def _bury(self, job: Job) -> None:
+        """End a background job that failed for good, keeping it as a dead job."""
+        attempts = self._attempts.pop(job, [])
+        dead_id = self._next_store_id
+        self._next_store_id = dead_id + 1
+        now = self._clock()
+        record = DeadJob(
+            dead_id,
+            job.handle,
+            job.function.name,
+            job.unique,
+            as_bytes(job.data),
+            job.priority,
+            job.reducer,
+            now,
+            encode_attempts(job.retries, attempts),
+        )
+        self._forward_fail(job)
+        job.state = ENDED
+        self._forget(job)
+        self.dead.add(record, now)
+
+    def requeue_dead(self, record: DeadJob) -> Job | Error:
+        """Submit a dead job again (admin ``dead requeue``), as a new background job.
+
+        It leaves the dead-letter queue once it is durable in the persistent queue; if
+        the store refuses it, it stays dead.
+        """
+        job = self.submit(
+            None,
+            record.function,
+            record.unique,
+            record.data,
+            record.priority,
+            True,
+            reducer=record.reducer,
+        )
+        if isinstance(job, tuple):
+            return job
+        write = job.write
+        if write is None:
+            self.dead.forget(record.id)
+        else:
+            self.dead.jobs.pop(record.id, None)  # hidden while it is being written
+
+            def settled() -> None:
+                if write.refused is None:
+                    self.dead.jobs[record.id] = record  # forget() counts it out again
+                    self.dead.forget(record.id)
+                else:
+                    self.dead.jobs[record.id] = record
+
+            write.when_settled(settled)
+        return job
+
+    def restore_dead(self, store: QueueStore | None, records: list[DeadJob]) -> None:
+        """Take back the stored dead jobs at start-up (after ``restore``)."""
+        self.dead.store = store
+        self.dead.restore(records, self._clock())
+        for record in records:
+            self._next_store_id = max(self._next_store_id, record.id + 1)
 
     def drop_peer(self, peer: Peer) -> None:
         """Forget a closed connection: requeue its jobs, abandon what it waited for."""
@@ -562,7 +657,7 @@ class Scheduler:
     def work_fail(self, job: Job) -> None:
         policy = job.function.retry
         if policy is not None and job.background and Outcome.FAIL in policy.outcomes:
-            self._failed(job, policy, Outcome.FAIL)
+            self._failed(job, policy, Outcome.FAIL, "")
             return
         self._forward_fail(job)
         self._finish(job)
@@ -570,7 +665,7 @@ class Scheduler:
     def work_exception(self, job: Job, data: Payload) -> None:
         policy = job.function.retry
         if policy is not None and job.background and Outcome.EXCEPTION in policy.outcomes:
-            self._failed(job, policy, Outcome.EXCEPTION)
+            self._failed(job, policy, Outcome.EXCEPTION, exception_text(as_bytes(data)))
             return
         if job.clients:
             plain: list[Peer] = []
@@ -633,6 +728,8 @@ class Scheduler:
 
     def _forget(self, job: Job) -> None:
         self.jobs.pop(job.handle, None)
+        if job.retries and self._attempts:  # a job retried by a policy, now done
+            self._attempts.pop(job, None)
         if job.key is not None and job.function.uniques.get(job.key) is job:
             del job.function.uniques[job.key]
         for client in job.clients:
