@@ -1,21 +1,36 @@
 """Retries and the dead-letter queue with real failing workers: the ``gearman -w`` CLI
 running a failing command, PHP's pecl gearman and Perl's Gearman::Worker returning
 failure or throwing. Each job is retried by its policy, dead-lettered with every
-attempt's outcome, requeued by an operator and then completed."""
+attempt's outcome, requeued by an operator and then completed. And the session of
+docs/retries.md, run as written."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.interop.helpers import Processes, gearman_cmd, perl_cmd, php_cmd, wait_until
+from tests.interop.helpers import (
+    Processes,
+    gearman_cmd,
+    need_program,
+    perl_cmd,
+    php_cmd,
+    wait_until,
+)
 from tests.interop.test_perl import PRELUDE as PERL_PRELUDE
 from tests.interop.test_php import PRELUDE as PHP_PRELUDE
 from tests.interop.wire import Conn, P, admin
-from tests.support import ServerProcess, start_geartrain
+from tests.support import ServerProcess, free_port, start_geartrain
 
 pytestmark = pytest.mark.interop
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ATTEMPTS = 3
 POLICY = f"flaky={ATTEMPTS},backoff=fixed,min=0.1"
@@ -134,3 +149,26 @@ def test_perl_worker_that_fails_and_dies(server: ServerProcess, procs: Processes
     # WORK_FAIL after it, which the server ignores for a job it already ended).
     assert b"perl attempt 2 broke" in attempts[1][3]
     requeue_and_complete(server, entry[0])
+
+
+def test_the_session_of_docs_retries_md_runs_as_written(tmp_path: Path) -> None:
+    """The shell blocks of docs/retries.md, pasted into one shell (on a free port)."""
+    need_program("gearman", "gearman-tools")
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "docs" / "retries.md").read_text(), re.S)
+    port = str(free_port())
+    script = "set -m\n" + "\n".join(blocks).replace("4731", port)
+    bin_dir = str(Path(sys.executable).parent)
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert b"state\tretrying\n" in out and b"state\tdead\n" in out
+    assert b"\tflaky\torder-7\t3\t" in out  # the dead list line: three attempts
+    assert out.count(b"127.0.0.1 -\tfail") == 3
+    assert out.endswith(b"1\n.\n")  # requeued one, then the dead list is empty
