@@ -184,7 +184,7 @@ class SqliteStore(GroupCommitStore):
             batch.chunks,
             batch.reschedules,
             batch.dead_removes,
-            [tuple(dead) for dead in batch.dead_adds],
+            list(map(tuple, batch.dead_adds)),
         )
         self._maybe_written = False
 
