@@ -239,3 +239,17 @@ async def test_dead_jobs_outlive_a_restart(connect: Connect) -> None:
         assert line.split(b"\t")[3] == b"kept"
         assert await admin.admin(b"dead purge " + line.split(b"\t")[0]) == b"OK 1\n"
     assert backing.dead == {}
+
+
+def test_dead_jobs_past_the_age_bound_are_gone_when_listed() -> None:
+    s, clock = make_scheduler(dead_letter=True, dead_limits=DeadLimits(max_age=60))
+    worker = FakePeer("w")
+    s.can_do(worker, b"g")
+    submit(s, None, b"g", background=True)
+    job = s.grab(worker)
+    assert job is not None
+    s.work_fail(job)
+    clock.advance(60)
+    assert len(s.expire_dead()) == 1  # exactly 60 s old: kept
+    clock.advance(1)
+    assert len(s.expire_dead()) == 0 and s.dead.dropped == 1

@@ -68,7 +68,7 @@ def job_command(conn: AdminContext, args: list[bytes]) -> bytes:
         job = scheduler.jobs.get(args[0])
         if job is not None:
             return _describe_job(job)
-        dead = scheduler.dead.find(args[0])
+        dead = scheduler.expire_dead().find(args[0])
         return _UNKNOWN_JOB if dead is None else _describe_dead(dead, with_attempts=False)
     if len(args) == 3 and args[0].lower() == b"unique":
         function, unique = args[1], args[2]
@@ -76,7 +76,7 @@ def job_command(conn: AdminContext, args: list[bytes]) -> bytes:
         job = None if f is None else f.uniques.get(unique)
         if job is not None:
             return _describe_job(job)
-        for dead in reversed(list(scheduler.dead.of_function(function))):
+        for dead in reversed(list(scheduler.expire_dead().of_function(function))):
             if dead.unique == unique:
                 return _describe_dead(dead, with_attempts=False)
         return _UNKNOWN_JOB
@@ -156,7 +156,7 @@ def _list(conn: AdminContext, args: list[bytes]) -> bytes:
     if len(args) > 1:
         return _DEAD_USAGE
     lines = []
-    for dead in conn.scheduler.dead.of_function(args[0] if args else None):
+    for dead in conn.scheduler.expire_dead().of_function(args[0] if args else None):
         count, attempts = decode_attempts(dead.attempts)
         last = attempts[-1].outcome if attempts else "-"
         fields = (escape(dead.handle), escape(dead.function), escape(dead.unique))
@@ -170,18 +170,18 @@ def _list(conn: AdminContext, args: list[bytes]) -> bytes:
 def _show(conn: AdminContext, args: list[bytes]) -> bytes:
     if len(args) != 1:
         return _DEAD_USAGE
-    dead = conn.scheduler.dead.find(args[0])
+    dead = conn.scheduler.expire_dead().find(args[0])
     return _UNKNOWN_JOB if dead is None else _describe_dead(dead, with_attempts=True)
 
 
 def _stats(conn: AdminContext, args: list[bytes]) -> bytes:
-    queue = conn.scheduler.dead
+    queue = conn.scheduler.expire_dead()
     return _record([("jobs", len(queue)), ("bytes", queue.bytes), ("dropped", queue.dropped)])
 
 
 def _chosen(conn: AdminContext, args: list[bytes]) -> list[DeadJob] | None:
     """The dead jobs ``ID|HANDLE`` or ``--all [FUNCTION]`` names; None if malformed."""
-    queue = conn.scheduler.dead
+    queue = conn.scheduler.expire_dead()
     if args and args[0] == b"--all" and len(args) <= 2:
         return list(queue.of_function(args[1] if len(args) == 2 else None))
     if len(args) != 1:
@@ -212,7 +212,7 @@ def _purge(conn: AdminContext, args: list[bytes]) -> bytes:
     if not chosen and args[0] != b"--all":
         return _UNKNOWN_JOB
     for dead in chosen:
-        conn.scheduler.dead.forget(dead.id)
+        conn.scheduler.expire_dead().forget(dead.id)
     return b"OK %d\n" % len(chosen)
 
 

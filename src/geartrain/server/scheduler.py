@@ -606,6 +606,12 @@ class Scheduler:
             write.when_settled(settled)
         return job
 
+    def expire_dead(self) -> DeadQueue:
+        """The dead-letter queue, without the jobs its age bound has expired since the
+        last death (the bounds are otherwise applied when a job dies)."""
+        self.dead.trim(self._clock())
+        return self.dead
+
     def restore_dead(self, store: QueueStore | None, records: list[DeadJob]) -> None:
         """Take back the stored dead jobs at start-up (after ``restore``)."""
         self.dead.store = store
