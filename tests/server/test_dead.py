@@ -253,3 +253,18 @@ def test_dead_jobs_past_the_age_bound_are_gone_when_listed() -> None:
     assert len(s.expire_dead()) == 1  # exactly 60 s old: kept
     clock.advance(1)
     assert len(s.expire_dead()) == 0 and s.dead.dropped == 1
+
+
+def test_attempt_records_of_jobs_that_later_succeed_do_not_pile_up() -> None:
+    s, clock = dying("f=3,min=1,backoff=fixed")
+    worker = FakePeer("w")
+    s.can_do(worker, b"f")
+    for n in range(1000):
+        job = submit(s, None, b"f", background=True, data=b"%d" % n)
+        assert s.grab(worker) is job
+        s.work_fail(job)
+        clock.advance(1)
+        assert s.grab(worker) is job
+        s.work_complete(job, b"")  # succeeded on its second attempt
+    assert s.jobs == {} and len(s.dead) == 0
+    assert len(s._attempts) <= 64  # only entries not yet pruned, none of a live job

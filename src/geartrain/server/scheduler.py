@@ -139,8 +139,11 @@ class Scheduler:
         )
         self.dead = DeadQueue(dead_limits, store)
         # How the attempts of jobs that failed and are being retried ended (only jobs
-        # whose function has a policy); kept for the dead-letter record.
-        self._attempts: dict[Job, list[Attempt]] = {}
+        # whose function has a policy), by handle, for the dead-letter record. Entries of
+        # jobs that later succeeded are pruned here, on the failure path, so that a job
+        # that ends costs nothing extra (see _note_attempt).
+        self._attempts: dict[bytes, list[Attempt]] = {}
+        self._prune_attempts_at = 64
 
     def use_timers(self, call_later: CallLater) -> None:
         """Set the timer factory once an event loop runs (``loop.call_later``)."""
@@ -501,11 +504,17 @@ class Scheduler:
         worker = job.worker
         who = "-" if worker is None else f"{worker.ip} {worker.client_id.decode(errors='replace')}"
         attempt = Attempt(self._clock(), who, (outcome.name or "").lower(), text)
-        attempts = self._attempts.get(job)
-        if attempts is None:
-            self._attempts[job] = [attempt]
-        else:
+        attempts = self._attempts.get(job.handle)
+        if attempts is not None:
             attempts.append(attempt)
+            return
+        if len(self._attempts) >= self._prune_attempts_at:
+            # Forget the jobs that ended since (handles are never reused while the
+            # server runs); amortized O(1), and at most about twice the live entries.
+            jobs = self.jobs
+            self._attempts = {h: a for h, a in self._attempts.items() if h in jobs}
+            self._prune_attempts_at = 2 * len(self._attempts) + 64
+        self._attempts[job.handle] = [attempt]
 
     def _failed(self, job: Job, policy: RetryPolicy, outcome: Outcome, text: str) -> None:
         """The worker reported a failure it is done with (WORK_FAIL, WORK_EXCEPTION)."""
@@ -553,7 +562,7 @@ class Scheduler:
 
     def _bury(self, job: Job) -> None:
         """End a background job that failed for good, keeping it as a dead job."""
-        attempts = self._attempts.pop(job, [])
+        attempts = self._attempts.pop(job.handle, [])
         dead_id = self._next_store_id
         self._next_store_id = dead_id + 1
         now = self._clock()
@@ -734,8 +743,6 @@ class Scheduler:
 
     def _forget(self, job: Job) -> None:
         self.jobs.pop(job.handle, None)
-        if job.retries and self._attempts:  # a job retried by a policy, now done
-            self._attempts.pop(job, None)
         if job.key is not None and job.function.uniques.get(job.key) is job:
             del job.function.uniques[job.key]
         for client in job.clients:
