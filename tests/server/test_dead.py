@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from geartrain.protocol.constants import PacketType as P
-from geartrain.server.dead import DeadLimits, DeadQueue, decode_attempts, weight
+from geartrain.server.dead import DeadLimits, DeadQueue, decode_attempts, requeue_dead, weight
 from geartrain.server.jobs import JobState
 from geartrain.server.persistence.base import DeadJob
 from geartrain.server.persistence.memory import MemoryBacking, MemoryStore
@@ -149,7 +149,7 @@ def test_requeue_submits_it_again_and_purge_forgets_it() -> None:
         assert job is not None
         s.work_fail(job)
     first, second = s.dead.jobs.values()
-    again = s.requeue_dead(first)
+    again = requeue_dead(s, first)
     assert not isinstance(again, tuple)
     assert (again.unique, again.data, again.state) == (b"a", b"a", JobState.QUEUED)
     assert again.handle != first.handle
@@ -268,3 +268,32 @@ def test_attempt_records_of_jobs_that_later_succeed_do_not_pile_up() -> None:
         s.work_complete(job, b"")  # succeeded on its second attempt
     assert s.jobs == {} and len(s.dead) == 0
     assert len(s._attempts) <= 64  # only entries not yet pruned, none of a live job
+
+
+async def test_a_requeue_the_store_refuses_leaves_the_job_dead() -> None:
+    backing = MemoryBacking()
+    store = MemoryStore(backing, backoff_initial=0.001, backoff_max=0.01)
+    await store.open()
+    clock = FakeClock()
+    s = Scheduler(store=store, call_later=clock.call_later, clock=clock, dead_letter=True)
+    record = DeadJob(7, b"H:x:1", b"g", b"u", b"data", 1, b"", clock.now, b"{}")
+    s.restore_dead(store, [record])
+    backing.fail_writes = ValueError("disk full")  # refused, the store stays up
+
+    async def requeued() -> bool:
+        job = requeue_dead(s, record)
+        assert not isinstance(job, tuple) and job.write is not None
+        assert len(s.dead) == 0  # hidden while it is written
+        write, done = job.write, asyncio.Event()
+        write.when_settled(done.set)
+        async with asyncio.timeout(5):
+            await done.wait()
+        return write.refused is None
+
+    assert not await requeued()
+    assert list(s.dead.jobs) == [7] and s.jobs == {}
+    backing.fail_writes = None
+    assert await requeued()
+    assert len(s.dead) == 0 and [j.data for j in s.jobs.values()] == [b"data"]
+    await store.close()
+    assert backing.dead == {} and [j.unique for j in backing.jobs.values()] == [b"u"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .dead import decode_attempts
+from .dead import decode_attempts, requeue_dead
 from .jobs import Job, JobState
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def _requeue(conn: AdminContext, args: list[bytes]) -> bytes:
         return _UNKNOWN_JOB
     done = 0
     for dead in chosen:
-        result = conn.scheduler.requeue_dead(dead)
+        result = requeue_dead(conn.scheduler, dead)
         if isinstance(result, tuple):
             return b"ERR QUEUE_ERROR %s\r\n" % result[1].replace(b" ", b"+")
         done += 1

@@ -23,8 +23,13 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .persistence.base import DeadJob, QueueStore
+
+if TYPE_CHECKING:
+    from .jobs import Job
+    from .scheduler import Error, Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -179,3 +184,36 @@ class DeadQueue:
         for record in list(self.jobs.values()):
             if function is None or record.function == function:
                 yield record
+
+
+def requeue_dead(scheduler: Scheduler, record: DeadJob) -> Job | Error:
+    """Submit a dead job again (admin ``dead requeue``), as a new background job.
+
+    It leaves the dead-letter queue once it is durable in the persistent queue; if the
+    store refuses it, it stays dead. Returns the new (or coalesced) job, or the ERROR.
+    """
+    job = scheduler.submit(
+        None,
+        record.function,
+        record.unique,
+        record.data,
+        record.priority,
+        True,
+        reducer=record.reducer,
+    )
+    if isinstance(job, tuple):
+        return job
+    dead = scheduler.dead
+    write = job.write
+    if write is None:
+        dead.forget(record.id)
+        return job
+    dead.jobs.pop(record.id, None)  # hidden while it is being written
+
+    def settled() -> None:
+        dead.jobs[record.id] = record  # back, so that forget() counts it out
+        if write.refused is None:
+            dead.forget(record.id)
+
+    write.when_settled(settled)
+    return job

@@ -582,39 +582,6 @@ class Scheduler:
         self._forget(job)
         self.dead.add(record, now)
 
-    def requeue_dead(self, record: DeadJob) -> Job | Error:
-        """Submit a dead job again (admin ``dead requeue``), as a new background job.
-
-        It leaves the dead-letter queue once it is durable in the persistent queue; if
-        the store refuses it, it stays dead.
-        """
-        job = self.submit(
-            None,
-            record.function,
-            record.unique,
-            record.data,
-            record.priority,
-            True,
-            reducer=record.reducer,
-        )
-        if isinstance(job, tuple):
-            return job
-        write = job.write
-        if write is None:
-            self.dead.forget(record.id)
-        else:
-            self.dead.jobs.pop(record.id, None)  # hidden while it is being written
-
-            def settled() -> None:
-                if write.refused is None:
-                    self.dead.jobs[record.id] = record  # forget() counts it out again
-                    self.dead.forget(record.id)
-                else:
-                    self.dead.jobs[record.id] = record
-
-            write.when_settled(settled)
-        return job
-
     def expire_dead(self) -> DeadQueue:
         """The dead-letter queue, without the jobs its age bound has expired since the
         last death (the bounds are otherwise applied when a job dies)."""
