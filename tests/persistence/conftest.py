@@ -287,7 +287,9 @@ class PostgresHarness(Harness):
 
     async def drop(self) -> None:
         p = self.prefix
-        await self._admin(lambda con: con.execute(f'DROP TABLE IF EXISTS "{p}_jobs", "{p}_chunks"'))
+        await self._admin(
+            lambda con: con.execute(f'DROP TABLE IF EXISTS "{p}_jobs", "{p}_chunks", "{p}_dead"')
+        )
 
 
 class MysqlHarness(Harness):
@@ -338,7 +340,8 @@ class MysqlHarness(Harness):
         await self._admin(f"KILL {int(thread_id)}")
 
     async def drop(self) -> None:
-        await self._admin(f"DROP TABLE IF EXISTS `{self.prefix}_jobs`, `{self.prefix}_chunks`")
+        tables = ", ".join(f"`{self.prefix}_{name}`" for name in ("jobs", "chunks", "dead"))
+        await self._admin(f"DROP TABLE IF EXISTS {tables}")
 
 
 class RedisHarness(Harness):

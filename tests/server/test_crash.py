@@ -72,14 +72,18 @@ def _sql_cleanup(name: str, prefix: str) -> Callable[[], None]:
             import asyncpg
 
             conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-            await conn.execute(f"DROP TABLE IF EXISTS {prefix}_jobs, {prefix}_chunks")
+            await conn.execute(
+                f"DROP TABLE IF EXISTS {prefix}_jobs, {prefix}_chunks, {prefix}_dead"
+            )
             await conn.close()
         else:
             import aiomysql
 
             conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", db="test")
             async with conn.cursor() as cur:
-                await cur.execute(f"DROP TABLE IF EXISTS {prefix}_jobs, {prefix}_chunks")
+                await cur.execute(
+                    f"DROP TABLE IF EXISTS {prefix}_jobs, {prefix}_chunks, {prefix}_dead"
+                )
             conn.close()
 
     return lambda: asyncio.run(drop())

@@ -12,7 +12,7 @@ from pathlib import Path
 from geartrain.protocol.codec import as_bytes, encode_request
 from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server
-from geartrain.server.persistence.base import QueueError, StoredJob, row_size
+from geartrain.server.persistence.base import DeadJob, QueueError, StoredJob, row_size
 
 from .conftest import Connect, RawClient, running_server
 
@@ -271,6 +271,7 @@ class SlowStore:
 
     def __init__(self) -> None:
         self.rows: dict[int, StoredJob] = {}
+        self.dead: dict[int, DeadJob] = {}
         self.fail = False
         self.delay = 0.05
         self.tasks: set[asyncio.Future[None]] = set()
@@ -333,6 +334,18 @@ class SlowStore:
 
     def update_retries(self, job_id: int, retries: int) -> None:
         self.rows[job_id] = self.rows[job_id]._replace(retries=retries)
+
+    def reschedule(self, job_id: int, when: int, retries: int) -> None:
+        self.rows[job_id] = self.rows[job_id]._replace(when=when, retries=retries)
+
+    def add_dead(self, job: DeadJob) -> None:
+        self.dead[job.id] = job
+
+    def remove_dead(self, dead_id: int) -> None:
+        self.dead.pop(dead_id, None)
+
+    async def load_dead(self) -> list[DeadJob]:
+        return list(self.dead.values())
 
     async def close(self) -> None:
         pass

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -28,6 +29,7 @@ from geartrain.admin.core import (
     parse_unique_jobs,
     parse_workers,
 )
+from geartrain.admin.jobs import parse_dead_list, parse_record
 from geartrain.client.servers import servers_from_options
 from geartrain.errors import AdminError, GeartrainError
 from geartrain.tls import TLSOptions
@@ -86,7 +88,14 @@ def _print_reply(reply: AdminReply) -> None:
     out.flush()
 
 
-def _run(ctx: click.Context, line: str, shape: Shape) -> None:
+def _run(
+    ctx: click.Context,
+    line: str,
+    shape: Shape,
+    parse: Callable[[AdminReply], Any] | None = None,
+) -> None:
+    """Send ``line`` and print the reply (as gearadmin would, or parsed with ``--json``;
+    ``parse`` reads the reply for ``--json`` where the command's own parser does not)."""
     options: _Options = ctx.obj
     try:
         with options.client() as admin:
@@ -104,6 +113,8 @@ def _run(ctx: click.Context, line: str, shape: Shape) -> None:
         ctx.exit(EXIT_ERROR)
     if not options.json:
         _print_reply(reply)
+    elif parse is not None:
+        _emit_json(parse(reply))
     elif shape is Shape.LIST:
         _emit_json(_PARSERS[line](reply.lines))
     elif shape is Shape.VALUE:
@@ -192,6 +203,88 @@ def maxqueue(ctx: click.Context, function: str, limits: tuple[int, ...]) -> None
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     _run(ctx, line, Shape.OK)
+
+
+@admin.command("job")
+@click.argument("handle", required=False)
+@click.option(
+    "--unique",
+    nargs=2,
+    metavar="FUNCTION UNIQUE",
+    help="Look the job up by function and unique instead of by handle.",
+)
+@click.pass_context
+def job(ctx: click.Context, handle: str | None, unique: tuple[str, str] | None) -> None:
+    """Where a job stands: storing, queued, delayed, running (on which worker),
+    retrying or dead."""
+    if unique:
+        line = f"job unique {_word(unique[0])} {_word(unique[1])}"
+    elif handle:
+        line = f"job {_word(handle)}"
+    else:
+        raise click.UsageError("give a HANDLE or --unique FUNCTION UNIQUE")
+    _run(ctx, line, Shape.LIST, lambda reply: parse_record(reply.lines))
+
+
+@admin.group("dead")
+def dead() -> None:
+    """Jobs that failed for good: list, show, requeue, purge."""
+
+
+@dead.command("list")
+@click.argument("function", required=False)
+@click.pass_context
+def dead_list(ctx: click.Context, function: str | None) -> None:
+    """Dead jobs, oldest first (ID, handle, function, unique, attempts, died, last outcome)."""
+    line = "dead list" + (f" {_word(function)}" if function else "")
+    _run(ctx, line, Shape.LIST, lambda reply: parse_dead_list(reply.lines))
+
+
+@dead.command("show")
+@click.argument("job_id", metavar="ID|HANDLE")
+@click.pass_context
+def dead_show(ctx: click.Context, job_id: str) -> None:
+    """One dead job with the outcome of every attempt kept."""
+    _run(ctx, f"dead show {_word(job_id)}", Shape.LIST, lambda reply: parse_record(reply.lines))
+
+
+@dead.command("stats")
+@click.pass_context
+def dead_stats(ctx: click.Context) -> None:
+    """Dead jobs kept, their bytes, and how many the bounds dropped."""
+    _run(ctx, "dead stats", Shape.LIST, lambda reply: parse_record(reply.lines))
+
+
+def _chosen(job_id: str | None, every: bool, function: str | None) -> str:
+    if every and not job_id:
+        return "--all" + (f" {_word(function)}" if function else "")
+    if job_id and not every and not function:
+        return _word(job_id)
+    raise click.UsageError("give an ID or HANDLE, or --all [--function FUNCTION]")
+
+
+def _count(reply: AdminReply) -> dict[str, int]:
+    return {"count": int(reply.value or b"0")}
+
+
+@dead.command("requeue")
+@click.argument("job_id", metavar="[ID|HANDLE]", required=False)
+@click.option("--all", "every", is_flag=True, help="Every dead job (of --function).")
+@click.option("--function", help="With --all: only the dead jobs of this function.")
+@click.pass_context
+def dead_requeue(ctx: click.Context, job_id: str | None, every: bool, function: str | None) -> None:
+    """Submit dead jobs again as new background jobs; prints how many."""
+    _run(ctx, f"dead requeue {_chosen(job_id, every, function)}", Shape.VALUE, _count)
+
+
+@dead.command("purge")
+@click.argument("job_id", metavar="[ID|HANDLE]", required=False)
+@click.option("--all", "every", is_flag=True, help="Every dead job (of --function).")
+@click.option("--function", help="With --all: only the dead jobs of this function.")
+@click.pass_context
+def dead_purge(ctx: click.Context, job_id: str | None, every: bool, function: str | None) -> None:
+    """Forget dead jobs for good; prints how many."""
+    _run(ctx, f"dead purge {_chosen(job_id, every, function)}", Shape.VALUE, _count)
 
 
 @admin.command("ping")

@@ -122,6 +122,33 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
     help="Attempts before a job whose workers fail is dropped (0 = unlimited).",
 )
 @click.option(
+    "--retry",
+    multiple=True,
+    metavar="GLOB=ATTEMPTS[,OPTION=VALUE...]",
+    help="Retry failed background jobs of the functions matching GLOB, at most ATTEMPTS "
+    "runs; options backoff=exponential|fixed, min=SECONDS, max=SECONDS, "
+    "on=fail,exception,lost,timeout. Repeatable; the first match wins.",
+)
+@click.option(
+    "--dead-letter",
+    is_flag=True,
+    default=None,
+    help="Keep background jobs that fail with no --retry policy as dead jobs too.",
+)
+@click.option(
+    "--dead-letter-max-jobs", type=int, help="Dead jobs kept at most (default 10000; 0 = any)."
+)
+@click.option(
+    "--dead-letter-max-age",
+    type=float,
+    help="Seconds a dead job is kept at most (default 604800, a week; 0 = forever).",
+)
+@click.option(
+    "--dead-letter-max-bytes",
+    type=int,
+    help="Bytes of dead jobs kept at most (default 64 MiB; 0 = any).",
+)
+@click.option(
     "-w", "--worker-wakeup", type=int, help="Sleeping workers woken per new job (0 = all)."
 )
 @click.option("--job-handle-prefix", help="Job handle prefix (default H:<hostname>).")
@@ -272,7 +299,9 @@ def _settings(config_file: str | None, options: dict[str, Any]) -> Settings:
     for name, value in options.items():
         if value is None or value == ():
             continue
-        values[name] = list(value) if name in ("listen", "http_listen", "ssl_listen") else value
+        values[name] = (
+            list(value) if name in ("listen", "http_listen", "ssl_listen", "retry") else value
+        )
     if "port" not in values and os.environ.get("GEARMAND_PORT"):
         values["port"] = int(os.environ["GEARMAND_PORT"])
     tls_options.server_environment(values)

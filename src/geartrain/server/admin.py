@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from geartrain.protocol.numbers import parse_c_int
 
+from .admin_jobs import dead_command, job_command
 from .jobs import Function, Peer
 
 if TYPE_CHECKING:
@@ -196,4 +197,6 @@ COMMANDS: dict[bytes, Command] = {
     b"verbose": _verbose,
     b"getpid": _getpid,
     b"shutdown": _shutdown,
+    b"job": job_command,
+    b"dead": dead_command,
 }

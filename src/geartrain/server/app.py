@@ -33,6 +33,7 @@ from geartrain.protocol.spool import SpoolWriter
 from .config import NOTICE, Settings, state_directory
 from .connection import Connection, tune_socket
 from .counters import ServerCounters
+from .dead import DeadLimits
 from .persistence.base import QueueStore
 from .scheduler import Scheduler
 from .tls import Handshake, ServerTLS, TLSConfigError, tls_wanted
@@ -74,6 +75,13 @@ class Server:
             job_retries=settings.job_retries,
             worker_wakeup=settings.worker_wakeup,
             store=store,
+            retry=settings.retry_policies(),
+            dead_letter=settings.dead_letter,
+            dead_limits=DeadLimits(
+                settings.dead_letter_max_jobs,
+                settings.dead_letter_max_age,
+                settings.dead_letter_max_bytes,
+            ),
         )
         self.spool_directory = settings.spool_path()
         #: Totals kept for the metrics (``geartrain.server.metrics`` reads them).
@@ -213,6 +221,7 @@ class Server:
         elapsed = time.monotonic() - started
         self.counters.replay_seconds = elapsed
         self.counters.replayed_jobs = len(records)
+        self.scheduler.restore_dead(self.store, await self.store.load_dead())
         if records:
             logger.log(NOTICE, "replayed %d stored jobs in %.2fs", len(records), elapsed)
 

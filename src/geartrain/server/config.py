@@ -20,6 +20,9 @@ from typing import Any
 from geartrain.protocol.codec import DEFAULT_SPOOL_AT
 from geartrain.protocol.constants import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT
 
+from .dead import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS
+from .retry import RetryPolicies, parse_policies, policy_text
+
 #: gearmand's NOTICE level (start-up, shutdown, one line per dropped job) between
 #: logging's INFO and WARNING.
 NOTICE = 25
@@ -101,6 +104,17 @@ class Settings:
     graceful_timeout: float = 60.0
     #: Accept the admin ``shutdown`` command (off: gearmand removed it in 1.1.15).
     admin_shutdown: bool = False
+    #: Retry policies of failed background jobs, ``GLOB=ATTEMPTS[,backoff=...][,min=S]
+    #: [,max=S][,on=...]``, first match wins (see docs/retries.md); none = a failed job
+    #: ends, as on gearmand.
+    retry: list[str] = field(default_factory=list)
+    #: Keep background jobs that fail with no retry policy as dead jobs too (jobs that
+    #: exhaust a policy are always kept).
+    dead_letter: bool = False
+    #: Bounds of the dead-letter queue (0 = none); the oldest dead jobs go first.
+    dead_letter_max_jobs: int = DEFAULT_MAX_JOBS
+    dead_letter_max_age: float = DEFAULT_MAX_AGE
+    dead_letter_max_bytes: int = DEFAULT_MAX_BYTES
     #: Import the jobs of a gearmand queue at start-up (URL, see persistence docs).
     import_gearmand: str | None = None
     #: Run as this user: privileges are dropped first thing, as gearmand does.
@@ -181,6 +195,9 @@ class Settings:
             )
         if self.spool_threshold < 65536:
             raise ValueError("spool-threshold must be at least 65536 bytes")
+        if min(self.dead_letter_max_jobs, self.dead_letter_max_age, self.dead_letter_max_bytes) < 0:
+            raise ValueError("dead-letter bounds must be 0 (none) or more")
+        self.retry_policies()
         self._validate_tls()
 
     def _validate_tls(self) -> None:
@@ -192,6 +209,14 @@ class Settings:
             raise ValueError(f"ssl-port {self.ssl_port} out of range")
         if self.ssl_handshake_timeout <= 0:
             raise ValueError("ssl-handshake-timeout must be more than 0 seconds")
+
+    def retry_policies(self) -> RetryPolicies:
+        """The ``retry`` option parsed.
+
+        Raises:
+            ValueError: a policy is malformed (:class:`~geartrain.server.retry.PolicyError`).
+        """
+        return parse_policies(self.retry)
 
 
 def state_directory() -> Path:
@@ -224,4 +249,21 @@ def load_file(path: str | Path) -> dict[str, Any]:
         if name not in known:
             raise ValueError(f"{path}: unknown option {key!r}")
         values[name] = value
+    # A [retry] table sits beside [server] (or inside it): GLOB = "ATTEMPTS,..." or
+    # GLOB = {attempts = N, backoff = "...", ...}, in the order written.
+    table = raw.get("retry") if "server" in raw and "retry" not in section else section.get("retry")
+    if table is not None:
+        values["retry"] = _retry_table(path, table)
     return values
+
+
+def _retry_table(path: str | Path, table: object) -> list[str]:
+    """The ``[retry]`` table (or a list of ``--retry`` strings) as ``--retry`` strings."""
+    if isinstance(table, list) and all(isinstance(item, str) for item in table):
+        return list(table)
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: retry must be a table of GLOB = policy")
+    try:
+        return [policy_text(pattern, value) for pattern, value in table.items()]
+    except ValueError as exc:
+        raise ValueError(f"{path}: [retry]: {exc}") from None

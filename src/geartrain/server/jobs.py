@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from geartrain.protocol.codec import Payload
 
+    from .retry import RetryPolicy
     from .scheduler import Scheduler
     from .tls import Identity
     from .writes import WriteGroup
@@ -118,6 +119,7 @@ class Function:
         "queues",
         "ran",
         "requeued",
+        "retry",
         "running",
         "scheduled",
         "sleepers",
@@ -156,6 +158,9 @@ class Function:
         self.requeued = [0, 0, 0]  # back in the queue: worker lost, timeout, CANT_DO
         self.waited = DurationHistogram()  # queued until a worker took it
         self.ran = DurationHistogram()  # from assignment to its result
+        # The retry policy of this function's background jobs, resolved once when the
+        # function is first seen (None: a failed job ends, as on gearmand).
+        self.retry: RetryPolicy | None = None
 
     @property
     def total(self) -> int:

@@ -7,8 +7,15 @@ key, in its function's ``uniques``. A job moves through the states of
 :class:`~geartrain.server.jobs.JobState`::
 
     STORING --durable--> QUEUED / SCHEDULED --due--> QUEUED --grab--> RUNNING --result--> ENDED
-       |                    ^                                 |
-       +--store error--> ENDED   +---worker lost / timeout----+  (retries permitting)
+       |                    ^           ^                     |   |
+       +--store error--> ENDED   +------|---worker lost / timeout-+   |  (retries permitting)
+                                        +---failed, retry policy------+  (attempts permitting)
+
+A background job whose function has a retry policy (``server/retry.py``) and whose
+attempt ends in an outcome the policy covers goes back to SCHEDULED, due after the
+policy's backoff delay, keeping its handle, unique and priority: GET_STATUS shows it
+known and not running until it runs again. Its attempt count (``retries``) and new
+run-at time are written to the persistent queue, so a restart resumes the backoff.
 
 Priority is global across the functions a worker can do and functions of equal
 priority take turns (gearmand 2.0's rule, PROTOCOL.md §6.4): a grab looks for a
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -43,16 +51,18 @@ from functools import partial
 from itertools import islice
 from math import ceil
 
-from geartrain.protocol.codec import Payload
+from geartrain.protocol.codec import Payload, as_bytes
 from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode
 from geartrain.protocol.numbers import parse_c_int
 from geartrain.protocol.spool import Spooled
 
 from . import replies
+from .dead import Attempt, DeadLimits, DeadQueue, encode_attempts, exception_text
 from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
-from .persistence.base import QueueError, QueueStore, StoredJob
+from .persistence.base import DeadJob, QueueError, QueueStore, StoredJob
 from .replies import send_with_data
+from .retry import Outcome, RetryPolicies, RetryPolicy
 from .writes import WriteGroup
 
 logger = logging.getLogger(__name__)
@@ -87,6 +97,11 @@ class Scheduler:
         store: the persistent queue for background jobs, or None.
         call_later: ``loop.call_later``-compatible timer factory.
         clock: wall clock in Unix seconds (for epoch jobs).
+        retry: retry policies of failed background jobs, by function name pattern.
+        randomness: numbers in [0, 1) for the jitter of retry delays.
+        dead_letter: keep background jobs that fail with no retry policy as dead jobs
+            (jobs that exhaust a policy are always kept).
+        dead_limits: the bounds of the dead-letter queue.
     """
 
     def __init__(
@@ -98,6 +113,10 @@ class Scheduler:
         store: QueueStore | None = None,
         call_later: CallLater | None = None,
         clock: Callable[[], float] = time.time,
+        retry: RetryPolicies | None = None,
+        randomness: Callable[[], float] = random.random,
+        dead_letter: bool = False,
+        dead_limits: DeadLimits | None = None,
     ) -> None:
         self.handle_prefix = handle_prefix
         self.job_retries = job_retries
@@ -115,6 +134,20 @@ class Scheduler:
         #: per read (not per job) and by the timers here: jobs take it as their ``since_ns``
         #: for the wait and run time histograms.
         self.now_ns = time.monotonic_ns()
+        self.retry = retry if retry else None
+        self._randomness = randomness
+        # With --dead-letter, functions without a policy get this one: one attempt,
+        # then the failed job is kept as a dead job instead of vanishing.
+        self._dead_policy = (
+            RetryPolicy("*", 1, outcomes=Outcome.FAIL | Outcome.EXCEPTION) if dead_letter else None
+        )
+        self.dead = DeadQueue(dead_limits, store)
+        # How the attempts of jobs that failed and are being retried ended (only jobs
+        # whose function has a policy), by handle, for the dead-letter record. Entries of
+        # jobs that later succeeded are pruned here, on the failure path, so that a job
+        # that ends costs nothing extra (see _note_attempt).
+        self._attempts: dict[bytes, list[Attempt]] = {}
+        self._prune_attempts_at = 64
 
     def use_timers(self, call_later: CallLater) -> None:
         """Set the timer factory once an event loop runs (``loop.call_later``)."""
@@ -133,6 +166,10 @@ class Scheduler:
         f = self.functions.get(name)
         if f is None:
             f = self.functions[name] = Function(name)
+            if self.retry is not None:
+                f.retry = self.retry.resolve(name)
+            if f.retry is None:
+                f.retry = self._dead_policy
         return f
 
     # -- submission --------------------------------------------------------------
@@ -347,7 +384,7 @@ class Scheduler:
         f.workers.pop(peer, None)
         f.sleepers.pop(peer, None)
         for job in [j for j in peer.assigned if j.function is f]:
-            self._requeue(job, "worker dropped the function")
+            self._lost(job, "worker dropped the function", Outcome.LOST)
 
     def reset_abilities(self, peer: Peer) -> None:
         for f in list(peer.ability_list):
@@ -434,10 +471,10 @@ class Scheduler:
     def _timed_out(self, job: Job, peer: Peer) -> None:
         job.timer = None
         if job.worker is peer and job.state is RUNNING:
-            logger.info("job %r timed out on its worker; requeued", job.handle)
+            logger.info("job %r timed out on its worker", job.handle)
             job.function.timed_out[job.priority] += 1
             self.now_ns = time.monotonic_ns()
-            self._requeue(job, "timeout")
+            self._lost(job, "timeout", Outcome.TIMEOUT)
 
     def requeue(self, job: Job, reason: str) -> None:
         """Put a running job back in its queue (counted against ``job_retries``)."""
@@ -452,6 +489,9 @@ class Scheduler:
         job.retries += 1
         if self.job_retries and job.retries >= self.job_retries:
             logger.warning("dropped job %r after %d attempts (%s)", job.handle, job.retries, reason)
+            if job.background and job.function.retry is not None:
+                self._bury(job)
+                return
             self._forward_fail(job)
             f.failed[job.priority] += 1
             job.state = ENDED
@@ -463,6 +503,117 @@ class Scheduler:
             self.store.update_retries(job.store_id, job.retries)
         self._enqueue(job)
 
+    # -- retry policies ---------------------------------------------------------------
+
+    def _lost(self, job: Job, reason: str, outcome: Outcome) -> None:
+        """A running job lost its worker (or timed out): retried after a delay if its
+        policy covers ``outcome``, else requeued at once as gearmand does."""
+        policy = job.function.retry
+        if policy is None or not job.background:
+            self._requeue(job, reason)
+            return
+        self._note_attempt(job, outcome, reason)
+        if outcome in policy.outcomes:
+            logger.info("job %r: %s", job.handle, reason)
+            self._retry_or_end(job, policy, outcome)
+        else:
+            self._requeue(job, reason)
+
+    def _note_attempt(self, job: Job, outcome: Outcome, text: str) -> None:
+        worker = job.worker
+        who = "-" if worker is None else f"{worker.ip} {worker.client_id.decode(errors='replace')}"
+        attempt = Attempt(self._clock(), who, (outcome.name or "").lower(), text)
+        attempts = self._attempts.get(job.handle)
+        if attempts is not None:
+            attempts.append(attempt)
+            return
+        if len(self._attempts) >= self._prune_attempts_at:
+            # Forget the jobs that ended since (handles are never reused while the
+            # server runs); amortized O(1), and at most about twice the live entries.
+            jobs = self.jobs
+            self._attempts = {h: a for h, a in self._attempts.items() if h in jobs}
+            self._prune_attempts_at = 2 * len(self._attempts) + 64
+        self._attempts[job.handle] = [attempt]
+
+    def _failed(self, job: Job, policy: RetryPolicy, outcome: Outcome, text: str) -> None:
+        """The worker reported a failure it is done with (WORK_FAIL, WORK_EXCEPTION)."""
+        worker = job.worker
+        if worker is not None:
+            worker.ended.append(job.handle)  # a WORK_FAIL after WORK_EXCEPTION is ignored
+        self._note_attempt(job, outcome, text)
+        self._retry_or_end(job, policy, outcome)
+
+    def _retry_or_end(self, job: Job, policy: RetryPolicy, outcome: Outcome) -> None:
+        """Count the attempt; schedule the next one after the backoff, or end the job.
+
+        Waiting clients (foreground submitters coalesced onto a background job) stay
+        attached: they get the outcome of the last attempt.
+        """
+        job.function.running -= 1
+        _unbind(job)
+        job.retries += 1
+        job.numerator = job.denominator = 0
+        if job.retries >= policy.attempts:
+            logger.warning(
+                "job %r of %r failed (%s) after %d attempts",
+                job.handle,
+                job.function.name,
+                outcome.name,
+                job.retries,
+            )
+            self._bury(job)
+            return
+        delay = policy.delay(job.retries, self._randomness())
+        job.due = self._clock() + delay
+        # Whole seconds in the store, rounded up as for epoch jobs: never early.
+        job.when = ceil(job.due)
+        logger.info(
+            "job %r failed (%s), attempt %d of %d; retried in %.3g s",
+            job.handle,
+            outcome.name,
+            job.retries,
+            policy.attempts,
+            delay,
+        )
+        if job.store_id and self.store is not None:
+            self.store.reschedule(job.store_id, job.when, job.retries)
+        self._schedule(job)
+
+    def _bury(self, job: Job) -> None:
+        """End a background job that failed for good, keeping it as a dead job."""
+        attempts = self._attempts.pop(job.handle, [])
+        dead_id = self._next_store_id
+        self._next_store_id = dead_id + 1
+        now = self._clock()
+        record = DeadJob(
+            dead_id,
+            job.handle,
+            job.function.name,
+            job.unique,
+            as_bytes(job.data),
+            job.priority,
+            job.reducer,
+            now,
+            encode_attempts(job.retries, attempts),
+        )
+        self._forward_fail(job)
+        job.state = ENDED
+        self._forget(job)
+        self.dead.add(record, now)
+
+    def expire_dead(self) -> DeadQueue:
+        """The dead-letter queue, without the jobs its age bound has expired since the
+        last death (the bounds are otherwise applied when a job dies)."""
+        self.dead.trim(self._clock())
+        return self.dead
+
+    def restore_dead(self, store: QueueStore | None, records: list[DeadJob]) -> None:
+        """Take back the stored dead jobs at start-up (after ``restore``)."""
+        self.dead.store = store
+        self.dead.restore(records, self._clock())
+        for record in records:
+            self._next_store_id = max(self._next_store_id, record.id + 1)
+
     def drop_peer(self, peer: Peer) -> None:
         """Forget a closed connection: requeue its jobs, abandon what it waited for."""
         for f in peer.ability_list:
@@ -471,7 +622,7 @@ class Scheduler:
         peer.abilities.clear()
         peer.ability_list.clear()
         for job in list(peer.assigned):
-            self._requeue(job, "worker disconnected")
+            self._lost(job, "worker disconnected", Outcome.LOST)
         for job in list(peer.waiting):
             job.clients.remove(peer)  # type: ignore[union-attr]
             if not job.clients and not job.background and job.state in (QUEUED, SCHEDULED):
@@ -506,11 +657,19 @@ class Scheduler:
         self._finish(job)
 
     def work_fail(self, job: Job) -> None:
+        policy = job.function.retry
+        if policy is not None and job.background and Outcome.FAIL in policy.outcomes:
+            self._failed(job, policy, Outcome.FAIL, "")
+            return
         self._forward_fail(job)
         job.function.failed[job.priority] += 1
         self._finish(job)
 
     def work_exception(self, job: Job, data: Payload) -> None:
+        policy = job.function.retry
+        if policy is not None and job.background and Outcome.EXCEPTION in policy.outcomes:
+            self._failed(job, policy, Outcome.EXCEPTION, exception_text(as_bytes(data)))
+            return
         if job.clients:
             plain: list[Peer] = []
             packet = b""

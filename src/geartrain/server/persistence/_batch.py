@@ -13,13 +13,17 @@ together in the next batch:
 that is group commit, and it is what makes 2,000 concurrent adds cost a handful of
 fsyncs or round trips instead of 2,000.
 
-A batch is applied as deletes, then inserts, then retry updates. Ids are never reused, so
-the only ordering that matters is an add before the remove or update of the same id, and
-the server removes or requeues only jobs whose add has settled: that is why the three
-queues need no common order. A job added and removed within one batch is simply not
-written (its add still resolves: the server is done with it), which makes deletes-first
-safe. Deleting first also lets a batch free space before it needs some, which matters on
-a full disk.
+``reschedule`` (a failed job put back for a later attempt) queues the job's new run-at
+time with its retry count in ``_reschedules``; it is written like a retry update, after
+them, and carries the newer count when both are pending for one job.
+
+A batch is applied as deletes, then inserts, then retry updates, then reschedules. Ids
+are never reused, so the only ordering that matters is an add before the remove or
+update of the same id, and the server removes, requeues or reschedules only jobs whose
+add has settled: that is why the queues need no common order. A job added and removed
+within one batch is simply not written (its add still resolves: the server is done with
+it), which makes deletes-first safe. Deleting first also lets a batch free space before
+it needs some, which matters on a full disk.
 
 Failures:
 
@@ -75,7 +79,7 @@ from typing import TypedDict
 from geartrain.protocol.spool import Spooled, SpoolWriter
 
 from ..counters import BATCH_OPERATIONS, COMMIT_SECONDS, Histogram
-from .base import QueueError, QueueInUse, StoredJob, row_size
+from .base import DeadJob, QueueError, QueueInUse, StoredJob, row_size
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +128,17 @@ class Batch:
     """The writes of one transaction.
 
     Backends apply removes (and the chunks of ``chunk_removes``), then chunks, then
-    adds, then retries. The adds' data is bytes here: a chunked job's row has b"".
+    adds, then retries, then reschedules. The adds' data is bytes here: a chunked job's
+    row has b"".
     """
 
     adds: list[StoredJob] = field(default_factory=list)
     retries: list[tuple[int, int]] = field(default_factory=list)  # (id, retries)
+    #: (id, when, retries): a failed job's next run-at time and its attempt count.
+    reschedules: list[tuple[int, int, int]] = field(default_factory=list)
+    #: Dead jobs deleted (purged, requeued or dropped by a bound), then dead jobs added.
+    dead_removes: list[int] = field(default_factory=list)
+    dead_adds: list[DeadJob] = field(default_factory=list)
     removes: list[int] = field(default_factory=list)
     #: Ids whose chunks are deleted (removed jobs that had some, and orphans).
     chunk_removes: list[int] = field(default_factory=list)
@@ -178,6 +188,9 @@ class _Taken:
     adds: list[_Add] = field(default_factory=list)
     removes: list[int] = field(default_factory=list)
     retries: dict[int, int] = field(default_factory=dict)
+    reschedules: dict[int, tuple[int, int]] = field(default_factory=dict)
+    dead_adds: list[DeadJob] = field(default_factory=list)
+    dead_removes: list[int] = field(default_factory=list)
 
 
 def backoff_delay(attempt: int, initial: float, ceiling: float) -> float:
@@ -208,6 +221,17 @@ def make_batch(taken: _Taken) -> Batch:
         else:
             batch.adds.extend(op.jobs)
     batch.retries = [(job_id, n) for job_id, n in taken.retries.items() if job_id not in removed]
+    if taken.reschedules:
+        batch.reschedules = [
+            (job_id, when, n)
+            for job_id, (when, n) in taken.reschedules.items()
+            if job_id not in removed
+        ]
+    if taken.dead_adds or taken.dead_removes:
+        # A dead job purged before it was ever written is simply not written.
+        gone = set(taken.dead_removes)
+        batch.dead_adds = [dead for dead in taken.dead_adds if dead.id not in gone]
+        batch.dead_removes = sorted(gone)
     return batch
 
 
@@ -263,6 +287,9 @@ class GroupCommitStore(ABC):
         self._adds: deque[_Add] = deque()
         self._removes: list[int] = []
         self._retries: dict[int, int] = {}
+        self._reschedules: dict[int, tuple[int, int]] = {}
+        self._dead_adds: list[DeadJob] = []
+        self._dead_removes: list[int] = []
         # Ids with stored chunks: found by load, added before chunks are written,
         # dropped once a remove of the id has committed.
         self._chunked: set[int] = set()
@@ -302,7 +329,13 @@ class GroupCommitStore(ABC):
     @abstractmethod
     async def _write(self, batch: Batch) -> None:
         """Apply ``batch`` atomically: deletes (rows, and chunks of ``chunk_removes``),
-        chunks (upsert by id and sequence number), inserts (upsert by id), then retries."""
+        chunks (upsert by id and sequence number), inserts (upsert by id), retries,
+        reschedules (run-at time and retry count of existing rows), then dead jobs:
+        deletes, then inserts (upsert by id)."""
+
+    @abstractmethod
+    async def _load_dead(self) -> list[DeadJob]:
+        """Every dead job, in id order."""
 
     @abstractmethod
     async def _chunked_ids(self) -> set[int]:
@@ -374,7 +407,14 @@ class GroupCommitStore(ABC):
     @property
     def outstanding(self) -> int:
         """Operations accepted but not yet written (adds count once per call)."""
-        return len(self._adds) + len(self._removes) + len(self._retries)
+        return (
+            len(self._adds)
+            + len(self._removes)
+            + len(self._retries)
+            + len(self._reschedules)
+            + len(self._dead_adds)
+            + len(self._dead_removes)
+        )
 
     @property
     def in_flight(self) -> int:
@@ -554,8 +594,32 @@ class GroupCommitStore(ABC):
         self._wake_later()
 
     def update_retries(self, job_id: int, retries: int) -> None:
-        self._retries[job_id] = retries
+        pending = self._reschedules.get(job_id)
+        if pending is not None:  # written after the retry counts: it must carry this one
+            self._reschedules[job_id] = (pending[0], retries)
+        else:
+            self._retries[job_id] = retries
         self._wake_later()
+
+    def reschedule(self, job_id: int, when: int, retries: int) -> None:
+        self._retries.pop(job_id, None)
+        self._reschedules[job_id] = (when, retries)
+        self._wake_later()
+
+    def add_dead(self, job: DeadJob) -> None:
+        self._dead_adds.append(job)
+        self._wake_later()
+
+    def remove_dead(self, dead_id: int) -> None:
+        self._dead_removes.append(dead_id)
+        self._wake_later()
+
+    async def load_dead(self) -> list[DeadJob]:
+        async with self._io_lock:
+            try:
+                return await self._load_dead()
+            except Exception as exc:
+                raise QueueError(f"{self.name}: cannot load dead jobs: {describe(exc)}") from exc
 
     def _wake_later(self) -> None:
         # Nobody waits for a remove or a retry count: let them gather for a moment
@@ -695,7 +759,20 @@ class GroupCommitStore(ABC):
         else:
             for job_id in list(self._retries)[: self.max_batch]:
                 taken.retries[job_id] = self._retries.pop(job_id)
+        if self._reschedules:
+            self._take_reschedules(taken)
+        if self._dead_adds or self._dead_removes:
+            # Few and small (bounded by the dead-letter queue's own limits): all at once.
+            taken.dead_adds, self._dead_adds = self._dead_adds, []
+            taken.dead_removes, self._dead_removes = self._dead_removes, []
         return taken
+
+    def _take_reschedules(self, taken: _Taken) -> None:
+        if len(self._reschedules) <= self.max_batch:
+            taken.reschedules, self._reschedules = self._reschedules, {}
+        else:
+            for job_id in list(self._reschedules)[: self.max_batch]:
+                taken.reschedules[job_id] = self._reschedules.pop(job_id)
 
     def _put_back(self, taken: _Taken) -> None:
         """Return what a batch took to the front of the queues (its adds included)."""
@@ -703,6 +780,15 @@ class GroupCommitStore(ABC):
         self._removes[:0] = taken.removes
         # A count set while the batch was out is newer than the one it carried.
         self._retries = taken.retries | self._retries
+        if taken.reschedules:
+            reschedules = taken.reschedules | self._reschedules
+            for job_id, (when, _) in taken.reschedules.items():
+                newer = self._retries.pop(job_id, None)
+                if newer is not None and job_id not in self._reschedules:
+                    reschedules[job_id] = (when, newer)
+            self._reschedules = reschedules
+        self._dead_adds[:0] = taken.dead_adds
+        self._dead_removes[:0] = taken.dead_removes
 
     async def _commit(self, taken: _Taken) -> None:
         started = time.perf_counter()
@@ -819,7 +905,8 @@ class GroupCommitStore(ABC):
         self._failures += 1
         reason = describe(exc)
         operations = sum(len(add.jobs) for add in taken.adds)
-        operations += len(taken.removes) + len(taken.retries)
+        operations += len(taken.removes) + len(taken.retries) + len(taken.reschedules)
+        operations += len(taken.dead_adds) + len(taken.dead_removes)
         logger.warning("%s: write of %d operations failed: %s", self.name, operations, reason)
         error = QueueError(f"{self.name}: {reason}")
         for add in taken.adds:
@@ -832,7 +919,15 @@ class GroupCommitStore(ABC):
         # remove deletes them.
         chunked = self._chunked
         undo = [job.id for add in taken.adds for job in add.jobs if lost or job.id in chunked]
-        self._put_back(_Taken(removes=taken.removes + undo, retries=taken.retries))
+        self._put_back(
+            _Taken(
+                removes=taken.removes + undo,
+                retries=taken.retries,
+                reschedules=taken.reschedules,
+                dead_adds=taken.dead_adds,
+                dead_removes=taken.dead_removes,
+            )
+        )
         if lost:
             self._down_reason = reason
             self._fail_waiting_adds(f"{self.name} unavailable: {reason}")

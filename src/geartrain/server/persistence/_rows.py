@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import cast
 
-from .base import StoredJob
+from .base import DeadJob, StoredJob
 
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}\Z")
 
@@ -27,6 +28,25 @@ def check_prefix(prefix: str) -> str:
 #: Columns in :class:`StoredJob` field order, so a job *is* its row.
 SQL_COLUMNS = "id, function, unique_key, data, priority, when_to_run, reducer, retries"
 SqlRow = tuple[int, bytes, bytes, bytes, int, int, bytes, int]
+
+
+#: Columns of the dead-letter table, in :class:`DeadJob` field order.
+DEAD_COLUMNS = "id, handle, function, unique_key, data, priority, reducer, died, attempts"
+
+
+def dead_from_row(row: Sequence[object]) -> DeadJob:
+    """A dead job from a row in :data:`DEAD_COLUMNS` order (any bytes-like blobs)."""
+    return DeadJob(
+        id=int(cast("int", row[0])),
+        handle=bytes(cast("bytes", row[1])),
+        function=bytes(cast("bytes", row[2])),
+        unique=bytes(cast("bytes", row[3])),
+        data=bytes(cast("bytes", row[4])),
+        priority=int(cast("int", row[5])),
+        reducer=bytes(cast("bytes", row[6])),
+        died=float(cast("float", row[7])),
+        attempts=bytes(cast("bytes", row[8])),
+    )
 
 
 def as_row(job: StoredJob) -> SqlRow:

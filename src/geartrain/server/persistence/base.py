@@ -11,7 +11,7 @@ Contract (what every backend guarantees, and what the contract tests check):
   awaitable; ``add_then`` is ``add_many`` with a callback instead of an awaitable,
   called where the write completes: the server hands over everything submitted in one
   loop turn at once that way.
-* ``remove`` and ``update_retries`` are fire-and-forget from the server's point of
+* ``remove``, ``update_retries`` and ``reschedule`` are fire-and-forget from the server's point of
   view: they are queued and applied in later batches. They are only ever called for a
   job whose add has settled successfully (the server removes or requeues only jobs it
   has acknowledged), so they need no ordering against adds still being written.
@@ -35,6 +35,11 @@ Contract (what every backend guarantees, and what the contract tests check):
 * ``ping`` is one cheap round trip to the backend (``SELECT 1``, ``PING``), raising
   :class:`QueueError` when it is not open, is down or does not answer; readiness probes
   call it, so it must never wait long behind a write.
+* Dead jobs (background jobs that failed for good, see ``server/dead.py``) live in a
+  table or key of their own beside the jobs: ``add_dead`` and ``remove_dead`` are
+  fire-and-forget like ``remove`` and go out in the same batches, so a job that dies is
+  removed from the jobs and added to the dead in one transaction when both are pending;
+  ``load_dead`` returns them all, oldest first, once at start-up.
 * A backend that loses its connection reconnects by itself with backoff; while it
   is down, ``add`` fails fast with :class:`QueueError`, and queued removes are kept
   and retried.
@@ -74,6 +79,24 @@ class StoredJob(NamedTuple):
     when: int = 0  # Unix seconds for SUBMIT_JOB_EPOCH jobs, 0 = run now
     reducer: bytes = b""
     retries: int = 0
+
+
+class DeadJob(NamedTuple):
+    """A background job that failed for good, as the dead-letter queue keeps it.
+
+    ``attempts`` is the JSON text of its attempts' outcomes (see ``server/dead.py``);
+    backends store it as given. ``id`` shares the sequence of job ids.
+    """
+
+    id: int
+    handle: bytes  # the handle it had when it died (handles restart at every start)
+    function: bytes
+    unique: bytes
+    data: bytes
+    priority: int
+    reducer: bytes
+    died: float  # Unix seconds
+    attempts: bytes
 
 
 def row_size(job: StoredJob) -> int:
@@ -138,6 +161,19 @@ class QueueStore(Protocol):
         Raises:
             QueueError: the store is not open, is down, or did not answer.
         """
+
+    def reschedule(self, job_id: int, when: int, retries: int) -> None:
+        """Record a failed job's next run-at time (Unix seconds) and its retry count, so
+        that a restart resumes its backoff (asynchronous, like ``update_retries``)."""
+
+    def add_dead(self, job: DeadJob) -> None:
+        """Keep a dead job (asynchronous, like ``remove``)."""
+
+    def remove_dead(self, dead_id: int) -> None:
+        """Forget a dead job, purged or requeued (asynchronous)."""
+
+    async def load_dead(self) -> list[DeadJob]:
+        """Every dead job, in id order (oldest first)."""
 
     async def close(self) -> None:
         """Flush pending writes and disconnect."""

@@ -23,7 +23,7 @@ import dataclasses
 from typing import Unpack
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
-from .base import StoredJob
+from .base import DeadJob, StoredJob
 
 
 @dataclasses.dataclass(slots=True)
@@ -32,6 +32,7 @@ class MemoryBacking:
 
     jobs: dict[int, StoredJob] = dataclasses.field(default_factory=dict)
     chunks: dict[int, dict[int, bytes]] = dataclasses.field(default_factory=dict)
+    dead: dict[int, DeadJob] = dataclasses.field(default_factory=dict)
     #: When set, every write raises this exception (without applying anything).
     fail_writes: BaseException | None = None
     #: When true, connecting fails with ConnectionRefusedError (the server is down).
@@ -88,6 +89,17 @@ class MemoryStore(GroupCommitStore):
         for job_id, retries in batch.retries:
             if job_id in jobs:
                 jobs[job_id] = jobs[job_id]._replace(retries=retries)
+        for job_id, when, retries in batch.reschedules:
+            if job_id in jobs:
+                jobs[job_id] = jobs[job_id]._replace(when=when, retries=retries)
+        for dead_id in batch.dead_removes:
+            self.backing.dead.pop(dead_id, None)
+        for dead in batch.dead_adds:
+            self.backing.dead[dead.id] = dead
+
+    async def _load_dead(self) -> list[DeadJob]:
+        self._check_connected()
+        return [self.backing.dead[key] for key in sorted(self.backing.dead)]
 
     async def _chunked_ids(self) -> set[int]:
         self._check_connected()

@@ -41,8 +41,8 @@ import contextlib
 from typing import TYPE_CHECKING, Unpack
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
-from ._rows import SQL_COLUMNS, as_row, check_prefix, from_row
-from .base import StoredJob
+from ._rows import DEAD_COLUMNS, SQL_COLUMNS, as_row, check_prefix, dead_from_row, from_row
+from .base import DeadJob, StoredJob
 
 if TYPE_CHECKING:
     import aiomysql
@@ -117,6 +117,7 @@ class MysqlStore(GroupCommitStore):
         self.table = f"`{check_prefix(prefix)}_jobs`"
         self._insert_head = f"INSERT INTO {self.table} ({SQL_COLUMNS}) VALUES "
         self.chunks = f"`{prefix}_chunks`"
+        self.dead = f"`{prefix}_dead`"
         self._con: aiomysql.Connection | None = None
         self.max_packet = DEFAULT_MAX_PACKET
 
@@ -224,6 +225,13 @@ class MysqlStore(GroupCommitStore):
                 "job_id BIGINT NOT NULL, seq INT NOT NULL, data LONGBLOB NOT NULL,"
                 " PRIMARY KEY (job_id, seq)",
             )
+            await _create_missing(
+                cur,
+                self.dead,
+                "id BIGINT NOT NULL PRIMARY KEY, handle BLOB NOT NULL, function BLOB NOT NULL,"
+                " unique_key BLOB NOT NULL, data LONGBLOB NOT NULL, priority TINYINT NOT NULL,"
+                " reducer BLOB NOT NULL, died DOUBLE NOT NULL, attempts MEDIUMBLOB NOT NULL",
+            )
         await con.commit()
 
     async def _load(self) -> list[StoredJob]:
@@ -233,6 +241,14 @@ class MysqlStore(GroupCommitStore):
             rows = await cur.fetchall()
         await con.commit()  # end the read snapshot so later batches see fresh data
         return [from_row(row) for row in rows]
+
+    async def _load_dead(self) -> list[DeadJob]:
+        con = self._connection()
+        async with con.cursor() as cur:
+            await cur.execute(f"SELECT {DEAD_COLUMNS} FROM {self.dead} ORDER BY id")
+            rows = await cur.fetchall()
+        await con.commit()
+        return [dead_from_row(row) for row in rows]
 
     async def _chunked_ids(self) -> set[int]:
         con = self._connection()
@@ -295,6 +311,33 @@ class MysqlStore(GroupCommitStore):
                 await cur.execute(
                     f"UPDATE {self.table} SET retries = CASE id {cases} END WHERE id IN ({ids})"
                 )
+        if batch.reschedules:
+            await self._write_reschedules(cur, batch.reschedules)
+        if batch.dead_removes:
+            ids = ",".join(map(str, map(int, batch.dead_removes)))
+            await cur.execute(f"DELETE FROM {self.dead} WHERE id IN ({ids})")
+        for dead in batch.dead_adds:
+            # One statement each: dead jobs are few, and each may be as large as a row.
+            await cur.execute(
+                f"INSERT IGNORE INTO {self.dead} ({DEAD_COLUMNS}) VALUES"
+                f" ({int(dead.id)},X'{dead.handle.hex()}',X'{dead.function.hex()}',"
+                f"X'{dead.unique.hex()}',X'{dead.data.hex()}',{int(dead.priority)},"
+                f"X'{dead.reducer.hex()}',{float(dead.died)!r},X'{dead.attempts.hex()}')"
+            )
+
+    async def _write_reschedules(
+        self, cur: aiomysql.Cursor, reschedules: list[tuple[int, int, int]]
+    ) -> None:
+        """Run-at times and retry counts of failed jobs, two CASEs per statement."""
+        for start in range(0, len(reschedules), RETRIES_PER_STATEMENT):
+            chunk = reschedules[start : start + RETRIES_PER_STATEMENT]
+            whens = " ".join([f"WHEN {int(job_id)} THEN {int(w)}" for job_id, w, _ in chunk])
+            counts = " ".join([f"WHEN {int(job_id)} THEN {int(n)}" for job_id, _, n in chunk])
+            ids = ",".join([str(int(job_id)) for job_id, _, _ in chunk])
+            await cur.execute(
+                f"UPDATE {self.table} SET when_to_run = CASE id {whens} END,"
+                f" retries = CASE id {counts} END WHERE id IN ({ids})"
+            )
 
     def _insert_statements(self, jobs: list[StoredJob]) -> list[str]:
         """Multi-row upserts of ``jobs``, each below the statement size limit.

@@ -23,6 +23,7 @@ Large (spooled) payloads go to ``<prefix>_chunks(job_id, seq, data, PRIMARY KEY 
 seq))``, one row per chunk of at most ``chunk_bytes`` (4 MiB, far below bytea's 1 GB), in
 transactions of their own before the job's row, which has an empty ``data``; see
 ``_batch.py``. A job of 4 GiB is thus about a thousand rows, never one value.
+Dead jobs (``server/dead.py``) go to ``<prefix>_dead``, one row each.
 
 The tables are created on first use (``CREATE TABLE IF NOT EXISTS``). A lost connection
 is reopened by the group-commit writer with jittered exponential backoff; see
@@ -39,8 +40,8 @@ import hashlib
 from typing import TYPE_CHECKING, Unpack
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
-from ._rows import SQL_COLUMNS, check_prefix, from_row
-from .base import StoredJob
+from ._rows import DEAD_COLUMNS, SQL_COLUMNS, check_prefix, dead_from_row, from_row
+from .base import DeadJob, StoredJob
 
 if TYPE_CHECKING:
     import asyncpg
@@ -106,6 +107,18 @@ class PostgresStore(GroupCommitStore):
         self._retries_sql = (
             f"UPDATE {self.table} AS t SET retries = u.retries"
             " FROM unnest($1::bigint[], $2::integer[]) AS u(id, retries) WHERE t.id = u.id"
+        )
+        self._reschedules_sql = (
+            f"UPDATE {self.table} AS t SET when_to_run = u.when_to_run, retries = u.retries"
+            " FROM unnest($1::bigint[], $2::bigint[], $3::integer[])"
+            " AS u(id, when_to_run, retries) WHERE t.id = u.id"
+        )
+        self.dead = f'"{prefix}_dead"'
+        self._dead_upsert_sql = (
+            f"INSERT INTO {self.dead} ({DEAD_COLUMNS}) SELECT * FROM unnest("
+            "$1::bigint[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[],"
+            " $6::smallint[], $7::bytea[], $8::double precision[], $9::bytea[])"
+            " ON CONFLICT (id) DO NOTHING"
         )
         self.application_name = application_name
         # The queue's claim: a session-level advisory lock (see _try_claim), keyed by
@@ -173,10 +186,20 @@ class PostgresStore(GroupCommitStore):
             "job_id BIGINT NOT NULL, seq INTEGER NOT NULL, data BYTEA NOT NULL,"
             " PRIMARY KEY (job_id, seq))"
         )
+        await self._connection().execute(
+            f"CREATE TABLE IF NOT EXISTS {self.dead} ("
+            "id BIGINT PRIMARY KEY, handle BYTEA NOT NULL, function BYTEA NOT NULL,"
+            " unique_key BYTEA NOT NULL, data BYTEA NOT NULL, priority SMALLINT NOT NULL,"
+            " reducer BYTEA NOT NULL, died DOUBLE PRECISION NOT NULL, attempts BYTEA NOT NULL)"
+        )
 
     async def _load(self) -> list[StoredJob]:
         rows = await self._connection().fetch(f"SELECT {SQL_COLUMNS} FROM {self.table} ORDER BY id")
         return [from_row(row) for row in rows]
+
+    async def _load_dead(self) -> list[DeadJob]:
+        rows = await self._connection().fetch(f"SELECT {DEAD_COLUMNS} FROM {self.dead} ORDER BY id")
+        return [dead_from_row(tuple(row)) for row in rows]
 
     async def _chunked_ids(self) -> set[int]:
         rows = await self._connection().fetch(f"SELECT DISTINCT job_id FROM {self.chunks}")
@@ -229,6 +252,18 @@ class PostgresStore(GroupCommitStore):
             # assign the same row twice deterministically.
             retries = dict(batch.retries)
             await con.execute(self._retries_sql, list(retries), list(retries.values()))
+        if batch.reschedules:
+            # One row per id: the scheduler's latest reschedule of a job is the only one.
+            await con.execute(
+                self._reschedules_sql, *map(list, zip(*batch.reschedules, strict=True))
+            )
+        if batch.dead_removes:
+            await con.execute(
+                f"DELETE FROM {self.dead} WHERE id = ANY($1::bigint[])", batch.dead_removes
+            )
+        if batch.dead_adds:
+            # A dead job is never changed once written: a re-sent batch finds it there.
+            await con.execute(self._dead_upsert_sql, *map(list, zip(*batch.dead_adds, strict=True)))
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         import asyncpg

@@ -16,6 +16,10 @@ Layout (three keys per queue, so ``load`` never needs ``KEYS`` or ``SCAN``):
 * ``<prefix>:retries``: a hash id -> retry count, only for jobs that were requeued.
   Keeping it apart lets ``update_retries`` be a plain ``HSET`` instead of a
   read-modify-write of the record.
+* ``<prefix>:when``: a hash id -> run-at time, only for failed jobs waiting for their
+  next attempt (``reschedule``); it overrides the time packed in the record, for the
+  same reason. The store remembers which ids have an entry there, so that removing a
+  job that never failed costs no command on this key.
 
 * ``<prefix>:chunks:<id>``: for a large (spooled) payload only, a hash seq -> chunk
   (at most ``chunk_bytes``, 4 MiB, far below Redis' 512 MB per value), written in
@@ -27,6 +31,9 @@ Layout (three keys per queue, so ``load`` never needs ``KEYS`` or ``SCAN``):
 * ``<prefix>:owner``: the Redis client id of the write connection of the server that
   holds the queue; a server whose claim names a client Redis still has refuses to
   start, one that names a gone client (a dead server) takes the queue over.
+* ``<prefix>:dead``: a hash, field = dead job id in decimal, value = the packed dead job
+  (``server/dead.py``); bounded by the dead-letter queue's limits, so ``load_dead``
+  reads it with one ``HGETALL``.
 
 A hash per job (``<prefix>:job:<id>``) was the alternative. Three fixed keys win on
 every count that matters here: no per-key overhead (~70 bytes each in Redis) for
@@ -68,7 +75,7 @@ from typing import TYPE_CHECKING, Any, Unpack, cast
 
 from ._batch import Batch, GroupCommitStore, StoreOptions
 from ._rows import as_row, check_prefix
-from .base import StoredJob
+from .base import DeadJob, StoredJob
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -100,6 +107,32 @@ def pack(job: StoredJob) -> bytes:
         job.priority, job.when, len(job.function), len(job.unique), len(job.reducer), len(data)
     )
     return b"".join((header, job.function, job.unique, job.reducer, data))
+
+
+#: priority and time of death, then the lengths of handle, function, unique, reducer,
+#: data and attempts.
+_DEAD_HEADER = struct.Struct(">BdIIIIII")
+
+
+def pack_dead(dead: DeadJob) -> bytes:
+    """The hash value for a dead job (the id is the field)."""
+    parts = (dead.handle, dead.function, dead.unique, dead.reducer, dead.data, dead.attempts)
+    header = _DEAD_HEADER.pack(dead.priority, dead.died, *map(len, parts))
+    return b"".join((header, *parts))
+
+
+def unpack_dead(dead_id: int, record: bytes) -> DeadJob:
+    """Inverse of :func:`pack_dead`."""
+    priority, died, *sizes = _DEAD_HEADER.unpack_from(record)
+    pos = _DEAD_HEADER.size
+    parts = []
+    for size in sizes:
+        parts.append(record[pos : pos + size])
+        pos += size
+    if pos != len(record):
+        raise ValueError(f"corrupt dead job {dead_id}: {len(record)} bytes, expected {pos}")
+    handle, function, unique, reducer, data, attempts = parts
+    return DeadJob(dead_id, handle, function, unique, data, priority, reducer, died, attempts)
 
 
 def unpack(job_id: int, record: bytes, retries: int) -> StoredJob:
@@ -179,6 +212,11 @@ class RedisStore(GroupCommitStore):
         self.chunked_key = f"{prefix}:chunked"
         self.owner_key = f"{prefix}:owner"
         self._key_owner = self.owner_key.encode()
+        self.when_key = f"{prefix}:when"
+        self._key_when = self.when_key.encode()
+        self._rescheduled: set[int] = set()  # ids with an entry in when_key
+        self.dead_key = f"{prefix}:dead"
+        self._key_dead = self.dead_key.encode()
         self._key_chunked = self.chunked_key.encode()
         self._key_jobs, self._key_order, self._key_retries = (
             key.encode() for key in (self.jobs_key, self.order_key, self.retries_key)
@@ -312,13 +350,22 @@ class RedisStore(GroupCommitStore):
             async with client.pipeline(transaction=False) as pipe:
                 pipe.hmget(self.jobs_key, ids)
                 pipe.hmget(self.retries_key, ids)
-                records, retries = await pipe.execute()
-            for raw_id, record, count in zip(ids, records, retries, strict=True):
+                pipe.hmget(self.when_key, ids)
+                records, retries, whens = await pipe.execute()
+            for raw_id, record, count, when in zip(ids, records, retries, whens, strict=True):
                 if record is None:  # cannot happen with MULTI writes; tolerate hand edits
                     logger.warning("redis: job %s is in %s only", raw_id, self.order_key)
                     continue
-                jobs.append(unpack(int(raw_id), record, int(count or 0)))
+                job = unpack(int(raw_id), record, int(count or 0))
+                if when is not None:
+                    job = job._replace(when=int(when))
+                    self._rescheduled.add(job.id)
+                jobs.append(job)
             start += LOAD_CHUNK
+
+    async def _load_dead(self) -> list[DeadJob]:
+        raw = cast("dict[bytes, bytes]", await self._redis().hgetall(self.dead_key))  # type: ignore[misc,unused-ignore]
+        return [unpack_dead(int(key), raw[key]) for key in sorted(raw, key=int)]
 
     def chunks_key(self, job_id: int) -> str:
         """The hash holding the chunks of job ``job_id``."""
@@ -378,6 +425,13 @@ class RedisStore(GroupCommitStore):
             commands.append(_command(b"HDEL", self._key_jobs, ids))
             commands.append(_command(b"ZREM", self._key_order, ids))
             commands.append(_command(b"HDEL", self._key_retries, ids))
+            rescheduled = self._rescheduled
+            if rescheduled and not rescheduled.isdisjoint(batch.removes):
+                # Forgotten at once: should this batch fail, an entry left behind for an
+                # id that is never reused is only a few unread bytes.
+                done = rescheduled.intersection(batch.removes)
+                rescheduled -= done
+                commands.append(_command(b"HDEL", self._key_when, [b"%d" % i for i in done]))
         if batch.chunk_removes:
             keys = [self.chunks_key(job_id).encode() for job_id in batch.chunk_removes]
             commands.append(_command(b"DEL", keys[0], keys[1:]))
@@ -414,6 +468,20 @@ class RedisStore(GroupCommitStore):
                     [b"%d" % n for n in retries.values()],
                 )
             )
+        if batch.reschedules:
+            self._rescheduled.update(job_id for job_id, _, _ in batch.reschedules)
+            ids = [b"%d" % job_id for job_id, _, _ in batch.reschedules]
+            whens = [b"%d" % when for _, when, _ in batch.reschedules]
+            counts = [b"%d" % n for _, _, n in batch.reschedules]
+            commands.append(_pairs(b"HSET", self._key_when, ids, whens))
+            commands.append(_pairs(b"HSET", self._key_retries, ids, counts))
+        if batch.dead_removes:
+            ids = [b"%d" % dead_id for dead_id in batch.dead_removes]
+            commands.append(_command(b"HDEL", self._key_dead, ids))
+        if batch.dead_adds:
+            ids = [b"%d" % dead.id for dead in batch.dead_adds]
+            records = [pack_dead(dead) for dead in batch.dead_adds]
+            commands.append(_pairs(b"HSET", self._key_dead, ids, records))
         return commands
 
     def _is_connection_error(self, exc: BaseException) -> bool:

@@ -31,6 +31,9 @@ seq))``, one row per chunk of at most ``chunk_bytes`` (4 MiB), far below SQLite'
 default 1,000,000,000-byte limit on a value; its job row has an empty ``data``. Chunks
 cross the pipe one batch at a time, so neither process holds the whole payload. Both
 tables are created if missing, so a file made before chunking gains the second table.
+Dead jobs (``server/dead.py``) go to ``<prefix>_dead(id INTEGER PRIMARY KEY, handle,
+function, unique_key, data, priority, reducer, died, attempts)``, created if missing
+too, so a file made before the dead-letter queue gains it.
 
 Errors (a full disk, ``PRAGMA max_page_count`` reached, a file locked by another process
 beyond ``busy_timeout``, a corrupt file) roll the transaction back and fail that batch's
@@ -53,8 +56,8 @@ from typing import Any, Unpack
 
 from . import sqlite_writer
 from ._batch import Batch, GroupCommitStore, StoreOptions
-from ._rows import SQL_COLUMNS, check_prefix
-from .base import QueueError, StoredJob
+from ._rows import SQL_COLUMNS, check_prefix, dead_from_row
+from .base import DeadJob, QueueError, StoredJob
 from .sqlite_writer import HEADER, MARSHAL_VERSION, ROW_WIDTH
 
 #: gearmand waits 6 s on a locked file; 5 s keeps a submitter's wait under typical
@@ -102,6 +105,7 @@ class SqliteStore(GroupCommitStore):
         self.path = path
         self.table = f'"{check_prefix(prefix)}_jobs"'
         self.chunks_table = f'"{prefix}_chunks"'
+        self.dead_table = f'"{prefix}_dead"'
         self.synchronous = synchronous.upper()
         self.busy_timeout = busy_timeout
         self.pragmas = dict(pragmas or {})
@@ -138,6 +142,7 @@ class SqliteStore(GroupCommitStore):
             self.table,
             SQL_COLUMNS,
             self.chunks_table,
+            self.dead_table,
         )
 
     async def _disconnect(self) -> None:
@@ -207,11 +212,18 @@ class SqliteStore(GroupCommitStore):
             batch.retries,
             batch.chunk_removes,
             batch.chunks,
+            batch.reschedules,
+            batch.dead_removes,
+            list(map(tuple, batch.dead_adds)),
         )
         self._maybe_written = False
 
     async def _ping(self) -> None:
         await self._request("ping")
+
+    async def _load_dead(self) -> list[DeadJob]:
+        rows: list[tuple[object, ...]] = await self._request("dead")
+        return [dead_from_row(row) for row in rows]
 
     async def _chunked_ids(self) -> set[int]:
         return set(await self._request("chunked"))

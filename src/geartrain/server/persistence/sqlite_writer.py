@@ -19,19 +19,22 @@ fewer instructions per stored job in the server, counted with callgrind), and it
 carry class references the writer would have to import. Requests, one at a time, each
 answered before the next is read:
 
-* ``("open", path, synchronous, busy_timeout, pragmas, table, columns, chunks_table)``
-  opens the file in WAL mode and creates the tables if missing; answers the parameter
-  limit.
+* ``("open", path, synchronous, busy_timeout, pragmas, table, columns, chunks_table,
+  dead_table)`` opens the file in WAL mode and creates the tables if missing; answers
+  the parameter limit.
+* ``("dead",)`` answers every dead job's row, in id order.
 * ``("load",)`` answers ``("rows", flat)`` chunks of flattened rows in id order, then
   ``("ok", None)``.
 * ``("ping",)`` runs ``SELECT 1`` on the open file and answers ``("ok", None)``.
 * ``("chunked",)`` answers the list of job ids that have stored chunks.
 * ``("chunk", job_id, seq)`` answers one stored chunk of a large payload, or None.
-* ``("write", removes, flat_adds, replace, retries, chunk_removes, chunks)`` applies one
-  batch as one transaction: deletes (rows, then the chunks of ``chunk_removes``), chunk
-  upserts (``(job_id, seq, bytes)`` tuples), inserts (``INSERT OR REPLACE`` when
-  ``replace``: the batch may have been committed by a writer that died before
-  answering), retry counts.
+* ``("write", removes, flat_adds, replace, retries, chunk_removes, chunks, reschedules,
+  dead_removes, dead_adds)`` applies one batch as one transaction: deletes (rows, then the chunks of
+  ``chunk_removes``), chunk upserts (``(job_id, seq, bytes)`` tuples), inserts
+  (``INSERT OR REPLACE`` when ``replace``: the batch may have been committed by a writer
+  that died before answering), retry counts, then reschedules (``(job_id, when,
+  retries)`` of failed jobs waiting for their next attempt), then dead jobs: deletes by
+  id, then upserts of whole rows.
 
 Every answer is ``("ok", result)``, ``("rows", flat)`` or ``("error", type_name,
 message)``; an error rolls back and leaves the process running. The process ends at
@@ -110,6 +113,7 @@ class QueueFile:
         self.table = ""
         self.columns = ""
         self.chunks_table = ""
+        self.dead_table = ""
         self.max_params = 999
         self._statements: dict[tuple[str, int], str] = {}
         self.checkpointer: Checkpointer | None = None
@@ -123,6 +127,7 @@ class QueueFile:
         table: str,
         columns: str,
         chunks_table: str,
+        dead_table: str,
     ) -> int:
         con = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
         try:
@@ -148,11 +153,19 @@ class QueueFile:
                 "job_id INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,"
                 " PRIMARY KEY (job_id, seq))"
             )
+            # Background jobs that failed for good (the dead-letter queue).
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {dead_table} ("
+                "id INTEGER PRIMARY KEY, handle BLOB NOT NULL, function BLOB NOT NULL,"
+                " unique_key BLOB NOT NULL, data BLOB NOT NULL, priority INTEGER NOT NULL,"
+                " reducer BLOB NOT NULL, died REAL NOT NULL, attempts BLOB NOT NULL)"
+            )
         except BaseException:
             con.close()
             raise
         self.con, self.table, self.columns = con, table, columns
         self.chunks_table = chunks_table
+        self.dead_table = dead_table
         self.max_params = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self.checkpointer = Checkpointer(path, busy_timeout)
         return self.max_params
@@ -164,6 +177,13 @@ class QueueFile:
 
     def ping(self) -> None:
         self._connection().execute("SELECT 1").fetchone()
+
+    def dead(self) -> list[tuple[Any, ...]]:
+        sql = (
+            "SELECT id, handle, function, unique_key, data, priority, reducer, died, attempts"
+            f" FROM {self.dead_table} ORDER BY id"
+        )
+        return [tuple(row) for row in self._connection().execute(sql)]
 
     def chunked(self) -> list[int]:
         cursor = self._connection().execute(f"SELECT DISTINCT job_id FROM {self.chunks_table}")
@@ -182,6 +202,9 @@ class QueueFile:
         retries: list[tuple[int, int]],
         chunk_removes: list[int],
         chunks: list[tuple[int, int, bytes]],
+        reschedules: list[tuple[int, int, int]],
+        dead_removes: list[int],
+        dead_adds: list[tuple[Any, ...]],
     ) -> None:
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
@@ -208,11 +231,8 @@ class QueueFile:
             width = NARROW_WIDTH if kind.startswith("insert-narrow") else ROW_WIDTH
             for params in self._pieces(adds, width):
                 con.execute(self._sql(kind, len(params) // width), params)
-            if retries:
-                con.executemany(
-                    f"UPDATE {self.table} SET retries = ? WHERE id = ?",
-                    [(count, job_id) for job_id, count in retries],
-                )
+            self._update(retries, reschedules)
+            self._write_dead(dead_removes, dead_adds)
             con.execute("COMMIT")
             if self.checkpointer is not None:
                 self.checkpointer.nudge()
@@ -222,6 +242,35 @@ class QueueFile:
                 with contextlib.suppress(sqlite3.Error):
                     con.execute("ROLLBACK")
             raise
+
+    def _update(
+        self, retries: list[tuple[int, int]], reschedules: list[tuple[int, int, int]]
+    ) -> None:
+        """Retry counts, then the run-at times and counts of rescheduled failed jobs."""
+        con = self._connection()
+        if retries:
+            con.executemany(
+                f"UPDATE {self.table} SET retries = ? WHERE id = ?",
+                [(count, job_id) for job_id, count in retries],
+            )
+        if reschedules:
+            con.executemany(
+                f"UPDATE {self.table} SET when_to_run = ?, retries = ? WHERE id = ?",
+                [(when, count, job_id) for job_id, when, count in reschedules],
+            )
+
+    def _write_dead(self, removes: list[int], adds: list[tuple[Any, ...]]) -> None:
+        con = self._connection()
+        if removes:
+            con.executemany(
+                f"DELETE FROM {self.dead_table} WHERE id = ?", [(dead_id,) for dead_id in removes]
+            )
+        if adds:
+            con.executemany(
+                f"INSERT OR REPLACE INTO {self.dead_table} (id, handle, function, unique_key,"
+                " data, priority, reducer, died, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                adds,
+            )
 
     def _pieces(self, params: list[Any], width: int) -> Iterator[list[Any]]:
         """``params`` (``width`` per row) cut into statements of power-of-two row counts.
@@ -407,6 +456,8 @@ def serve(queue: QueueFile, requests: BinaryIO, replies: BinaryIO) -> None:
             elif command == "ping":
                 queue.ping()
                 reply = ("ok", None)
+            elif command == "dead":
+                reply = ("ok", queue.dead())
             elif command == "chunked":
                 reply = ("ok", queue.chunked())
             elif command == "chunk":
