@@ -439,3 +439,30 @@ def test_without_prometheus_client_the_error_says_what_to_install(
     monkeypatch.delitem(sys.modules, "geartrain.server.metrics._exposition", raising=False)
     with pytest.raises(ImportError, match=r"geartrain\[http\]"):
         exposition(None)  # type: ignore[arg-type]
+
+
+async def test_retries_and_dead_letters_are_counted() -> None:
+    # Two attempts 50 ms apart, then the job is dead: one retry, one dead job.
+    async with running_server(retry=["flaky=2,backoff=fixed,min=0.05"]) as server:
+        address = f"127.0.0.1:{server.port}"
+        worker = AsyncWorker([address], concurrency=1)
+        worker.register("flaky", refuse)
+        working = asyncio.create_task(worker.work(handle_signals=False))
+        try:
+            async with AsyncClient([address], timeout=10) as client:
+                await client.submit_background("flaky", b"payload", priority=Priority.LOW)
+
+            async def buried() -> bool:
+                return len(server.scheduler.dead) == 1
+
+            await poll(buried, "the job to be dead-lettered")
+        finally:
+            worker.stop()
+            await working
+        families = scrape(server)
+    labels = {"function": "flaky", "priority": "low"}
+    assert value(families, "geartrain_jobs_retried_total", **labels) == 1
+    assert value(families, "geartrain_jobs_dead_lettered_total", **labels) == 1
+    assert value(families, "geartrain_dead_jobs", function="flaky") == 1
+    assert value(families, "geartrain_dead_jobs_bytes") > len(b"payload")
+    assert value(families, "geartrain_dead_jobs_dropped_total") == 0

@@ -111,6 +111,7 @@ class Function:
     __slots__ = (
         "coalesced",
         "completed",
+        "dead_lettered",
         "exceptions",
         "failed",
         "max_queue",
@@ -119,6 +120,7 @@ class Function:
         "queues",
         "ran",
         "requeued",
+        "retried",
         "retry",
         "running",
         "scheduled",
@@ -156,6 +158,8 @@ class Function:
         self.exceptions = [0, 0, 0]
         self.timed_out = [0, 0, 0]  # CAN_DO_TIMEOUT expired (the job is requeued)
         self.requeued = [0, 0, 0]  # back in the queue: worker lost, timeout, CANT_DO
+        self.retried = [0, 0, 0]  # failed, run again after the retry policy's backoff
+        self.dead_lettered = [0, 0, 0]  # failed for good, kept in the dead-letter queue
         self.waited = DurationHistogram()  # queued until a worker took it
         self.ran = DurationHistogram()  # from assignment to its result
         # The retry policy of this function's background jobs, resolved once when the

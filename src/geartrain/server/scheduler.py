@@ -575,6 +575,7 @@ class Scheduler:
             policy.attempts,
             delay,
         )
+        job.function.retried[job.priority] += 1
         if job.store_id and self.store is not None:
             self.store.reschedule(job.store_id, job.when, job.retries)
         self._schedule(job)
@@ -582,6 +583,7 @@ class Scheduler:
     def _bury(self, job: Job) -> None:
         """End a background job that failed for good, keeping it as a dead job."""
         attempts = self._attempts.pop(job.handle, [])
+        job.function.dead_lettered[job.priority] += 1
         dead_id = self._next_store_id
         self._next_store_id = dead_id + 1
         now = self._clock()

@@ -62,6 +62,16 @@ JOB_TOTALS = (
         "Running jobs put back in their queue (worker lost, timeout, CANT_DO)",
         "requeued",
     ),
+    (
+        "geartrain_jobs_retried",
+        "Failed background jobs scheduled to run again after their retry policy's backoff",
+        "retried",
+    ),
+    (
+        "geartrain_jobs_dead_lettered",
+        "Background jobs that failed for good and were kept in the dead-letter queue",
+        "dead_lettered",
+    ),
 )
 
 
@@ -84,6 +94,7 @@ class ServerCollector(Collector):
         yield from self._connections()
         yield from self._traffic()
         yield from self._queue()
+        yield from self._dead_letters()
         yield GaugeMetricFamily(
             "geartrain_spool_files_open",
             "Large payloads held in spool files, in this process",
@@ -149,6 +160,33 @@ class ServerCollector(Collector):
             "geartrain_job_run_seconds",
             "Time from a job's assignment to its worker's result (complete, fail, exception)",
             [(name, f.ran.buckets(), f.ran.sum_ns / 1e9) for name, f in functions],
+        )
+
+    def _dead_letters(self) -> Iterator[Metric]:
+        dead = self.server.scheduler.dead
+        jobs = GaugeMetricFamily(
+            "geartrain_dead_jobs",
+            "Jobs in the dead-letter queue, by function",
+            labels=["function"],
+        )
+        # Every known function has a sample, 0 when none of its jobs is dead, so that an
+        # alert on this gauge sees a function before its first dead job.
+        by_function = {name: 0 for name, _ in self._functions()}
+        for record in dead.jobs.values():
+            name = _label(record.function)
+            by_function[name] = by_function.get(name, 0) + 1
+        for name, count in by_function.items():
+            jobs.add_metric([name], count)
+        yield jobs
+        yield GaugeMetricFamily(
+            "geartrain_dead_jobs_bytes",
+            "Payload bytes held by the dead-letter queue (bounded by --dead-letter-max-bytes)",
+            value=dead.bytes,
+        )
+        yield CounterMetricFamily(
+            "geartrain_dead_jobs_dropped",
+            "Dead jobs dropped by the dead-letter queue's bounds, oldest first",
+            value=dead.dropped,
         )
 
     def _connections(self) -> Iterator[Metric]:
