@@ -17,6 +17,7 @@ import pytest
 
 from tests.interop.helpers import (
     Processes,
+    gearman,
     gearman_cmd,
     need_program,
     perl_cmd,
@@ -172,3 +173,40 @@ def test_the_session_of_docs_retries_md_runs_as_written(tmp_path: Path) -> None:
     assert b"\tflaky\torder-7\t3\t" in out  # the dead list line: three attempts
     assert out.count(b"127.0.0.1 -\tfail") == 3
     assert out.endswith(b"1\n.\n")  # requeued one, then the dead list is empty
+
+
+PERL_FAILS_ONCE = (
+    PERL_PRELUDE
+    + r"""
+# Fails its first job, then answers "ok <payload>"; runs until stopped, or for 25 s.
+my ($calls, $start) = (0, time);
+my $w = Gearman::Worker->new(job_servers => [$server]);
+$w->register_function(flakyfg => sub {
+    $calls++;
+    print STDERR "call $calls\n";
+    return undef if $calls == 1;  # undef is WORK_FAIL for Gearman::Worker
+    return "ok " . $_[0]->arg;
+});
+$w->work(stop_if => sub { return time - $start > 25; });
+"""
+)
+
+
+def test_a_foreground_job_is_retried_unseen_by_the_gearman_cli_client(
+    procs: Processes,
+) -> None:
+    # foreground=yes: the Perl worker's WORK_FAIL is retried after 0.1 s, and the real
+    # gearman client, waiting all along, prints the second attempt's result.
+    server = start_geartrain(["--retry", "flakyfg=3,backoff=fixed,min=0.1,foreground=yes"])
+    try:
+        worker = procs.spawn(perl_cmd(server), stdin=PERL_FAILS_ONCE.encode())
+        wait_until(lambda: b"flakyfg" in admin(server, "workers"), what="the Perl worker")
+        result = gearman(server, "-f", "flakyfg", "photo-7")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == b"ok photo-7"
+        assert admin(server, "dead list") == b".\n"
+        worker.terminate()
+        _, calls = worker.communicate(timeout=10)
+        assert calls.split() == [b"call", b"1", b"call", b"2"]  # it did fail once
+    finally:
+        server.stop()

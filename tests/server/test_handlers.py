@@ -157,3 +157,20 @@ def test_admin_shutdown_only_when_allowed() -> None:
     allowed, _ = admin_for(admin_shutdown=True)
     assert run_admin(allowed, b"shutdown graceful") == b"OK\r\n"
     assert allowed.server.stops == [True]
+
+
+def test_admin_job_says_which_worker_runs_a_job_and_for_how_long() -> None:
+    admin, scheduler = admin_for()
+    worker = FakePeer("w", scheduler)
+    worker.fd, worker.ip, worker.client_id = 7, "10.0.0.9", b"w-1"
+    handle(worker, P.CAN_DO, b"resize")
+    client = FakePeer("c", scheduler)
+    handle(client, P.SUBMIT_JOB_BG, b"resize", b"u-1", data=b"img")
+    handle(worker, P.GRAB_JOB)
+    scheduler.jobs[b"H:test:1"].since_ns -= 2_500_000_000  # assigned 2.5 s ago
+    lines = dict(
+        line.split(b"\t", 1) for line in run_admin(admin, b"job H:test:1").splitlines()[:-1]
+    )
+    assert lines[b"state"] == b"running"
+    assert lines[b"worker"] == b"7 10.0.0.9 w-1"
+    assert 2.5 <= float(lines[b"running_for"]) < 60

@@ -412,3 +412,68 @@ async def test_jobs_that_succeed_leave_no_trace_of_the_policy(backing: MemoryBac
     assert store.outstanding == 1  # the remove, and nothing else
     await store.close()
     assert backing.jobs == {}
+
+
+# -- foreground jobs ---------------------------------------------------------------------
+
+
+def test_foreground_yes_parses_round_trips_and_defaults_to_no() -> None:
+    assert not parse_policy("f=3").foreground
+    policy = parse_policy("f=3,min=1,foreground=yes")
+    assert policy.foreground and parse_policy(policy.spec()) == policy
+    assert policy_text("f", {"attempts": 3, "foreground": True}) == "f=3,foreground=yes"
+    with pytest.raises(PolicyError, match="foreground must be yes or no"):
+        parse_policy("f=3,foreground=maybe")
+
+
+def test_a_foreground_job_is_not_retried_without_foreground_yes() -> None:
+    s, _ = retrying("f=3,min=5")
+    client, worker = FakePeer("c"), FakePeer("w")
+    s.can_do(worker, b"f")
+    job = submit(s, client, b"f")
+    run_once(s, worker, job)
+    s.work_fail(job)
+    assert [p.type for p in client.received] == [P.WORK_FAIL]
+    assert state_of(job) is JobState.ENDED
+
+
+def test_a_foreground_job_is_retried_unseen_and_its_client_gets_the_result() -> None:
+    s, clock = retrying("f=3,backoff=fixed,min=5,foreground=yes")
+    client, worker = FakePeer("c"), FakePeer("w")
+    s.can_do(worker, b"f")
+    job = submit(s, client, b"f")
+    run_once(s, worker, job)
+    s.work_fail(job)
+    assert state_of(job) is JobState.SCHEDULED and client.received == []
+    clock.advance(5)
+    run_once(s, worker, job)
+    s.work_complete(job, b"done")
+    assert [(p.type, p.data) for p in client.received] == [(P.WORK_COMPLETE, b"done")]
+    assert job.retries == 1 and s.jobs == {}
+
+
+def test_a_foreground_jobs_last_attempt_fails_to_its_client_and_is_not_dead() -> None:
+    s, clock = retrying("f=2,backoff=fixed,min=5,foreground=yes")
+    client, worker = FakePeer("c"), FakePeer("w")
+    s.can_do(worker, b"f")
+    job = submit(s, client, b"f")
+    run_once(s, worker, job)
+    s.work_exception(job, b"first")
+    clock.advance(5)
+    run_once(s, worker, job)
+    s.work_exception(job, b"second")
+    # The client (no exceptions option) gets the last attempt's failure, once.
+    assert [p.type for p in client.received] == [P.WORK_FAIL]
+    assert state_of(job) is JobState.ENDED and len(s.dead) == 0
+
+
+def test_a_foreground_job_that_streamed_fails_at_once() -> None:
+    s, _ = retrying("f=3,min=5,foreground=yes")
+    client, worker = FakePeer("c"), FakePeer("w")
+    s.can_do(worker, b"f")
+    job = submit(s, client, b"f")
+    run_once(s, worker, job)
+    s.work_data(job, P.WORK_DATA, b"part")
+    s.work_fail(job)
+    assert [p.type for p in client.received] == [P.WORK_DATA, P.WORK_FAIL]
+    assert state_of(job) is JobState.ENDED

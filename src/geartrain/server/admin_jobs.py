@@ -16,6 +16,7 @@ line ends and backslashes escaped, so every reply stays one record per line.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -111,6 +112,9 @@ def _describe_job(job: Job) -> bytes:
     if worker is not None:
         client_id = worker.client_id.decode(errors="replace")
         pairs.append(("worker", f"{worker.fd} {worker.ip} {client_id}"))
+        # since_ns is the assignment's time while the job runs (see Scheduler._start_next).
+        running_for = max(0, time.monotonic_ns() - job.since_ns) / 1e9
+        pairs.append(("running_for", round(running_for, 3)))
         pairs.append(("progress", f"{job.numerator}/{job.denominator}"))
     pairs.append(("clients", len(job.clients)))
     return _record(pairs)

@@ -55,6 +55,7 @@ class Job:
         "since_ns",
         "state",
         "store_id",
+        "streamed",
         "timer",
         "unique",
         "when",
@@ -91,6 +92,9 @@ class Job:
         self.retries = 0
         self.numerator = 0
         self.denominator = 0
+        # Something of this job (WORK_DATA, WORK_WARNING, WORK_STATUS) reached a client:
+        # a foreground retry would repeat it, so a failure from here on is final.
+        self.streamed = False
         # Most jobs are background jobs nobody waits for: share one empty tuple
         # rather than give each its own list (less memory, one object fewer for the
         # cyclic collector to track per queued job).

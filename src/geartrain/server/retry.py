@@ -84,6 +84,9 @@ class RetryPolicy:
         min_delay: first delay, and the floor of every delay (seconds).
         max_delay: ceiling of the exponential delay (seconds).
         outcomes: the ways an attempt may end that are retried.
+        foreground: also retry foreground jobs, as long as nothing of the job (WORK_DATA,
+            WORK_WARNING, WORK_STATUS) has reached a waiting client yet and attempts
+            remain; the last attempt's failure goes to the clients as usual.
     """
 
     pattern: str
@@ -92,6 +95,7 @@ class RetryPolicy:
     min_delay: float = DEFAULT_MIN_DELAY
     max_delay: float = DEFAULT_MAX_DELAY
     outcomes: Outcome = DEFAULT_OUTCOMES
+    foreground: bool = False
 
     def delay(self, retry: int, randomness: float) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first).
@@ -112,6 +116,7 @@ class RetryPolicy:
         return (
             f"{self.pattern}={self.attempts},backoff={self.backoff.value},"
             f"min={self.min_delay:g},max={self.max_delay:g},on={on}"
+            + (",foreground=yes" if self.foreground else "")
         )
 
 
@@ -133,8 +138,13 @@ class RetryPolicies:
         return None
 
 
+#: The options a policy takes after GLOB=ATTEMPTS.
+_OPTIONS = ("backoff", "min", "max", "on", "foreground")
+_YES = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+
+
 def parse_policy(text: str) -> RetryPolicy:
-    """Parse ``GLOB=ATTEMPTS[,backoff=…][,min=S][,max=S][,on=OUTCOME…]``.
+    """Parse ``GLOB=ATTEMPTS[,backoff=…][,min=S][,max=S][,on=OUTCOME…][,foreground=yes]``.
 
     ``on`` takes several outcomes separated by commas or ``+``
     (``on=fail,exception,lost`` and ``on=fail+lost`` are the same thing).
@@ -155,9 +165,10 @@ def parse_policy(text: str) -> RetryPolicy:
             options["on"] += "+" + part
             continue
         last = key.strip().lower()
-        if not sep or last not in ("backoff", "min", "max", "on"):
+        if not sep or last not in _OPTIONS:
             raise PolicyError(
-                f"retry policy {text!r}: unknown option {part!r} (use backoff=, min=, max=, on=)"
+                f"retry policy {text!r}: unknown option {part!r}"
+                " (use backoff=, min=, max=, on=, foreground=)"
             )
         if last in options:
             raise PolicyError(f"retry policy {text!r}: {last}= given twice")
@@ -169,7 +180,7 @@ def parse_policy(text: str) -> RetryPolicy:
 
 
 def policy_from(pattern: str, attempts: object, options: Mapping[str, object]) -> RetryPolicy:
-    """A validated policy from its parts (``options``: backoff, min, max, on).
+    """A validated policy from its parts (``options``: backoff, min, max, on, foreground).
 
     Raises:
         PolicyError: a value is malformed or out of range.
@@ -193,7 +204,10 @@ def policy_from(pattern: str, attempts: object, options: Mapping[str, object]) -
     if high < low:
         raise PolicyError(f"max ({high:g}) is below min ({low:g})")
     outcomes = _outcomes(options.get("on"))
-    return RetryPolicy(pattern, count, backoff, low, high, outcomes)
+    foreground = _YES.get(str(options.get("foreground", "no")).lower())
+    if foreground is None:
+        raise PolicyError(f"foreground must be yes or no, not {options['foreground']!r}")
+    return RetryPolicy(pattern, count, backoff, low, high, outcomes, foreground)
 
 
 def policy_text(pattern: str, value: object) -> str:
@@ -211,15 +225,17 @@ def policy_text(pattern: str, value: object) -> str:
     if isinstance(value, int | str):
         text = f"{pattern}={value}"
     elif isinstance(value, dict):
-        extra = set(value) - {"attempts", "backoff", "min", "max", "on"}
+        extra = set(value) - {"attempts", *_OPTIONS}
         if "attempts" not in value or extra:
             raise PolicyError(
-                f"{pattern!r}: a table needs attempts and may have backoff, min, max, on"
+                f"{pattern!r}: a table needs attempts and may have {', '.join(_OPTIONS)}"
             )
         parts = [f"{pattern}={value['attempts']}"]
-        for key in ("backoff", "min", "max", "on"):
+        for key in _OPTIONS:
             if key in value:
                 item = value[key]
+                if isinstance(item, bool):  # foreground = true in TOML
+                    item = "yes" if item else "no"
                 shown = "+".join(map(str, item)) if isinstance(item, list) else item
                 parts.append(f"{key}={shown}")
         text = ",".join(parts)

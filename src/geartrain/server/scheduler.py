@@ -509,7 +509,7 @@ class Scheduler:
         """A running job lost its worker (or timed out): retried after a delay if its
         policy covers ``outcome``, else requeued at once as gearmand does."""
         policy = job.function.retry
-        if policy is None or not job.background:
+        if policy is None or not _retried(job, policy):
             self._requeue(job, reason)
             return
         self._note_attempt(job, outcome, reason)
@@ -643,6 +643,7 @@ class Scheduler:
         job.numerator = parse_c_int(numerator) & 0xFFFFFFFF
         job.denominator = parse_c_int(denominator) & 0xFFFFFFFF
         if job.clients:
+            job.streamed = True
             packet = replies.work_status(job.handle, numerator, denominator)
             for client in job.clients:
                 client.send(packet)
@@ -650,6 +651,7 @@ class Scheduler:
     def work_data(self, job: Job, ptype: int, data: Payload) -> None:
         """Forward WORK_DATA or WORK_WARNING to every waiting client."""
         if job.clients:
+            job.streamed = True
             self._forward(job, ptype, data)
 
     def work_complete(self, job: Job, data: Payload) -> None:
@@ -660,7 +662,7 @@ class Scheduler:
 
     def work_fail(self, job: Job) -> None:
         policy = job.function.retry
-        if policy is not None and job.background and Outcome.FAIL in policy.outcomes:
+        if policy is not None and Outcome.FAIL in policy.outcomes and _retried(job, policy):
             self._failed(job, policy, Outcome.FAIL, "")
             return
         self._forward_fail(job)
@@ -669,7 +671,7 @@ class Scheduler:
 
     def work_exception(self, job: Job, data: Payload) -> None:
         policy = job.function.retry
-        if policy is not None and job.background and Outcome.EXCEPTION in policy.outcomes:
+        if policy is not None and Outcome.EXCEPTION in policy.outcomes and _retried(job, policy):
             self._failed(job, policy, Outcome.EXCEPTION, exception_text(as_bytes(data)))
             return
         if job.clients:
@@ -821,6 +823,18 @@ def _being_written(queue: deque[Job]) -> bool:
             return state is STORING
         queue.popleft()  # lazily dropped (cancelled, abandoned, refused)
     return False
+
+
+def _retried(job: Job, policy: RetryPolicy) -> bool:
+    """Whether ``policy`` (if it covers the outcome) retries a failure of ``job``.
+
+    Background jobs always; foreground jobs only with ``foreground=yes``, while nothing of
+    the job reached its clients and another attempt remains, so that a client never sees
+    a result twice and always gets the last attempt's own failure.
+    """
+    if job.background:
+        return True
+    return policy.foreground and not job.streamed and job.retries + 1 < policy.attempts
 
 
 def _unbind(job: Job) -> None:
