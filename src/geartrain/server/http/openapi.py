@@ -179,6 +179,7 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        **_dead_letter_paths(),
         "/{function}": {
             "post": gearmand_post,
             "put": {**gearmand_post, "operationId": "submitGearmandFormPut"},
@@ -188,6 +189,63 @@ def _paths() -> dict[str, Any]:
                 "parameters": gearmand_parameters,
                 "responses": _result_answers("gearmand"),
             },
+        },
+    }
+
+
+_DEAD_KEY = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "description": "A dead job's id, or the handle it had when it died (the latest such).",
+    "schema": {"type": "string"},
+}
+
+
+def _dead_letter_paths() -> dict[str, Any]:
+    unknown = _error("No such dead job.")
+    return {
+        "/v1/dead": {
+            "get": {
+                "summary": "The dead-letter queue, oldest first",
+                "operationId": "listDead",
+                "parameters": [
+                    {
+                        "name": "function",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only the dead jobs of this function.",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": _json("The dead jobs and the queue's totals.", "DeadList")},
+            }
+        },
+        "/v1/dead/{key}": {
+            "get": {
+                "summary": "One dead job, with every attempt's outcome",
+                "operationId": "showDead",
+                "parameters": [_DEAD_KEY],
+                "responses": {"200": _json("The dead job.", "DeadJob"), "404": unknown},
+            },
+            "delete": {
+                "summary": "Purge a dead job",
+                "operationId": "purgeDead",
+                "parameters": [_DEAD_KEY],
+                "responses": {"200": _json("The dead job is gone.", "DeadPurged"), "404": unknown},
+            },
+        },
+        "/v1/dead/{key}/requeue": {
+            "post": {
+                "summary": "Submit a dead job again, as a new background job",
+                "operationId": "requeueDead",
+                "parameters": [_DEAD_KEY],
+                "responses": {
+                    "202": _json("Requeued; it leaves the dead queue once stored.", "DeadRequeued"),
+                    "404": unknown,
+                    "503": _error("The persistent queue refused the job."),
+                },
+            }
         },
     }
 
@@ -222,6 +280,7 @@ def _schemas() -> dict[str, Any]:
         ),
         "Created": obj({"handle": string}),
         "Cancelled": obj({"handle": string, "cancelled": {"type": "boolean"}}),
+        **_dead_letter_schemas(obj),
         "Status": obj({"handle": string, **status}),
         "UniqueStatus": obj(
             {
@@ -232,6 +291,42 @@ def _schemas() -> dict[str, Any]:
                 "waiting": count,
             }
         ),
+    }
+
+
+def _dead_letter_schemas(obj: Any) -> dict[str, Any]:
+    string = {"type": "string"}
+    count = {"type": "integer", "minimum": 0}
+    summary = {
+        "id": count,
+        "handle": string,
+        "function": string,
+        "unique": string,
+        "attempts": count,
+        "died": {"type": "number"},
+        "last_outcome": {"type": ["string", "null"]},
+    }
+    attempt = obj({"time": {"type": "number"}, "worker": string, "outcome": string, "text": string})
+    return {
+        "DeadSummary": obj(summary),
+        "DeadList": obj(
+            {
+                "jobs": {"type": "array", "items": _ref("DeadSummary")},
+                "total": count,
+                "bytes": count,
+                "dropped": count,
+            }
+        ),
+        "DeadJob": obj(
+            {
+                **summary,
+                "priority": {"type": "string", "enum": ["high", "normal", "low"]},
+                "size": count,
+                "history": {"type": "array", "items": attempt},
+            }
+        ),
+        "DeadRequeued": obj({"id": count, "handle": string}),
+        "DeadPurged": obj({"id": count, "purged": {"type": "boolean"}}),
     }
 
 

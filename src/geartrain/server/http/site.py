@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..config import NOTICE
 from ..status import DepthHistory
+from .dead_letters import dead_letters
 from .gateway import Gateway
 from .metrics_route import metrics_route
 from .routes import build_app
@@ -59,7 +60,11 @@ class HttpSite:
             build_app(
                 self.server,
                 self._gateway,
-                [metrics_route(self.server), status_page(self.server, self.history)],
+                [
+                    metrics_route(self.server),
+                    status_page(self.server, self.history),
+                    dead_letters(self.server),
+                ],
             ),
             handle_signals=False,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
