@@ -1,5 +1,5 @@
-"""A poison function (every job fails) stays within the dead-letter bounds, in memory
-and in the persistent queue."""
+"""A poison function (every one of 10,000 jobs fails) stays within the dead-letter
+bounds, in memory and in the persistent queue."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.support import ServerProcess, start_geartrain
 
 pytestmark = pytest.mark.slow
 
-JOBS = 2000
+JOBS = 10_000
 KEPT = 100
 
 
