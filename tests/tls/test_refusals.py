@@ -14,11 +14,13 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trustme
+from prometheus_client.parser import text_string_to_metric_families
 
 import geartrain
 from geartrain.admin import AsyncAdminClient
 from geartrain.errors import ConnectionLost
 from geartrain.server.app import Server
+from geartrain.server.metrics import exposition
 from geartrain.tls import TLSOptions
 from tests.tls.conftest import StartServer
 from tests.tls.pki import PKI
@@ -238,4 +240,12 @@ async def test_damaged_client_hellos_are_cut_off_and_the_server_carries_on(
         await asyncio.gather(*(attempt(data) for data in attempts))
         assert server.tls is not None and not server.tls.pending
         assert len(server.connections) == 1  # the bystander, nothing else got in
+        body, _ = exposition(server)
+        [failures] = [
+            sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == "geartrain_tls_handshake_failures_total"
+        ]
+        assert failures == server.tls.handshake_failures >= len(attempts)
     assert caplog.text.count("TLS handshake with 127.0.0.1") >= len(attempts)

@@ -153,6 +153,8 @@ class ServerTLS:
         self.context = server_context(settings)
         #: Handshakes not finished yet: aborted when the server stops.
         self.pending: dict[Handshake, None] = {}
+        #: Handshakes that failed (refused certificate, timeout, garbage), for the metrics.
+        self.handshake_failures = 0
 
     def reload(self) -> bool:
         """Read the certificate, key and CA files again; for new connections only.
@@ -223,6 +225,7 @@ class Handshake(asyncio.Protocol):
             )
         except OSError as exc:  # ssl.SSLError, a reset, the handshake timeout
             logger.log(NOTICE, "TLS handshake with %s failed: %s", self.peer, _reason(exc))
+            self.tls.handshake_failures += 1
             self.transport.close()  # not abort: the TLS alert saying why may still go out
             return
         finally:

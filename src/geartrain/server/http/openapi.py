@@ -9,10 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from geartrain.protocol.constants import MAX_UNIQUE_SIZE
+
 from .gateway import MAX_FUNCTION_SIZE, MAX_TIMEOUT
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
+
+
+def _text_of_bytes(limit: int, minimum: int = 0) -> dict[str, Any]:
+    """A name limited in bytes, as Gearman counts it. JSON Schema counts characters, so
+    the schema admits printable ASCII (one byte each); the server takes any UTF-8 text of
+    at most ``limit`` bytes."""
+    return {
+        "type": "string",
+        "minLength": minimum,
+        "maxLength": limit,
+        "pattern": "^[ -~]*$",
+        "description": f"At most {limit} bytes in UTF-8.",
+    }
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -47,7 +62,7 @@ _FUNCTION = {
     "in": "path",
     "required": True,
     "description": "The Gearman function name.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_FUNCTION_SIZE},
+    "schema": _text_of_bytes(MAX_FUNCTION_SIZE, minimum=1),
 }
 _HANDLE = {
     "name": "handle",
@@ -107,7 +122,7 @@ def _paths() -> dict[str, Any]:
             "in": "query",
             "description": "Unique id: submissions with the same one share one job "
             "('-' means the workload itself).",
-            "schema": {"type": "string", "maxLength": 64},
+            "schema": _text_of_bytes(MAX_UNIQUE_SIZE),
         },
         {"name": "timeout", "in": "query", "schema": _TIMEOUT_SCHEMA},
         _TIMEOUT_HEADER,
@@ -148,7 +163,7 @@ def _paths() -> dict[str, Any]:
                         "name": "unique",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                        "schema": _text_of_bytes(MAX_UNIQUE_SIZE, minimum=1),
                     },
                 ],
                 "responses": {

@@ -95,6 +95,12 @@ class ServerCollector(Collector):
         yield from self._traffic()
         yield from self._queue()
         yield from self._dead_letters()
+        tls = self.server.tls
+        yield CounterMetricFamily(
+            "geartrain_tls_handshake_failures",
+            "TLS handshakes that failed: refused or missing certificates, timeouts, garbage",
+            value=0 if tls is None else tls.handshake_failures,
+        )
         yield GaugeMetricFamily(
             "geartrain_spool_files_open",
             "Large payloads held in spool files, in this process",
