@@ -183,6 +183,19 @@ def _shutdown(conn: AdminContext, args: list[bytes]) -> bytes:
     return OK
 
 
+def _memory(conn: AdminContext, args: list[bytes]) -> bytes:
+    # geartrain's own command: the budget's figures (bytes, and 0/1 for "over") one per
+    # line, then one line per connection paused for memory.
+    memory = conn.scheduler.memory
+    figures = memory.snapshot(conn.scheduler)
+    lines = [b"%s\t%d\n" % (name.encode(), int(value)) for name, value in figures.items()]
+    lines.extend(
+        b"connection\t%d\t%s\t%s\n" % (paused.fd, paused.ip.encode(), paused.client_id)
+        for paused in memory.paused
+    )
+    return b"".join(lines) + b".\n"
+
+
 COMMANDS: dict[bytes, Command] = {
     b"status": _status,
     b"prioritystatus": _priority_status,
@@ -196,4 +209,5 @@ COMMANDS: dict[bytes, Command] = {
     b"verbose": _verbose,
     b"getpid": _getpid,
     b"shutdown": _shutdown,
+    b"memory": _memory,
 }

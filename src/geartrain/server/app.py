@@ -30,6 +30,7 @@ from geartrain import __version__
 from geartrain.errors import GeartrainError
 from geartrain.protocol.spool import SpoolWriter
 
+from .budget import MemoryBudget
 from .config import NOTICE, Settings, state_directory
 from .connection import Connection, tune_socket
 from .counters import ServerCounters
@@ -74,6 +75,9 @@ class Server:
             worker_wakeup=settings.worker_wakeup,
             store=store,
         )
+        #: The memory budget over what the server holds for its peers (``budget.py``).
+        self.memory = MemoryBudget(settings.memory_budget())
+        self.scheduler.use_memory_budget(self.memory)
         self.spool_directory = settings.spool_path()
         #: Totals kept for the metrics (``geartrain.server.metrics`` reads them).
         self.counters = ServerCounters()
@@ -174,6 +178,7 @@ class Server:
         try:
             await self._open_store()
             await self._replay()
+            self._log_budget()
             await self._listen(loop)
             await self._listen_http()
         except StartupError:
@@ -209,6 +214,20 @@ class Server:
         self.counters.replayed_jobs = len(records)
         if records:
             logger.log(NOTICE, "replayed %d stored jobs in %.2fs", len(records), elapsed)
+
+    def _log_budget(self) -> None:
+        memory = self.memory
+        if not memory.limit:
+            logger.log(NOTICE, "memory budget: none (--max-memory 0)")
+            return
+        given = "" if self.settings.max_memory is not None else " (a quarter of physical memory)"
+        logger.log(
+            NOTICE,
+            "memory budget: %d MiB%s; reading from adding clients pauses above %d MiB",
+            memory.limit >> 20,
+            given,
+            memory.high >> 20,
+        )
 
     async def _close_after_failure(self) -> None:
         for listener in self.listeners:
