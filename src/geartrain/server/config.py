@@ -225,5 +225,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in known:
             raise ValueError(f"{path}: unknown option {key!r}")
+        if name == "max_memory" and isinstance(value, str):
+            value = parse_size(value)  # written as on the command line: "512M"
         values[name] = value
     return values
