@@ -175,6 +175,7 @@ class Server:
         """
         loop = asyncio.get_running_loop()
         self.scheduler.use_timers(loop.call_later)
+        self.memory.use_loop(loop.call_later, self.connections.__len__)
         try:
             await self._open_store()
             await self._replay()

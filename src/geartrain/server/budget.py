@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 from geartrain.protocol.constants import ErrorCode
 
 if TYPE_CHECKING:
+    from .epoch import CallLater
     from .jobs import Peer
     from .scheduler import Scheduler
 
@@ -54,6 +56,11 @@ LOW_WATER: Final = 0.7
 #: The default budget's share of physical memory: the rest is for the interpreter, its
 #: allocator's slack, the kernel's socket buffers and the other processes of the machine.
 DEFAULT_SHARE: Final = 4
+#: Seconds between reviews of the paused connections while over: one that has come to
+#: hold less than half its share (it read its output, its jobs ended) is read again
+#: before the total falls under the low-water mark, so that it is not held back by
+#: what others hold.
+REVIEW_SECONDS: Final = 0.1
 #: A room no running total reaches (no budget, or nothing to watch for).
 _NEVER: Final = 1 << 62
 
@@ -96,7 +103,20 @@ class MemoryBudget:
     the scheduler can own its budget without a reference cycle.
     """
 
-    __slots__ = ("bodies", "charges", "high", "limit", "low", "output", "over", "paused", "peak")
+    __slots__ = (
+        "_call_later",
+        "_connections",
+        "_review",
+        "bodies",
+        "charges",
+        "high",
+        "limit",
+        "low",
+        "output",
+        "over",
+        "paused",
+        "peak",
+    )
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -111,7 +131,16 @@ class MemoryBudget:
         #: Connections paused for memory, in the order they were paused.
         self.paused: dict[Pausable, None] = {}
         #: Background payload bytes each connection submitted while over.
-        self.charges: dict[Peer, int] = {}
+        self.charges: dict[object, int] = {}
+        self._call_later: CallLater | None = None
+        self._connections: Callable[[], int] = lambda: 1
+        self._review: object = None  # the pending review's timer handle
+
+    def use_loop(self, call_later: CallLater, connections: Callable[[], int]) -> None:
+        """Review paused connections with ``call_later`` while over; ``connections``
+        counts the connections the headroom is shared among."""
+        self._call_later = call_later
+        self._connections = connections
 
     # -- totals ----------------------------------------------------------------------
 
@@ -186,24 +215,44 @@ class MemoryBudget:
         self.bodies += delta
         self.check(scheduler)
 
-    def consider(self, conn: Pausable, peer: Peer, connections: int) -> None:
+    def share(self) -> int:
+        """What one connection may hold while over: the headroom above the high-water
+        mark, shared among all connections."""
+        return max(self.limit - self.high, 1) // max(self._connections(), 1)
+
+    def consider(self, conn: Pausable, peer: Peer) -> None:
         """After a read while over: pause ``conn`` if it holds more than its share.
 
-        ``peer`` is the same connection as the scheduler knows it; ``connections`` is
-        how many there are, among which the headroom is shared.
+        ``peer`` is the same connection as the scheduler knows it.
         """
         if not self.over or conn in self.paused or peer.ability_list:
             return  # workers are always read: their results free memory
-        share = max(self.limit - self.high, 1) // max(connections, 1)
-        charged = self.charges.get(peer, 0)
+        share = self.share()
+        charged = self.charges.get(conn, 0)
         if charged + conn.held_bytes(share - charged) > share:
             self.paused[conn] = None
             conn.pause_for_memory()
 
-    def forget(self, conn: Pausable, peer: Peer) -> None:
+    def forget(self, conn: Pausable) -> None:
         """A connection closed: it is neither paused nor charged any more."""
         self.paused.pop(conn, None)
-        self.charges.pop(peer, None)
+        self.charges.pop(conn, None)
+
+    def _review_paused(self) -> None:
+        self._review = None
+        if not self.over:
+            return
+        half = self.share() // 2
+        for conn in list(self.paused):
+            charged = self.charges.get(conn, 0)
+            if charged + conn.held_bytes(half - charged) <= half:
+                del self.paused[conn]
+                conn.resume_for_memory()
+        self._schedule_review()
+
+    def _schedule_review(self) -> None:
+        if self._review is None and self._call_later is not None:
+            self._review = self._call_later(REVIEW_SECONDS, self._review_paused)
 
     def check(self, scheduler: Scheduler) -> None:
         """Compare the total with the marks after a change the rooms did not see."""
@@ -228,6 +277,7 @@ class MemoryBudget:
             self.limit,
         )
         self.set_rooms(scheduler)
+        self._schedule_review()
 
     # -- reports ---------------------------------------------------------------------
 

@@ -239,8 +239,10 @@ class Connection(Peer, asyncio.BufferedProtocol):
         finally:
             self._in_receive = False
         self._flush()
-        if self._memory.over:
-            self._memory.consider(self, self, len(self.server.connections))
+        # Never paused halfway through a body: a paused body could not finish, and one
+        # larger than the budget must arrive whole to be refused.
+        if self._memory.over and not self.decoder.collecting:
+            self._memory.consider(self, self)
 
     def eof_received(self) -> bool | None:
         # A half-closed peer has sent its last request: answer everything it asked,
@@ -475,7 +477,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
 
     def _release_memory(self) -> None:
         memory = self._memory
-        memory.forget(self, self)
+        memory.forget(self)
         output = self._held_bytes + self._buffered
         if output:
             self._held_bytes = self._buffered = 0
