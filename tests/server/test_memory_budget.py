@@ -15,12 +15,14 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from geartrain.protocol.codec import as_bytes
 from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server
+from geartrain.server.config import Settings, load_file, parse_size
 from geartrain.server.metrics import exposition
 from geartrain.server.status import snapshot
 from tests.support import free_port, start_geartrain
@@ -248,3 +250,37 @@ async def test_server_rss_stays_under_the_budget_with_non_reading_pipeliners() -
         await close_all([worker, healthy], hostiles)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("0", 0),
+        ("4096", 4096),
+        ("512K", 512 * KIB),
+        ("64M", 64 * MIB),
+        ("2g", 2 << 30),
+        ("1GiB", 1 << 30),
+        ("3MB", 3 * MIB),
+        ("1T", 1 << 40),
+    ],
+)
+def test_sizes_are_read_with_binary_suffixes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "M", "1.5G", "-1", "12X", "ten"])
+def test_a_size_that_is_not_one_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a size"):
+        parse_size(text)
+
+
+def test_the_default_budget_is_a_quarter_of_physical_memory(tmp_path: Path) -> None:
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert Settings().memory_budget() == physical // 4
+    assert Settings(max_memory=0).memory_budget() == 0
+    config = tmp_path / "geartrain.toml"
+    config.write_text('max-memory = "256M"\n')
+    assert load_file(config) == {"max_memory": 256 * MIB}
+    with pytest.raises(ValueError, match="max-memory"):
+        Settings(max_memory=-1).validate()
