@@ -187,13 +187,15 @@ class Scheduler:
             refused = self._refusal(self._record(name, unique, data, priority, epoch, reducer))
             if refused is not None:
                 return refused
-        size = 0 if data.__class__ is Spooled else len(data)
-        # The memory budget is asked only past its room (budget.py): one compare a job.
-        if self.job_bytes + size > self.job_room and (
+        # The memory budget is asked only past its room (budget.py): one sum and one
+        # compare a job. Spooled payloads live in files and do not count.
+        size = 0 if type(data) is Spooled else len(data)
+        job_bytes = self.job_bytes + size
+        if job_bytes > self.job_room and (
             (refused := self.memory.job_over(self, peer, size, background)) is not None
         ):
             return refused
-        self.job_bytes += size
+        self.job_bytes = job_bytes
         job = Job(self._next_handle(), f, unique, data, priority, background)
         job.since_ns = self.now_ns
         f.submitted[priority] += 1
@@ -597,9 +599,10 @@ class Scheduler:
         self._forget(job)
 
     def _forget(self, job: Job) -> None:
-        if self.jobs.pop(job.handle, None) is job and job.data.__class__ is not Spooled:
-            self.job_bytes -= len(job.data)
-            if self.job_bytes < self.job_room_low:
+        data = job.data
+        if self.jobs.pop(job.handle, None) is job and type(data) is not Spooled:
+            job_bytes = self.job_bytes = self.job_bytes - len(data)
+            if job_bytes < self.job_room_low:
                 self.memory.relieved(self)
         if job.key is not None and job.function.uniques.get(job.key) is job:
             del job.function.uniques[job.key]
