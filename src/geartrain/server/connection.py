@@ -276,7 +276,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_blocked = False
-        self._count_buffered()
+        self._count_buffered(0)  # under the transport's low-water mark: not counted
         if self.transport is not None and self._paused and not self._held_full():
             self._paused = False
             if not self._memory_paused:
@@ -460,11 +460,12 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._held_bytes += delta
         self._memory.add_output(self.scheduler, delta)
 
-    def _count_buffered(self) -> None:
-        # Polled only while asyncio has paused our writing, and once when it resumes: a
-        # write buffer under the transport's high-water mark is left uncounted.
+    def _count_buffered(self, size: int = -1) -> None:
+        # Polled only while asyncio has paused our writing: a write buffer under the
+        # transport's high-water mark is left uncounted, and is 0 here once it resumes.
         transport = self.transport
-        size = 0 if transport is None else transport.get_write_buffer_size()
+        if size < 0:
+            size = 0 if transport is None else transport.get_write_buffer_size()
         if size != self._buffered:
             self._memory.add_output(self.scheduler, size - self._buffered)
             self._buffered = size
