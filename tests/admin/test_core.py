@@ -14,6 +14,7 @@ from geartrain.admin.core import (
     maxqueue_command,
     parse_error,
     parse_jobs,
+    parse_memory,
     parse_priority_status,
     parse_status,
     parse_workers,
@@ -100,3 +101,11 @@ def test_maxqueue_command() -> None:
     assert maxqueue_command("f", (1, 2, 3)) == "maxqueue f 1 2 3"
     with pytest.raises(ValueError):
         maxqueue_command("f", (1, 2))
+
+
+def test_memory_parser() -> None:
+    report = parse_memory(
+        [b"budget\t100", b"held\t7", b"over\t1", b"connection\t9\t10.0.0.1\tsubmitter one"]
+    )
+    assert report.figures == {"budget": 100, "held": 7, "over": 1}
+    assert report.paused == ((9, "10.0.0.1", "submitter one"),)

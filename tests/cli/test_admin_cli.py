@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from geartrain.cli.admin import admin
 from geartrain.client import Client, Priority
 from tests.client.helpers import GEARADMIN, wait_until, worker_thread
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess, free_port, start_geartrain
 
 # (our sub-command, gearadmin option)
 EQUIVALENTS = [
@@ -157,3 +157,21 @@ def test_connection_options_work_after_the_sub_command(busy_server: ServerProces
     # The option given after the sub-command wins over the group's.
     dead = runner.invoke(admin, ["-p", str(busy_server.port), "version", "-p", str(free_port())])
     assert dead.exit_code == 3
+
+
+def test_memory_shows_the_budget_as_text_and_json() -> None:
+    server = start_geartrain(["--max-memory", "64M"])
+    try:
+        with Client([server.address], timeout=10) as client:
+            client.submit_background("unserved", b"m" * 300)
+        code, out, _ = ours(server, "memory")
+        assert code == 0 and out.endswith(b"\n.\n")
+        assert b"budget\t67108864\n" in out and b"jobs\t300\n" in out
+        code, out, _ = ours(server, "--json", "memory")
+        report = json.loads(out)
+        assert code == 0 and report["paused"] == []
+        assert report["figures"]["budget"] == 64 << 20
+        assert report["figures"]["high_water"] == int((64 << 20) * 0.9)
+        assert (report["figures"]["jobs"], report["figures"]["over"]) == (300, 0)
+    finally:
+        server.stop()

@@ -294,6 +294,32 @@ def parse_jobs(lines: list[bytes]) -> list[JobInfo]:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryReport:
+    """The reply to ``memory`` (geartrain's own command): the memory budget's figures."""
+
+    #: ``budget``, ``high_water``, ``low_water``, ``held``, ``jobs``, ``output``,
+    #: ``bodies``, ``peak`` in bytes; ``over`` 0 or 1; ``paused`` connections.
+    figures: dict[str, int]
+    #: The connections paused for memory: (fd, ip, client id).
+    paused: tuple[tuple[int, str, str], ...]
+
+
+def parse_memory(lines: list[bytes]) -> MemoryReport:
+    """Parse ``memory`` lines (``NAME\tVALUE``, then ``connection\tFD\tIP\tID``)."""
+    figures: dict[str, int] = {}
+    paused: list[tuple[int, str, str]] = []
+    for line in lines:
+        name, _, rest = line.partition(b"\t")
+        if name == b"connection":
+            fd, _, tail = rest.partition(b"\t")
+            ip, _, client_id = tail.partition(b"\t")
+            paused.append((_int(fd), _text(ip), _text(client_id)))
+        else:
+            figures[_text(name)] = _int(rest)
+    return MemoryReport(figures, tuple(paused))
+
+
 def parse_unique_jobs(lines: list[bytes]) -> list[str]:
     """``show unique jobs`` lines are the unique ids themselves."""
     return [_text(line) for line in lines]

@@ -24,6 +24,7 @@ from geartrain.admin.core import (
     check_word,
     maxqueue_command,
     parse_jobs,
+    parse_memory,
     parse_priority_status,
     parse_status,
     parse_unique_jobs,
@@ -45,6 +46,7 @@ _PARSERS: dict[str, Any] = {
     "workers": parse_workers,
     "show jobs": parse_jobs,
     "show unique jobs": parse_unique_jobs,
+    "memory": parse_memory,
 }
 
 
@@ -156,6 +158,7 @@ _simple("priority-status", "prioritystatus", Shape.LIST, "Queued jobs per priori
 _simple("workers", "workers", Shape.LIST, "Connections and their functions.")
 _simple("jobs", "show jobs", Shape.LIST, "Every job on the server.")
 _simple("unique-jobs", "show unique jobs", Shape.LIST, "Unique ids of every job.")
+_simple("memory", "memory", Shape.LIST, "The memory budget: bytes held by category, paused peers.")
 _simple("version", "version", Shape.VALUE, "Server version.")
 _simple("verbose", "verbose", Shape.VALUE, "Server log level.")
 _simple("getpid", "getpid", Shape.VALUE, "Server process id.")

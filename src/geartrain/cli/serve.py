@@ -14,7 +14,14 @@ from typing import Any
 import click
 
 from geartrain import __version__
-from geartrain.server.config import LEVELS, NOTICE, Settings, load_file, state_directory
+from geartrain.server.config import (
+    LEVELS,
+    NOTICE,
+    Settings,
+    load_file,
+    parse_size,
+    state_directory,
+)
 from geartrain.server.tls import server_context, tls_wanted
 
 from . import tls_options
@@ -37,6 +44,23 @@ class _GearmandCommand(click.Command):
         except ValueError as exc:
             raise click.UsageError(str(exc), ctx) from exc
         return super().parse_args(ctx, args)
+
+
+class _Size(click.ParamType[int]):
+    """A number of bytes, optionally with a K, M, G or T suffix."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+_SIZE = _Size()
 
 
 def _gearmand_params() -> list[click.Parameter]:
@@ -183,6 +207,14 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
     type=int,
     help="Bodies of this many bytes or more are kept in a spool file, not in memory "
     "(default 1 MiB).",
+)
+@click.option(
+    "--max-memory",
+    type=_SIZE,
+    help="Memory budget over what the server holds for peers (job payloads in memory, "
+    "unsent output, bodies being received), in bytes or with K, M, G: above 90 % of it "
+    "reading pauses on clients that add to it, below 70 % it resumes. Default a quarter "
+    "of physical memory; 0 = no budget.",
 )
 @click.option(
     "--spool-directory",

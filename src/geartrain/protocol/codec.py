@@ -194,6 +194,11 @@ class Decoder:
         return len(self._rest)
 
     @property
+    def collecting(self) -> int:
+        """Bytes of a large body collected in memory so far (0 when none is)."""
+        return self._acc_fill if self._acc is not None else 0
+
+    @property
     def spooling(self) -> bool:
         """Whether a body is being written to a spool file (reads may go to :meth:`feed`
         as memoryviews then: nothing of them is kept)."""

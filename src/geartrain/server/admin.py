@@ -184,6 +184,19 @@ def _shutdown(conn: AdminContext, args: list[bytes]) -> bytes:
     return OK
 
 
+def _memory(conn: AdminContext, args: list[bytes]) -> bytes:
+    # geartrain's own command: the budget's figures (bytes, and 0/1 for "over") one per
+    # line, then one line per connection paused for memory.
+    memory = conn.scheduler.memory
+    figures = memory.snapshot(conn.scheduler)
+    lines = [b"%s\t%d\n" % (name.encode(), int(value)) for name, value in figures.items()]
+    lines.extend(
+        b"connection\t%d\t%s\t%s\n" % (paused.fd, paused.ip.encode(), paused.client_id)
+        for paused in memory.paused
+    )
+    return b"".join(lines) + b".\n"
+
+
 COMMANDS: dict[bytes, Command] = {
     b"status": _status,
     b"prioritystatus": _priority_status,
@@ -199,4 +212,5 @@ COMMANDS: dict[bytes, Command] = {
     b"shutdown": _shutdown,
     b"job": job_command,
     b"dead": dead_command,
+    b"memory": _memory,
 }

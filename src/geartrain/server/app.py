@@ -30,6 +30,7 @@ from geartrain import __version__
 from geartrain.errors import GeartrainError
 from geartrain.protocol.spool import SpoolWriter
 
+from .budget import MemoryBudget
 from .config import NOTICE, Settings, state_directory
 from .connection import Connection, tune_socket
 from .counters import ServerCounters
@@ -83,6 +84,9 @@ class Server:
                 settings.dead_letter_max_bytes,
             ),
         )
+        #: The memory budget over what the server holds for its peers (``budget.py``).
+        self.memory = MemoryBudget(settings.memory_budget())
+        self.scheduler.use_memory_budget(self.memory)
         self.spool_directory = settings.spool_path()
         #: Totals kept for the metrics (``geartrain.server.metrics`` reads them).
         self.counters = ServerCounters()
@@ -184,10 +188,12 @@ class Server:
         """
         loop = asyncio.get_running_loop()
         self.scheduler.use_timers(loop.call_later)
+        self.memory.use_loop(loop.call_later, self.connections.__len__)
         try:
             self._set_up_tls()
             await self._open_store()
             await self._replay()
+            self._log_budget()
             await self._listen(loop)
             await self._listen_http()
         except StartupError:
@@ -224,6 +230,20 @@ class Server:
         self.scheduler.restore_dead(self.store, await self.store.load_dead())
         if records:
             logger.log(NOTICE, "replayed %d stored jobs in %.2fs", len(records), elapsed)
+
+    def _log_budget(self) -> None:
+        memory = self.memory
+        if not memory.limit:
+            logger.log(NOTICE, "memory budget: none (--max-memory 0)")
+            return
+        given = "" if self.settings.max_memory is not None else " (a quarter of physical memory)"
+        logger.log(
+            NOTICE,
+            "memory budget: %d MiB%s; reading from adding clients pauses above %d MiB",
+            memory.limit >> 20,
+            given,
+            memory.high >> 20,
+        )
 
     async def _close_after_failure(self) -> None:
         for listener in self.listeners:

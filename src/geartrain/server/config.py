@@ -20,6 +20,7 @@ from typing import Any
 from geartrain.protocol.codec import DEFAULT_SPOOL_AT
 from geartrain.protocol.constants import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT
 
+from .budget import default_budget
 from .dead import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS
 from .retry import RetryPolicies, parse_policies, policy_text
 
@@ -80,6 +81,11 @@ class Settings:
     #: Where spool files go (each is unlinked as soon as it is made, so nothing is left
     #: behind). None = ``spool`` beside the SQLite queue file, or in the state directory.
     spool_directory: str | None = None
+    #: The memory budget in bytes over what the server holds for others (in-memory job
+    #: payloads, unsent output, bodies being received): above 90 % of it the server stops
+    #: reading from clients that add to it, below 70 % it reads them again. None = a
+    #: quarter of the machine's physical memory; 0 = no budget.
+    max_memory: int | None = None
     #: Port of the HTTP listener (health checks, the HTTP/JSON gateway, gearmand's ``-r
     #: http`` form); None = no HTTP listener. Needs the ``http`` extra (aiohttp).
     http_port: int | None = None
@@ -165,6 +171,12 @@ class Settings:
             return Path(url.removeprefix("sqlite:///").split("?")[0]).parent / "spool"
         return state_directory() / "spool"
 
+    def memory_budget(self) -> int:
+        """The memory budget in bytes, the default resolved (0 = none)."""
+        if self.max_memory is not None:
+            return self.max_memory
+        return default_budget()
+
     def handle_prefix(self) -> bytes:
         prefix = self.job_handle_prefix
         if prefix is None:
@@ -193,6 +205,8 @@ class Settings:
             raise ValueError(
                 f"max-packet-size must be between 1024 and {DEFAULT_MAX_PACKET_SIZE} bytes"
             )
+        if self.max_memory is not None and self.max_memory < 0:
+            raise ValueError("max-memory must be 0 (no budget) or a number of bytes")
         if self.spool_threshold < 65536:
             raise ValueError("spool-threshold must be at least 65536 bytes")
         if min(self.dead_letter_max_jobs, self.dead_letter_max_age, self.dead_letter_max_bytes) < 0:
@@ -217,6 +231,24 @@ class Settings:
             ValueError: a policy is malformed (:class:`~geartrain.server.retry.PolicyError`).
         """
         return parse_policies(self.retry)
+
+
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``123``, ``512K``, ``64M``, ``2G`` or ``1T`` (binary multiples; a
+    trailing ``B`` or ``iB`` is allowed).
+
+    Raises:
+        ValueError: not a whole number with a known suffix.
+    """
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    suffix = value[-1:] if value[-1:] in _SIZE_SUFFIXES else ""
+    number = value.removesuffix(suffix) if suffix else value
+    if not number.isdigit():
+        raise ValueError(f"{text!r} is not a size (bytes, or with K, M, G or T)")
+    return int(number) * _SIZE_SUFFIXES[suffix]
 
 
 def state_directory() -> Path:
@@ -248,6 +280,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in known:
             raise ValueError(f"{path}: unknown option {key!r}")
+        if name == "max_memory" and isinstance(value, str):
+            value = parse_size(value)  # written as on the command line: "512M"
         values[name] = value
     # A [retry] table sits beside [server] (or inside it): GLOB = "ATTEMPTS,..." or
     # GLOB = {attempts = N, backoff = "...", ...}, in the order written.

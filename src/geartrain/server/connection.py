@@ -12,6 +12,9 @@ Output rules:
 * When the peer stops reading and our write buffer fills up, we stop reading its
   requests (asyncio flow control), so a pipelining client cannot make the server
   buffer without bound.
+* What the connection holds for its peer (replies held, a write buffer its peer does
+  not read, a body half received) counts against the memory budget (``budget.py``),
+  which may pause reading from it, independently of the flow control above.
 * A spooled payload (a large body kept in a file, see ``protocol/spool.py``) is sent
   from its file: with ``os.sendfile`` whenever the transport has nothing buffered, in
   chunks through the transport otherwise (TLS, or a socket that is full), paced by
@@ -98,6 +101,8 @@ class Connection(Peer, asyncio.BufferedProtocol):
     """A client, worker or admin connection (or all three at once)."""
 
     __slots__ = (
+        "_body_bytes",
+        "_buffered",
         "_close_when_sent",
         "_counters",
         "_eof",
@@ -105,10 +110,13 @@ class Connection(Peer, asyncio.BufferedProtocol):
         "_file_send",
         "_flush_scheduled",
         "_held",
+        "_held_bytes",
         "_in_receive",
         "_into_body",
         "_loop",
         "_max_unread",
+        "_memory",
+        "_memory_paused",
         "_out",
         "_out_files",
         "_out_size",
@@ -160,6 +168,12 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._paused = False
         self._eof = False
         self.closed = False
+        # What this connection holds against the memory budget, by category.
+        self._memory = server.scheduler.memory
+        self._memory_paused = False
+        self._held_bytes = 0  # packets held behind a persistent write
+        self._buffered = 0  # the transport's write buffer, as last polled
+        self._body_bytes = 0  # a large body being received
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -204,7 +218,9 @@ class Connection(Peer, asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self._counters.bytes_received += nbytes
         if self._into_body:
-            self._handle(self.decoder.body_filled(nbytes))
+            events = self.decoder.body_filled(nbytes)
+            self._count_body()
+            self._handle(events)
         elif self.decoder.spooling:
             # Written to the spool file at once: no copy of the read buffer is needed.
             self._handle(self.decoder.feed(_READ_BUFFER[:nbytes]))
@@ -236,6 +252,10 @@ class Connection(Peer, asyncio.BufferedProtocol):
         finally:
             self._in_receive = False
         self._flush()
+        # Never paused halfway through a body: a paused body could not finish, and one
+        # larger than the budget must arrive whole to be refused.
+        if self._memory.over and not self.decoder.collecting:
+            self._memory.consider(self, self)
 
     def eof_received(self) -> bool | None:
         # A half-closed peer has sent its last request: answer everything it asked,
@@ -254,6 +274,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._out = []
         self._held = None
         self._file_send = None
+        self._release_memory()
         self.server.connections.pop(self, None)
         self.scheduler.now_ns = monotonic_ns()  # its jobs go back to their queues from now
         self.scheduler.drop_peer(self)
@@ -265,12 +286,15 @@ class Connection(Peer, asyncio.BufferedProtocol):
         if self.transport is not None and not self._paused:
             self._paused = True
             self.transport.pause_reading()
+        self._count_buffered()
 
     def resume_writing(self) -> None:
         self._write_blocked = False
+        self._count_buffered(0)  # under the transport's low-water mark: not counted
         if self.transport is not None and self._paused and not self._held_full():
             self._paused = False
-            self.transport.resume_reading()
+            if not self._memory_paused:
+                self.transport.resume_reading()
         if self._file_send is not None:
             self._send_file()
 
@@ -283,6 +307,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._sent[packet[7]] += 1
         if self._held is not None:
             self._held.append(packet)
+            self._hold(len(packet))
             return
         self._out.append(packet)
         self._out_size += len(packet)
@@ -299,6 +324,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
             return
         if self._held is not None:
             self._held.append(reply)
+            self._hold(len(reply))
             return
         self._out.append(reply)
         self._out_size += len(reply)
@@ -315,6 +341,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
         if self._held is not None:
             self._held.append(head)
             self._held.append(data)
+            self._hold(len(head) + (0 if data.__class__ is Spooled else len(data)))
             return
         if data.__class__ is Spooled:
             self._out_files = True
@@ -362,6 +389,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
             return
         out = self._out
         size = 0
+        freed = 0  # of the bytes counted by _hold
         while held:
             item = held[0]
             if isinstance(item, _Waiting):
@@ -378,7 +406,11 @@ class Connection(Peer, asyncio.BufferedProtocol):
                 size += len(item)
                 if item.__class__ is Spooled:
                     self._out_files = True
+                else:
+                    freed += len(item)
         self._out_size += size
+        if freed:
+            self._hold(-freed)
         if not held:
             self._held = None
             if self._eof:
@@ -393,7 +425,8 @@ class Connection(Peer, asyncio.BufferedProtocol):
             and transport.get_write_buffer_size() == 0
         ):
             self._paused = False
-            transport.resume_reading()
+            if not self._memory_paused:
+                transport.resume_reading()
         # Many groups may settle in one loop turn: flush once, after all of them.
         if out and not self._flush_scheduled:
             self._flush_scheduled = True
@@ -422,6 +455,8 @@ class Connection(Peer, asyncio.BufferedProtocol):
         else:
             # Large parts go out as they are (one writev on uvloop), never joined.
             self.transport.writelines(out)
+        if self._write_blocked:
+            self._count_buffered()
         if self._paused and self.transport.get_write_buffer_size() > self._max_unread:
             # A peer that stopped reading while results keep arriving for it would
             # make us buffer without bound: let it go (its workers' jobs still end).
@@ -432,6 +467,64 @@ class Connection(Peer, asyncio.BufferedProtocol):
                 self.transport.get_write_buffer_size(),
             )
             self.abort()
+
+    # -- the memory budget (budget.py) ------------------------------------------------
+
+    def _hold(self, delta: int) -> None:
+        self._held_bytes += delta
+        self._memory.add_output(self.scheduler, delta)
+
+    def _count_buffered(self, size: int = -1) -> None:
+        # Polled only while asyncio has paused our writing: a write buffer under the
+        # transport's high-water mark is left uncounted, and is 0 here once it resumes.
+        transport = self.transport
+        if size < 0:
+            size = 0 if transport is None else transport.get_write_buffer_size()
+        if size != self._buffered:
+            self._memory.add_output(self.scheduler, size - self._buffered)
+            self._buffered = size
+
+    def _count_body(self) -> None:
+        size = self.decoder.collecting
+        if size != self._body_bytes:
+            self._memory.add_bodies(self.scheduler, size - self._body_bytes)
+            self._body_bytes = size
+
+    def _release_memory(self) -> None:
+        memory = self._memory
+        memory.forget(self)
+        output = self._held_bytes + self._buffered
+        if output:
+            self._held_bytes = self._buffered = 0
+            memory.add_output(self.scheduler, -output)
+        if self._body_bytes:
+            memory.add_bodies(self.scheduler, -self._body_bytes)
+            self._body_bytes = 0
+
+    def held_bytes(self, enough: int) -> int:
+        """Bytes held for this peer: its output and partial body counted here, and the
+        in-memory payloads of the foreground jobs it waits for, summed only until they
+        pass ``enough`` (a pipelining client may wait for thousands)."""
+        held = self._held_bytes + self._buffered + self._body_bytes
+        for job in self.waiting:
+            if held > enough:
+                break
+            if job.data.__class__ is not Spooled:
+                held += len(job.data)
+        return held
+
+    def pause_for_memory(self) -> None:
+        """Stop reading requests until the budget is relieved (see budget.py)."""
+        self._memory_paused = True
+        if self.transport is not None and not self._paused:
+            self.transport.pause_reading()
+
+    def resume_for_memory(self) -> None:
+        """Read requests again, unless flow control still holds them back."""
+        self._memory_paused = False
+        transport = self.transport
+        if transport is not None and not self._paused and not transport.is_closing():
+            transport.resume_reading()
 
     # -- spooled payloads -------------------------------------------------------------
 

@@ -57,6 +57,7 @@ from geartrain.protocol.numbers import parse_c_int
 from geartrain.protocol.spool import Spooled
 
 from . import replies
+from .budget import MemoryBudget
 from .dead import Attempt, DeadLimits, DeadQueue, encode_attempts, exception_text
 from .epoch import CallLater, EpochQueue
 from .jobs import NO_CLIENTS, Function, Job, JobState, Peer
@@ -148,6 +149,19 @@ class Scheduler:
         # that ends costs nothing extra (see _note_attempt).
         self._attempts: dict[bytes, list[Attempt]] = {}
         self._prune_attempts_at = 64
+        #: In-memory payload bytes of the jobs in ``jobs``, for the memory budget, and the
+        #: totals at which the budget wants to hear of a new job (above ``job_room``) or of
+        #: a forgotten one (below ``job_room_low``): two plain int comparisons a job.
+        self.job_bytes = 0
+        self.job_room = 0
+        self.job_room_low = -1
+        self.memory = MemoryBudget(0)
+        self.memory.set_rooms(self)
+
+    def use_memory_budget(self, memory: MemoryBudget) -> None:
+        """Count and enforce ``memory`` from now on (set before jobs are made)."""
+        self.memory = memory
+        memory.set_rooms(self)
 
     def use_timers(self, call_later: CallLater) -> None:
         """Set the timer factory once an event loop runs (``loop.call_later``)."""
@@ -210,6 +224,15 @@ class Scheduler:
             refused = self._refusal(self._record(name, unique, data, priority, epoch, reducer))
             if refused is not None:
                 return refused
+        # The memory budget is asked only past its room (budget.py): one sum and one
+        # compare a job. Spooled payloads live in files and do not count.
+        size = 0 if type(data) is Spooled else len(data)
+        job_bytes = self.job_bytes + size
+        if job_bytes > self.job_room and (
+            (refused := self.memory.job_over(self, peer, size, background)) is not None
+        ):
+            return refused
+        self.job_bytes = job_bytes
         job = Job(self._next_handle(), f, unique, data, priority, background)
         job.since_ns = self.now_ns
         f.submitted[priority] += 1
@@ -739,7 +762,11 @@ class Scheduler:
         self._forget(job)
 
     def _forget(self, job: Job) -> None:
-        self.jobs.pop(job.handle, None)
+        data = job.data
+        if self.jobs.pop(job.handle, None) is job and type(data) is not Spooled:
+            job_bytes = self.job_bytes = self.job_bytes - len(data)
+            if job_bytes < self.job_room_low:
+                self.memory.relieved(self)
         if job.key is not None and job.function.uniques.get(job.key) is job:
             del job.function.uniques[job.key]
         for client in job.clients:
@@ -783,6 +810,8 @@ class Scheduler:
             job.retries = record.retries
             job.store_id = record.id
             job.since_ns = self.now_ns
+            if record.data.__class__ is not Spooled:
+                self.job_bytes += len(record.data)
             key = coalescing_key(record.unique, record.data)
             if key is not None and key not in f.uniques:
                 job.key = key
@@ -790,6 +819,7 @@ class Scheduler:
             self.jobs[job.handle] = job
             self._release(job)
             self._next_store_id = max(self._next_store_id, record.id + 1)
+        self.memory.check(self)  # the replay may leave it over
         return len(records)
 
 

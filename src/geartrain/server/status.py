@@ -94,6 +94,7 @@ def snapshot(server: Server, history: DepthHistory | None = None) -> JSON:
         "functions": [function_json(f) for f in scheduler.functions.values()],
         "workers": [worker_json(peer) for peer in _workers(server.connections)],
         "queue": queue_json(server),
+        "memory": server.memory.snapshot(scheduler),
     }
     if history is not None:
         picture["history"] = history.as_json()

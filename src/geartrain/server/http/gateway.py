@@ -197,20 +197,32 @@ class Gateway:
 
 
 def function_name(text: str) -> bytes:
-    """A function name from the request, checked as a Gearman packet needs it."""
-    name = text.encode("utf-8", "surrogateescape")
-    if not name or b"\0" in name or len(name) > MAX_FUNCTION_SIZE:
+    """A function name from the request: printable ASCII, as the OpenAPI document says.
+
+    Over HTTP names and uniques are text in a URL, while Gearman counts bytes; holding
+    them to printable ASCII makes the two counts the same, so the document can state the
+    limit exactly. Any other name is reachable over the Gearman protocol.
+    """
+    if not text or not _printable_ascii(text) or len(text) > MAX_FUNCTION_SIZE:
         raise HttpError(
-            400, "bad_function", f"a function name is 1 to {MAX_FUNCTION_SIZE} bytes, no NUL"
+            400,
+            "bad_function",
+            f"a function name is 1 to {MAX_FUNCTION_SIZE} printable ASCII characters",
         )
-    return name
+    return text.encode("ascii")
 
 
 def unique_value(text: str) -> bytes:
-    unique = text.encode("utf-8", "surrogateescape")
-    if b"\0" in unique or len(unique) > MAX_UNIQUE_SIZE:
-        raise HttpError(400, "bad_unique", f"a unique is at most {MAX_UNIQUE_SIZE} bytes, no NUL")
-    return unique
+    """A unique from the request: at most MAX_UNIQUE_SIZE printable ASCII characters."""
+    if not _printable_ascii(text) or len(text) > MAX_UNIQUE_SIZE:
+        raise HttpError(
+            400, "bad_unique", f"a unique is at most {MAX_UNIQUE_SIZE} printable ASCII characters"
+        )
+    return text.encode("ascii")
+
+
+def _printable_ascii(text: str) -> bool:
+    return text.isascii() and text.isprintable()
 
 
 def _choice(name: str, text: str, choices: dict[str, int] | dict[str, bool]) -> int:

@@ -18,15 +18,14 @@ BINARY = "application/octet-stream"
 
 
 def _text_of_bytes(limit: int, minimum: int = 0) -> dict[str, Any]:
-    """A name limited in bytes, as Gearman counts it. JSON Schema counts characters, so
-    the schema admits printable ASCII (one byte each); the server takes any UTF-8 text of
-    at most ``limit`` bytes."""
+    """A name Gearman limits in bytes. JSON Schema counts characters, so names over HTTP
+    are printable ASCII (one byte each), and the server holds them to that."""
     return {
         "type": "string",
         "minLength": minimum,
         "maxLength": limit,
         "pattern": "^[ -~]*$",
-        "description": f"At most {limit} bytes in UTF-8.",
+        "description": f"Printable ASCII, at most {limit} characters.",
     }
 
 
@@ -129,7 +128,7 @@ def _paths() -> dict[str, Any]:
     ]
     gearmand_parameters = [
         _FUNCTION,
-        {"name": "X-Gearman-Unique", "in": "header", "schema": {"type": "string"}},
+        {"name": "X-Gearman-Unique", "in": "header", "schema": _text_of_bytes(MAX_UNIQUE_SIZE)},
         {"name": "X-Gearman-Background", "in": "header", "schema": {"type": "string"}},
         {"name": "X-Gearman-Priority", "in": "header", "schema": {"type": "string"}},
         _TIMEOUT_HEADER,

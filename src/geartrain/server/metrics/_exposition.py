@@ -101,6 +101,7 @@ class ServerCollector(Collector):
             "TLS handshakes that failed: refused or missing certificates, timeouts, garbage",
             value=0 if tls is None else tls.handshake_failures,
         )
+        yield from self._memory()
         yield GaugeMetricFamily(
             "geartrain_spool_files_open",
             "Large payloads held in spool files, in this process",
@@ -246,6 +247,29 @@ class ServerCollector(Collector):
         for code, count in sent.items():
             errors.add_metric([_label(code)], count)
         yield errors
+
+    def _memory(self) -> Iterator[Metric]:
+        memory = self.server.memory
+        figures = memory.snapshot(self.server.scheduler)
+        yield GaugeMetricFamily(
+            "geartrain_memory_budget_bytes",
+            "The memory budget (--max-memory) over what the server holds; 0 = none",
+            value=memory.limit,
+        )
+        held = GaugeMetricFamily(
+            "geartrain_memory_held_bytes",
+            "Bytes held for peers by category: jobs (in-memory payloads), output (held "
+            "replies and unread write buffers), bodies (large bodies being received)",
+            labels=["category"],
+        )
+        for category in ("jobs", "output", "bodies"):
+            held.add_metric([category], figures[category])
+        yield held
+        yield GaugeMetricFamily(
+            "geartrain_connections_paused",
+            "Connections whose reading is paused because the memory budget is nearly spent",
+            value=len(memory.paused),
+        )
 
     def _queue(self) -> Iterator[Metric]:
         counters = self.server.counters
