@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING, Protocol
 from geartrain.protocol.numbers import parse_c_int
 
 from .jobs import Function, Peer
+from .permissions import ADMIN_READ, ADMIN_WRITE, admin_denied
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .permissions import Rights
     from .scheduler import Scheduler
+    from .tls import Identity
 
 
 class ServerView(Protocol):
@@ -46,6 +49,15 @@ class AdminContext(Protocol):
     @property
     def server(self) -> ServerView: ...
 
+    @property
+    def rights(self) -> Rights | None: ...
+
+    @property
+    def identity(self) -> Identity | None: ...
+
+    @property
+    def ip(self) -> str: ...
+
 
 OK = b"OK\r\n"
 _UNKNOWN = b"ERR UNKNOWN_COMMAND Unknown+server+command%s\r\n"
@@ -66,6 +78,10 @@ def run_admin(conn: AdminContext, line: bytes) -> bytes:
     handler = COMMANDS.get(command.lower())
     if handler is None:
         return _UNKNOWN % command
+    if conn.rights is not None:
+        level = ADMIN_READ if command.lower() in READ_ONLY else ADMIN_WRITE
+        if conn.rights.admin < level:
+            return admin_denied(conn.rights, conn, line, level)
     return handler(conn, args)
 
 
@@ -197,3 +213,9 @@ COMMANDS: dict[bytes, Command] = {
     b"getpid": _getpid,
     b"shutdown": _shutdown,
 }
+
+#: Commands that change nothing: a permissions file's ``admin = "read"`` allows these. Every
+#: other command (those above, and any added later) needs ``admin = "write"``.
+READ_ONLY: frozenset[bytes] = frozenset(
+    {b"status", b"prioritystatus", b"workers", b"show", b"version", b"verbose", b"getpid"}
+)

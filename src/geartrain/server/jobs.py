@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from geartrain.protocol.codec import Payload
 
+    from .permissions import Rights
     from .scheduler import Scheduler
     from .tls import Identity
     from .writes import WriteGroup
@@ -184,6 +185,7 @@ class Peer:
         "identity",
         "ip",
         "noop_sent",
+        "rights",
         "rotation",
         "scheduler",
         "sleeping",
@@ -200,6 +202,8 @@ class Peer:
         self.ip = "-"
         # Who the peer's verified TLS client certificate says it is; None without one.
         self.identity: Identity | None = None
+        # What a permissions file lets this peer do; None without one (everything).
+        self.rights: Rights | None = None
         # worker side
         self.abilities: dict[Function, int] = {}  # function -> timeout in ms (0 = none)
         self.ability_list: list[Function] = []  # same keys, for round-robin by index

@@ -29,6 +29,7 @@ from geartrain.protocol.codec import Payload
 from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode, Priority
 
 from ..jobs import Job, JobState
+from ..permissions import ADMIN_WRITE
 from ..writes import WriteGroup
 from .body import read_workload
 from .errors import HttpError
@@ -108,6 +109,7 @@ class Gateway:
         self, request: web.Request, submission: Submission, gearmand_form: bool
     ) -> web.StreamResponse:
         settings = self.server.settings
+        self._require(request, "submit", submission.function)  # before reading the body
         workload: Payload = b""
         if request.method != "GET":
             workload = await read_workload(
@@ -155,6 +157,30 @@ class Gateway:
             raise HttpError(status, code.decode().lower(), text.decode("utf-8", "replace"))
         return result
 
+    def _require(self, request: web.Request, kind: str, function: bytes) -> None:
+        """Refuse (403) what the permissions file does not let this HTTP client do.
+
+        An HTTP request carries no certificate: the client is known by its address, so
+        only the default and ``address`` grants apply to it. Submitting needs ``submit``
+        on the function, a status ``submit`` on it or ``admin = "read"``, cancelling
+        ``admin = "write"`` (it is the admin ``cancel job``).
+        """
+        permissions = self.server.permissions
+        if permissions is None:
+            return
+        client = HttpClient(request.remote or "-")
+        rights = permissions.rights_for(None, client.ip)
+        name = function.decode("utf-8", "replace")
+        if kind == "submit" and not rights.may_submit(function):
+            text = rights.denied(client, "submit", f"submit jobs to function {name!r}")
+        elif kind == "status" and not rights.may_see_status(function):
+            text = rights.denied(client, "status", f"see the status of jobs of function {name!r}")
+        elif kind == "cancel" and rights.admin < ADMIN_WRITE:
+            text = rights.denied(client, "admin", "cancel jobs (needs admin write)")
+        else:
+            return
+        raise HttpError(403, "permission_denied", text)
+
     def _max_buffered(self) -> int:
         return min(4 * self.server.settings.max_packet_size, _MAX_BUFFERED)
 
@@ -164,12 +190,15 @@ class Gateway:
         """``GET /v1/jobs/{handle}``: as GET_STATUS."""
         handle = request.match_info["handle"].encode("utf-8", "surrogateescape")
         job = self.scheduler.jobs.get(handle)
+        if job is not None:
+            self._require(request, "status", job.function.name)
         return web.json_response({"handle": _text(handle), **_status_fields(job)})
 
     async def status_by_unique(self, request: web.Request) -> web.Response:
         """``GET /v1/functions/{function}/uniques/{unique}``: as GET_STATUS_UNIQUE."""
         name = function_name(request.match_info["function"])
         unique = unique_value(request.match_info["unique"])
+        self._require(request, "status", name)
         f = self.scheduler.functions.get(name)
         job = f.uniques.get(unique) if f is not None and unique else None
         body = {
@@ -184,6 +213,7 @@ class Gateway:
     async def cancel(self, request: web.Request) -> web.Response:
         """``DELETE /v1/jobs/{handle}``: the admin ``cancel job``, for jobs not yet running."""
         handle = request.match_info["handle"].encode("utf-8", "surrogateescape")
+        self._require(request, "cancel", b"")
         job = self.scheduler.jobs.get(handle)
         if job is None:
             raise HttpError(404, "unknown_job", "no such job (it may have ended)")
@@ -191,6 +221,14 @@ class Gateway:
             raise HttpError(409, "job_running", "the job is running; only queued jobs cancel")
         self.scheduler.cancel(handle)
         return web.json_response({"handle": _text(handle), "cancelled": True})
+
+
+@dataclass(frozen=True, slots=True)
+class HttpClient:
+    """An HTTP client as permission denials name it: an address, never a certificate."""
+
+    ip: str
+    identity: None = None
 
 
 # -- parameters ----------------------------------------------------------------------------
