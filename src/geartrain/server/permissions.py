@@ -246,8 +246,8 @@ def _matcher(patterns: Iterable[str]) -> Callable[[str], re.Match[str] | None] |
 def _decide(
     cache: dict[bytes, bool], match: Callable[[str], re.Match[str] | None] | None, name: bytes
 ) -> bool:
-    # Function names are bytes: undecodable ones keep their bytes as surrogates, so that
-    # only a pattern of "*" (or one with the same escapes) can match them.
+    # Function names are bytes, patterns text: undecodable bytes become surrogates, which
+    # a wildcard matches like any other character and no plain name in a pattern does.
     allowed = match is not None and match(name.decode("utf-8", "surrogateescape")) is not None
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
