@@ -1,0 +1,74 @@
+"""The HTTP gateway under a permissions file: its clients are known by their address."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from geartrain.server.app import Server
+
+from .conftest import base_url, http_server
+
+#: Loopback may submit to open-* only and read the status; it may not cancel.
+RULES = """
+[[grant]]
+identity = {address = "127.0.0.0/8"}
+submit = ["open-*"]
+admin = "read"
+"""
+
+
+def jobs_url(server: Server, function: str) -> str:
+    return f"{base_url(server)}/v1/functions/{function}/jobs"
+
+
+async def test_submit_status_and_cancel_follow_the_address_rules(tmp_path: Path) -> None:
+    path = tmp_path / "permissions.toml"
+    path.write_text(RULES)
+    async with (
+        http_server(permissions=str(path)) as server,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
+    ):
+        async with client.post(jobs_url(server, "secret") + "?background=true", data=b"x") as r:
+            assert r.status == 403
+            error = (await r.json())["error"]
+        assert error["code"] == "permission_denied"
+        assert error["message"] == "address 127.0.0.1 may not submit jobs to function 'secret'"
+        # gearmand's form is the same submission, refused the same way.
+        async with client.post(f"{base_url(server)}/secret", data=b"x") as r:
+            assert r.status == 403
+        assert b"secret" not in server.scheduler.functions
+
+        async with client.post(jobs_url(server, "open-1") + "?background=true", data=b"x") as r:
+            assert r.status == 202
+            handle = (await r.json())["handle"]
+        async with client.get(f"{base_url(server)}/v1/jobs/{handle}") as r:
+            assert r.status == 200
+            assert (await r.json())["known"] is True
+        async with client.delete(f"{base_url(server)}/v1/jobs/{handle}") as r:
+            assert r.status == 403
+            assert "may not cancel jobs (needs admin write)" in (await r.json())["error"]["message"]
+        assert handle.encode() in server.scheduler.jobs
+        assert server.counters.permission_denied == {"submit": 2, "admin": 1}
+
+
+async def test_status_of_a_function_the_client_may_not_submit_to_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "permissions.toml"
+    path.write_text('[default]\nsubmit = ["open-*"]\n')
+    async with (
+        http_server(permissions=str(path)) as server,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
+    ):
+        job = server.scheduler.submit(None, b"secret", b"u1", b"", 1, True)
+        assert not isinstance(job, tuple)
+        async with client.get(f"{base_url(server)}/v1/jobs/{job.handle.decode()}") as r:
+            assert r.status == 403
+        async with client.get(f"{base_url(server)}/v1/functions/secret/uniques/u1") as r:
+            assert r.status == 403
+        async with client.get(f"{base_url(server)}/v1/functions/open-1/uniques/u1") as r:
+            assert r.status == 200
+            assert (await r.json())["known"] is False
+        assert server.counters.permission_denied == {"status": 2}
