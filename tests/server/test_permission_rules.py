@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,17 @@ def test_the_per_function_cache_is_bounded() -> None:
     decided = [rights.may_submit(b"f-%d" % n) for n in range(10_000)]
     assert decided.count(True) == 1111  # f-1, f-10..f-19, f-100..f-199, f-1000..f-1999
     assert len(rights._submit_allowed) <= 4096
+
+
+def test_the_documented_example_means_what_its_comments_say() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = page[page.index("## Permissions") :]
+    example = section[section.index("```toml\n") + 8 : section.index("```\n", 8)]
+    rules = Permissions.parse(tomllib.loads(example))
+    worker = rules.rights_for(identity("worker-3"), "10.0.0.7")
+    assert worker.may_work(b"resize-png") and not worker.may_submit(b"resize-png")
+    assert worker.may_submit(b"public-feed")  # the default's
+    ops = rules.rights_for(identity("x", "DNS:ops-2.example.org"), "192.0.2.1")
+    assert ops.admin == ADMIN_WRITE
+    network = rules.rights_for(None, "fd00::7")
+    assert network.may_submit(b"resize") and network.admin == ADMIN_READ
