@@ -122,10 +122,11 @@ class Server:
 
         Args:
             install_signal_handlers: once listening, SIGTERM and SIGINT stop the server,
-                SIGUSR1 stops it gracefully and SIGHUP reopens the log files; the
-                previous handlers come back when it returns. Pass False inside an
-                application that handles signals itself (stop with :meth:`request_stop`).
-                Only possible in the main thread; elsewhere nothing is captured.
+                SIGUSR1 stops it gracefully and SIGHUP reopens the log files (and rereads
+                the TLS and permissions files); the previous handlers come back when it
+                returns. Pass False inside an application that handles signals itself
+                (stop with :meth:`request_stop`). Only possible in the main thread;
+                elsewhere nothing is captured.
 
         Raises:
             StartupError: the queue could not be opened, the import failed or an

@@ -214,8 +214,10 @@ class Rights:
 
 def describe(peer: Requester) -> str:
     """Who a peer is, as denials name it: its certificate subject, else its address."""
-    if peer.identity is not None:
-        return peer.identity.subject
+    identity = peer.identity
+    if identity is not None:
+        # A certificate may have no subject at all, only subjectAltNames.
+        return identity.subject or ",".join(identity.alt_names) or "a certificate without names"
     return f"address {peer.ip}"
 
 
