@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -19,9 +20,10 @@ import pytest
 from geartrain.protocol.constants import ErrorCode
 from geartrain.protocol.constants import PacketType as P
 from geartrain.server.app import Server, StartupError
+from geartrain.server.config import Settings
 from geartrain.server.metrics import exposition
 
-from .conftest import RawClient, running_server
+from .conftest import RawClient, running_server, serving
 
 #: Loopback may submit to open-* and work on everything, and read the admin status.
 SUBMIT_OPEN_ONLY = """
@@ -48,8 +50,10 @@ async def guarded(tmp_path: Path, rules: str, **options: Any) -> AsyncIterator[S
     """A server on a free port whose permissions file holds ``rules``."""
     path = tmp_path / "permissions.toml"
     path.write_text(rules)
-    async with running_server(permissions=str(path), job_handle_prefix="H:test", **options) as s:
-        yield s
+    values: dict[str, Any] = {"listen": ["127.0.0.1"], "port": 0, "queue": "none"}
+    values.update(options, permissions=str(path), job_handle_prefix="H:test")
+    async with serving(Server(Settings(**values))) as server:
+        yield server
 
 
 @pytest.fixture
@@ -317,3 +321,28 @@ async def test_without_a_permissions_file_nothing_is_checked(
         assert server.permissions is None
         assert all(c.rights is None for c in server.connections)
         assert server.reload_permissions() is False
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+async def test_ipv6_address_rules(tmp_path: Path, clients: Callable[[Server], Any]) -> None:
+    rules = (
+        '[[grant]]\nidentity = {address = "::1/128"}\nsubmit = ["v6-*"]\n\n'
+        '[[grant]]\nidentity = {address = "127.0.0.0/8"}\nsubmit = ["*"]\n'
+    )
+    async with guarded(tmp_path, rules, listen=["::1"]) as server:
+        client = await clients(server)
+        client.send(P.SUBMIT_JOB_BG, b"v6-resize", b"", data=b"x")
+        client.send(P.SUBMIT_JOB_BG, b"v4-resize", b"", data=b"x")
+        created, (kind, (code, text), _) = await client.packets(2)
+        assert created[0] == P.JOB_CREATED
+        assert (kind, code) == (P.ERROR, ErrorCode.PERMISSION_DENIED)
+        assert text == b"address ::1 may not submit jobs to function 'v4-resize'"
