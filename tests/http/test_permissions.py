@@ -72,3 +72,24 @@ async def test_status_of_a_function_the_client_may_not_submit_to_is_refused(
             assert r.status == 200
             assert (await r.json())["known"] is False
         assert server.counters.permission_denied == {"status": 2}
+
+
+async def test_the_status_page_data_and_metrics_need_admin_read(tmp_path: Path) -> None:
+    path = tmp_path / "permissions.toml"
+    path.write_text('[default]\nsubmit = ["*"]\n')  # no admin read for anyone
+    async with (
+        http_server(permissions=str(path)) as server,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
+    ):
+        for route in ("/api/status", "/api/jobs?handle=H:x:1", "/metrics"):
+            async with client.get(base_url(server) + route) as r:
+                assert r.status == 403, route
+                message = (await r.json())["error"]["message"]
+            assert message.endswith("(needs admin read)")
+        async with client.get(base_url(server) + "/healthz") as r:
+            assert r.status == 200  # probes need nothing
+        path.write_text('[default]\nadmin = "read"\n')
+        assert server.reload_permissions()
+        async with client.get(base_url(server) + "/metrics") as r:
+            assert r.status == 200
+            assert 'geartrain_permission_denied_total{kind="admin"} 3.0' in await r.text()

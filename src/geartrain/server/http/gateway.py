@@ -29,8 +29,8 @@ from geartrain.protocol.codec import Payload
 from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode, Priority
 
 from ..jobs import Job, JobState
-from ..permissions import ADMIN_WRITE
 from ..writes import WriteGroup
+from .access import require
 from .body import read_workload
 from .errors import HttpError
 from .peer import HttpPeer
@@ -158,28 +158,7 @@ class Gateway:
         return result
 
     def _require(self, request: web.Request, kind: str, function: bytes) -> None:
-        """Refuse (403) what the permissions file does not let this HTTP client do.
-
-        An HTTP request carries no certificate: the client is known by its address, so
-        only the default and ``address`` grants apply to it. Submitting needs ``submit``
-        on the function, a status ``submit`` on it or ``admin = "read"``, cancelling
-        ``admin = "write"`` (it is the admin ``cancel job``).
-        """
-        permissions = self.server.permissions
-        if permissions is None:
-            return
-        client = HttpClient(request.remote or "-")
-        rights = permissions.rights_for(None, client.ip)
-        name = function.decode("utf-8", "replace")
-        if kind == "submit" and not rights.may_submit(function):
-            text = rights.denied(client, "submit", f"submit jobs to function {name!r}")
-        elif kind == "status" and not rights.may_see_status(function):
-            text = rights.denied(client, "status", f"see the status of jobs of function {name!r}")
-        elif kind == "cancel" and rights.admin < ADMIN_WRITE:
-            text = rights.denied(client, "admin", "cancel jobs (needs admin write)")
-        else:
-            return
-        raise HttpError(403, "permission_denied", text)
+        require(self.server, request, kind, function)
 
     def _max_buffered(self) -> int:
         return min(4 * self.server.settings.max_packet_size, _MAX_BUFFERED)
@@ -221,14 +200,6 @@ class Gateway:
             raise HttpError(409, "job_running", "the job is running; only queued jobs cancel")
         self.scheduler.cancel(handle)
         return web.json_response({"handle": _text(handle), "cancelled": True})
-
-
-@dataclass(frozen=True, slots=True)
-class HttpClient:
-    """An HTTP client as permission denials name it: an address, never a certificate."""
-
-    ip: str
-    identity: None = None
 
 
 # -- parameters ----------------------------------------------------------------------------
