@@ -83,6 +83,7 @@ def _result_answers(form: str) -> dict[str, Any]:
         answers["502"] = _error("The job failed (WORK_FAIL) or raised (WORK_EXCEPTION).")
     answers |= {
         "400": _error("A parameter is malformed."),
+        "403": _DENIED,
         "404": _error("No function named."),
         "408": _error("The body stalled."),
         "413": _error("The body is larger than the server's max-packet-size."),
@@ -91,6 +92,10 @@ def _result_answers(form: str) -> dict[str, Any]:
         "507": _error("The body could not be spooled to disk."),
     }
     return answers
+
+
+#: The answer to what a permissions file (``--permissions``) does not allow this client.
+_DENIED = _error("The permissions file does not allow this client (known by its address).")
 
 
 def _paths() -> dict[str, Any]:
@@ -154,6 +159,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json("The job's status.", "UniqueStatus"),
                     "400": _error("A parameter is malformed."),
+                    "403": _DENIED,
                     "404": _error("No such resource."),
                 },
             }
@@ -165,6 +171,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_HANDLE],
                 "responses": {
                     "200": _json("The job's status (known: false once it ended).", "Status"),
+                    "403": _DENIED,
                     "404": _error("No such resource."),
                 },
             },
@@ -174,6 +181,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_HANDLE],
                 "responses": {
                     "200": _json("The job was cancelled.", "Cancelled"),
+                    "403": _DENIED,
                     "404": _error("No such job."),
                     "409": _error("The job is running."),
                 },
