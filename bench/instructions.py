@@ -14,6 +14,7 @@ memory: SUBMIT_JOB, GRAB_JOB, JOB_ASSIGN, WORK_COMPLETE and its forwarding to th
     apt-get install valgrind
     python bench/instructions.py                    # every row
     python bench/instructions.py --queues none      # background submission in memory only
+    python bench/instructions.py --permissions bench/permissions.toml  # under a permissions file
 
 Only the server process is counted: the SQLite queue's writer process runs natively,
 outside valgrind, so its work does not appear (it runs on another core).
@@ -31,11 +32,17 @@ import struct
 import subprocess
 import sys
 import tempfile
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geartrain.server.app import Server
 
 JOBS_PER_BATCH = 1000
 CONNECTIONS = 4
 PAYLOAD = b"x" * 100
 COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
+#: Tells the process under callgrind which permissions file to load.
+_PERMISSIONS = "GEARTRAIN_BENCH_PERMISSIONS"
 
 
 def request(ptype: int, body: bytes = b"") -> bytes:
@@ -115,7 +122,7 @@ async def drive(queue: str, data: bytes, count: int) -> None:
     if queue != "none":
         store = open_store(queue)
         await store.open()
-    server = Server(Settings(), store=store)
+    server = _server(Server(Settings(), store=store))
     size = len(data) // count
     chunks = [data[i * size : (i + 1) * size] for i in range(count)]
     for first in range(0, count, CONNECTIONS):
@@ -139,7 +146,7 @@ async def drive_foreground(data: bytes) -> None:
     from geartrain.server.config import Settings
     from geartrain.server.connection import Connection
 
-    server = Server(Settings())
+    server = _server(Server(Settings()))
     done = asyncio.Event()
     client, worker = Connection(server), Connection(server)
     client.connection_made(_Transport(0, done))  # type: ignore[arg-type]
@@ -153,6 +160,19 @@ async def drive_foreground(data: bytes) -> None:
             conn.data_received(data[offset : offset + size])
             offset += size
         await asyncio.sleep(0)  # as between reads: let scheduled flushes run
+
+
+def _server(server: Server) -> Server:
+    """The server, under the permissions file ``--permissions`` names (if any).
+
+    Its connections have no address (the transport is fake): only ``[default]`` applies.
+    """
+    rules = os.environ.get(_PERMISSIONS)
+    if rules:
+        from geartrain.server.permissions import Permissions
+
+        server.permissions = Permissions.load(rules, server.counters.permission_denied)
+    return server
 
 
 def child(queue: str, path: str, count: int) -> None:
@@ -197,7 +217,10 @@ def main() -> None:
     parser.add_argument("--queues", default="none,sqlite,fg", help="none, sqlite and/or fg")
     parser.add_argument("--batches", default="8,24", help="the two batch counts compared")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--permissions", help="run the server under this permissions file")
     opts = parser.parse_args()
+    if opts.permissions:
+        os.environ[_PERMISSIONS] = os.path.abspath(opts.permissions)  # for the child
     if opts.child:
         queue, path, count = opts.child
         child(queue, path, int(count))

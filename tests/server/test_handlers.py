@@ -16,7 +16,9 @@ from geartrain.server.admin import run_admin
 from geartrain.server.config import Settings
 from geartrain.server.dispatch import HANDLERS
 from geartrain.server.jobs import Peer
+from geartrain.server.permissions import Rights
 from geartrain.server.scheduler import Scheduler
+from geartrain.server.tls import Identity
 
 from .fakes import FakePeer, make_scheduler
 
@@ -127,6 +129,9 @@ class FakeServer:
 class FakeAdmin:
     scheduler: Scheduler
     server: FakeServer
+    rights: Rights | None = None
+    identity: Identity | None = None
+    ip: str = "-"
 
 
 def admin_for(**settings: object) -> tuple[FakeAdmin, Scheduler]:

@@ -1,4 +1,5 @@
-"""The locked-down setup of docs/security.md, run as written (port 4730 swapped for a free one)."""
+"""The locked-down setup of docs/security.md, run as written (port 4730 swapped for a free one):
+certificates, a permissions file, the server, a worker, a client, and a client denied."""
 
 from __future__ import annotations
 
@@ -23,10 +24,14 @@ def setup_section() -> str:
     return text[start : text.index("\n## ", start + 1)]
 
 
+def shell_blocks(section: str) -> list[str]:
+    """The section's ``sh`` blocks as written (dedented)."""
+    return [textwrap.dedent(b) for b in re.findall(r"```sh\n(.*?)```", section, re.DOTALL)]
+
+
 def shell_commands(section: str) -> list[str]:
     """The section's ``sh`` blocks, each joined into one command line."""
-    blocks = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
-    return [textwrap.dedent(block).replace("\\\n", " ").strip() for block in blocks]
+    return [block.replace("\\\n", " ").strip() for block in shell_blocks(section)]
 
 
 def split(command: str, port: int) -> tuple[dict[str, str], list[str]]:
@@ -43,7 +48,7 @@ def split(command: str, port: int) -> tuple[dict[str, str], list[str]]:
 def test_the_locked_down_setup_works_when_pasted(tmp_path: Path) -> None:
     need_program("rev", "util-linux")
     section = setup_section()
-    certs, serve, work, submit = shell_commands(section)
+    certs, _heredoc, serve, work, submit, denied = shell_commands(section)
     port = free_port()
 
     def run(command: str) -> subprocess.CompletedProcess[str]:
@@ -63,12 +68,21 @@ def test_the_locked_down_setup_works_when_pasted(tmp_path: Path) -> None:
         return proc
 
     assert run(certs).returncode == 0
+    # A here-document: the shell's to run, as pasted.
+    written = subprocess.run(["sh", "-c", shell_blocks(section)[1]], cwd=tmp_path, timeout=30)
+    assert written.returncode == 0 and (tmp_path / "permissions.toml").is_file()
     try:
         server = spawn(serve)
         wait_for_port("127.0.0.1", port, proc=server)
         spawn(work)
         submitted = run(submit)
         assert (submitted.returncode, submitted.stdout.strip()) == (0, "olleh"), submitted.stderr
+        refused = run(denied)
+        assert refused.returncode != 0
+        assert refused.stderr.strip() == (
+            "geartrain submit: reverse: PERMISSION_DENIED: "
+            "CN=worker-1 may not submit jobs to function 'reverse'"
+        )
         run_python_example(section, port, tmp_path)
     finally:
         for proc in reversed(started):  # the worker, then the server
@@ -92,8 +106,7 @@ def test_the_readme_shows_the_same_setup() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Security") :]
     (block,) = re.findall(r"```sh\n(.*?)```", section[: section.index("\n## ")], re.DOTALL)
-    commands = [line.strip() for line in block.replace("\\\n", " ").splitlines()]
-    commands = [" ".join(command.split()) for command in commands]
-    documented = [" ".join(command.split()) for command in shell_commands(setup_section())]
-    assert commands == documented[:2]  # certificates, then the server: run above
+    # Certificates, the permissions file, then the server: run above, in the same words.
+    documented = "".join(shell_blocks(setup_section())[:3])
+    assert block.split() == documented.split()
     assert "docs/security.md" in section

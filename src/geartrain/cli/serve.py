@@ -22,6 +22,7 @@ from geartrain.server.config import (
     parse_size,
     state_directory,
 )
+from geartrain.server.permissions import Permissions
 from geartrain.server.tls import server_context, tls_wanted
 
 from . import tls_options
@@ -260,6 +261,12 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
     default=None,
     help="Accept the admin 'shutdown [graceful]' command.",
 )
+@click.option(
+    "--permissions",
+    help="Permissions file (TOML): which certificate identities and addresses may submit "
+    "to, work on and administer what; read again on SIGHUP. Default: none, everyone may "
+    "do everything.",
+)
 def serve(config_file: str | None, **options: Any) -> None:
     """Run the Gearman job server in the foreground (or with -d in the background).
 
@@ -281,6 +288,8 @@ def serve(config_file: str | None, **options: Any) -> None:
         if tls_wanted(settings):
             # As the user we run as, who rereads them on SIGHUP; before any fork.
             server_context(settings)
+        if settings.permissions:
+            Permissions.load(settings.permissions)  # as the user who rereads it on SIGHUP
         if check_only:
             return
         _default_log_file(settings)

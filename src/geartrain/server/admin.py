@@ -17,10 +17,13 @@ from geartrain.protocol.numbers import parse_c_int
 
 from .admin_jobs import dead_command, job_command
 from .jobs import Function, Peer
+from .permissions import ADMIN_READ, ADMIN_WRITE, admin_denied
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .permissions import Rights
     from .scheduler import Scheduler
+    from .tls import Identity
 
 
 class ServerView(Protocol):
@@ -47,6 +50,15 @@ class AdminContext(Protocol):
     @property
     def server(self) -> ServerView: ...
 
+    @property
+    def rights(self) -> Rights | None: ...
+
+    @property
+    def identity(self) -> Identity | None: ...
+
+    @property
+    def ip(self) -> str: ...
+
 
 OK = b"OK\r\n"
 _UNKNOWN = b"ERR UNKNOWN_COMMAND Unknown+server+command%s\r\n"
@@ -67,6 +79,10 @@ def run_admin(conn: AdminContext, line: bytes) -> bytes:
     handler = COMMANDS.get(command.lower())
     if handler is None:
         return _UNKNOWN % command
+    if conn.rights is not None:
+        level = _level_needed(command.lower(), args)
+        if conn.rights.admin < level:
+            return admin_denied(conn.rights, conn, line, level)
     return handler(conn, args)
 
 
@@ -214,3 +230,30 @@ COMMANDS: dict[bytes, Command] = {
     b"dead": dead_command,
     b"memory": _memory,
 }
+
+#: Commands that change nothing: a permissions file's ``admin = "read"`` allows these. Every
+#: other command (those above, and any added later) needs ``admin = "write"``.
+READ_ONLY: frozenset[bytes] = frozenset(
+    {
+        b"status",
+        b"prioritystatus",
+        b"workers",
+        b"show",
+        b"version",
+        b"verbose",
+        b"getpid",
+        b"job",
+        b"memory",
+    }
+)
+#: ``dead`` reads with these words; ``dead requeue`` and ``dead purge`` change state.
+DEAD_READS: frozenset[bytes] = frozenset({b"list", b"show", b"stats"})
+
+
+def _level_needed(command: bytes, args: list[bytes]) -> int:
+    """The admin right a command needs under a permissions file."""
+    if command in READ_ONLY:
+        return ADMIN_READ
+    if command == b"dead" and args and args[0].lower() in DEAD_READS:
+        return ADMIN_READ
+    return ADMIN_WRITE

@@ -35,6 +35,7 @@ from .config import NOTICE, Settings, state_directory
 from .connection import Connection, tune_socket
 from .counters import ServerCounters
 from .dead import DeadLimits
+from .permissions import Permissions, PermissionsError, apply_rights
 from .persistence.base import QueueStore
 from .scheduler import Scheduler
 from .tls import Handshake, ServerTLS, TLSConfigError, tls_wanted
@@ -102,6 +103,9 @@ class Server:
         self.tls_addresses: list[tuple[str, int]] = []
         #: The TLS context and handshakes in progress, once started with TLS.
         self.tls: ServerTLS | None = None
+        #: The rules of ``settings.permissions``, read when started; None = no file, so
+        #: every peer may do everything.
+        self.permissions: Permissions | None = None
         #: Set once the server listens (after the replay); ``await server.started.wait()``.
         self.started = asyncio.Event()
         #: Called on SIGHUP; None reopens the root logger's log files.
@@ -130,10 +134,11 @@ class Server:
 
         Args:
             install_signal_handlers: once listening, SIGTERM and SIGINT stop the server,
-                SIGUSR1 stops it gracefully and SIGHUP reopens the log files; the
-                previous handlers come back when it returns. Pass False inside an
-                application that handles signals itself (stop with :meth:`request_stop`).
-                Only possible in the main thread; elsewhere nothing is captured.
+                SIGUSR1 stops it gracefully and SIGHUP reopens the log files (and rereads
+                the TLS and permissions files); the previous handlers come back when it
+                returns. Pass False inside an application that handles signals itself
+                (stop with :meth:`request_stop`). Only possible in the main thread;
+                elsewhere nothing is captured.
 
         Raises:
             StartupError: the queue could not be opened, the import failed or an
@@ -191,6 +196,7 @@ class Server:
         self.memory.use_loop(loop.call_later, self.connections.__len__)
         try:
             self._set_up_tls()
+            self._load_permissions()
             await self._open_store()
             await self._replay()
             self._log_budget()
@@ -264,6 +270,15 @@ class Server:
         try:
             self.tls = ServerTLS(self.settings)  # read now: a bad file must stop start-up
         except TLSConfigError as exc:
+            raise StartupError(str(exc)) from exc
+
+    def _load_permissions(self) -> None:
+        if self.settings.permissions is None:
+            return
+        denials = self.counters.permission_denied
+        try:
+            self.permissions = Permissions.load(self.settings.permissions, denials)
+        except PermissionsError as exc:
             raise StartupError(str(exc)) from exc
 
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -348,6 +363,7 @@ class Server:
             if signum == signal.SIGHUP:
                 loop.call_soon_threadsafe(self._reopen_log)
                 loop.call_soon_threadsafe(self.reload_tls)
+                loop.call_soon_threadsafe(self.reload_permissions)
             else:
                 loop.call_soon_threadsafe(self.request_stop, _STOP_SIGNALS[signum])
 
@@ -375,6 +391,30 @@ class Server:
             whether new files were taken; False too when the server has no TLS listener.
         """
         return self.tls is not None and self.tls.reload()
+
+    def reload_permissions(self) -> bool:
+        """Read the permissions file again (SIGHUP does this); new requests follow it.
+
+        Every connection's rights are resolved anew, and a worker loses its registration
+        for functions it may no longer work on. A file that cannot be read or is wrong
+        leaves the old rules in use (logged as an error).
+
+        Returns:
+            whether new rules were taken; False too when the server has no permissions file.
+        """
+        if self.permissions is None or self.settings.permissions is None:
+            return False
+        denials = self.counters.permission_denied
+        try:
+            permissions = Permissions.load(self.settings.permissions, denials)
+        except PermissionsError as exc:
+            logger.error("permissions not reloaded, the old rules stay in use: %s", exc)
+            return False
+        self.permissions = permissions
+        for connection in self.connections:
+            apply_rights(connection, permissions.rights_for(connection.identity, connection.ip))
+        logger.log(NOTICE, "permissions reloaded from %s", permissions.source)
+        return True
 
     # -- stop ------------------------------------------------------------------------
 

@@ -151,6 +151,9 @@ class Settings:
     #: Seconds a peer has to finish its TLS handshake before it is disconnected; a
     #: handshake is a few round trips, so 10 s allows for slow links and little else.
     ssl_handshake_timeout: float = 10.0
+    #: Permissions file (TOML): who may submit to, work on and administer what; read
+    #: again on SIGHUP. None = no file: every peer may do everything, as in gearmand.
+    permissions: str | None = None
 
     def queue_url(self) -> str:
         """The persistent queue to use, the default one resolved.

@@ -101,6 +101,7 @@ class Connection(Peer, asyncio.BufferedProtocol):
     """A client, worker or admin connection (or all three at once)."""
 
     __slots__ = (
+        "_before_made",
         "_body_bytes",
         "_buffered",
         "_close_when_sent",
@@ -174,6 +175,9 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._held_bytes = 0  # packets held behind a persistent write
         self._buffered = 0  # the transport's write buffer, as last polled
         self._body_bytes = 0  # a large body being received
+        # Under a permissions file, requests that come with the end of a TLS handshake
+        # wait here until connection_made knows who sent them (see _resolve_rights).
+        self._before_made: list[Event] | None = [] if server.permissions is not None else None
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -200,8 +204,19 @@ class Connection(Peer, asyncio.BufferedProtocol):
             )
         else:
             logger.debug("connection from %s (fd %d)", self.ip, self.fd)
+        if self._before_made is not None:
+            self._resolve_rights()
         if self._out:  # replies to requests that came with the end of a TLS handshake
             self._flush()
+
+    def _resolve_rights(self) -> None:
+        """Give the peer its rights, then handle what it sent before we knew who it was."""
+        permissions = self.server.permissions
+        assert permissions is not None and self._before_made is not None
+        self.rights = permissions.rights_for(self.identity, self.ip)
+        early, self._before_made = self._before_made, None
+        if early:
+            self._handle(early)
 
     # Reads go into our own buffer (BufferedProtocol), and the rest of a large body
     # straight into the decoder's body buffer: a 256 MiB payload is copied by the
@@ -233,6 +248,9 @@ class Connection(Peer, asyncio.BufferedProtocol):
         self._handle(self.decoder.feed(data))
 
     def _handle(self, events: list[Event]) -> None:
+        if self._before_made is not None:
+            self._before_made.extend(events)
+            return
         self._in_receive = True
         # One clock reading per read, not per job: what the jobs handled now take as their
         # time of queueing, assignment or result for the wait and run time histograms.

@@ -127,6 +127,7 @@ class ServerCounters:
         "errors_sent",
         "packets_received",
         "packets_sent",
+        "permission_denied",
         "replay_seconds",
         "replayed_jobs",
     )
@@ -140,6 +141,8 @@ class ServerCounters:
         self.packets_sent = [0] * PACKET_TYPES
         #: ERROR packets by code; a dict is fine here, errors are off the hot path.
         self.errors_sent: dict[bytes, int] = {}
+        #: Requests a permissions file denied, by kind (submit, work, status, admin).
+        self.permission_denied: dict[str, int] = {}
         #: How long the start-up replay of the persistent queue took (0 without a queue).
         self.replay_seconds = 0.0
         self.replayed_jobs = 0

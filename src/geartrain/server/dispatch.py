@@ -62,6 +62,8 @@ def _submitter(priority: int, background: bool) -> Handler:
 
     def submit(conn: Peer, packet: Packet) -> None:
         name, unique = packet.args
+        if conn.rights is not None and conn.rights.refuses_submit(conn, name):
+            return
         result = conn.scheduler.submit(conn, name, unique, packet.data, priority, background)
         _reply_submitted(conn, result)
 
@@ -70,6 +72,8 @@ def _submitter(priority: int, background: bool) -> Handler:
 
 def submit_epoch(conn: Peer, packet: Packet) -> None:
     name, unique, when_text = packet.args
+    if conn.rights is not None and conn.rights.refuses_submit(conn, name):
+        return
     when = _parse_epoch(when_text)
     if when is None:
         conn.send_error(ErrorCode.INVALID_PACKET, b"Epoch time is not a valid number")
@@ -81,6 +85,8 @@ def submit_epoch(conn: Peer, packet: Packet) -> None:
 def _reducer(background: bool) -> Handler:
     def submit_reduce(conn: Peer, packet: Packet) -> None:
         name, unique, reducer, _aggregator = packet.args
+        if conn.rights is not None and conn.rights.refuses_submit(conn, name):
+            return
         result = conn.scheduler.submit(
             conn, name, unique, packet.data, _NORMAL, background, reducer=reducer
         )
@@ -111,11 +117,16 @@ def _parse_epoch(text: bytes) -> float | None:
 
 
 def can_do(conn: Peer, packet: Packet) -> None:
-    conn.scheduler.can_do(conn, packet.args[0])
+    name = packet.args[0]
+    if conn.rights is not None and conn.rights.refuses_work(conn, name):
+        return
+    conn.scheduler.can_do(conn, name)
 
 
 def can_do_timeout(conn: Peer, packet: Packet) -> None:
     name, timeout = packet.args
+    if conn.rights is not None and conn.rights.refuses_work(conn, name):
+        return
     conn.scheduler.can_do(conn, name, parse_c_int(timeout))
 
 
@@ -240,6 +251,8 @@ def get_status(conn: Peer, packet: Packet) -> None:
     if job is None:
         conn.send(replies.status(handle, False, False, 0, 0))
         return
+    if conn.rights is not None and conn.rights.refuses_status(conn, job.function.name):
+        return
     running = job.state is JobState.RUNNING
     conn.send(replies.status(handle, True, running, job.numerator, job.denominator))
 
@@ -249,6 +262,8 @@ def get_status_unique(conn: Peer, packet: Packet) -> None:
     job = conn.scheduler.status_by_unique(unique)
     if job is None:
         conn.send(replies.status_unique(unique, False, False, 0, 0, 0))
+        return
+    if conn.rights is not None and conn.rights.refuses_status(conn, job.function.name):
         return
     running = job.state is JobState.RUNNING
     conn.send(

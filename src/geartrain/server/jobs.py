@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from geartrain.protocol.codec import Payload
 
+    from .permissions import Rights
     from .retry import RetryPolicy
     from .scheduler import Scheduler
     from .tls import Identity
@@ -197,6 +198,7 @@ class Peer:
         "identity",
         "ip",
         "noop_sent",
+        "rights",
         "rotation",
         "scheduler",
         "sleeping",
@@ -213,6 +215,8 @@ class Peer:
         self.ip = "-"
         # Who the peer's verified TLS client certificate says it is; None without one.
         self.identity: Identity | None = None
+        # What a permissions file lets this peer do; None without one (everything).
+        self.rights: Rights | None = None
         # worker side
         self.abilities: dict[Function, int] = {}  # function -> timeout in ms (0 = none)
         self.ability_list: list[Function] = []  # same keys, for round-robin by index

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..dead import decode_attempts, requeue_dead
 from ..persistence.base import DeadJob
+from .access import require
 from .errors import HttpError
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def _summary(dead: DeadJob) -> dict[str, Any]:
 
 class _DeadLetters:
     def __init__(self, server: Server) -> None:
+        self.server = server
         self.scheduler = server.scheduler
 
     def _find(self, request: web.Request) -> DeadJob:
@@ -65,6 +67,7 @@ class _DeadLetters:
         return dead
 
     async def list_dead(self, request: web.Request) -> web.Response:
+        require(self.server, request, "read")
         function = request.query.get("function")
         queue = self.scheduler.expire_dead()
         wanted = None if function is None else function.encode("utf-8", "surrogateescape")
@@ -74,6 +77,7 @@ class _DeadLetters:
         )
 
     async def show(self, request: web.Request) -> web.Response:
+        require(self.server, request, "read")
         dead = self._find(request)
         _, attempts = self._attempts(dead)
         return web.json_response(
@@ -94,6 +98,7 @@ class _DeadLetters:
         ]
 
     async def requeue(self, request: web.Request) -> web.Response:
+        require(self.server, request, "write")
         dead = self._find(request)
         result = requeue_dead(self.scheduler, dead)
         if isinstance(result, tuple):
@@ -101,6 +106,7 @@ class _DeadLetters:
         return web.json_response({"id": dead.id, "handle": _text(result.handle)}, status=202)
 
     async def purge(self, request: web.Request) -> web.Response:
+        require(self.server, request, "write")
         dead = self._find(request)
         self.scheduler.expire_dead().forget(dead.id)
         return web.json_response({"id": dead.id, "purged": True})

@@ -30,6 +30,7 @@ from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode, Priority
 
 from ..jobs import Job, JobState
 from ..writes import WriteGroup
+from .access import require
 from .body import read_workload
 from .errors import HttpError
 from .peer import HttpPeer
@@ -108,6 +109,7 @@ class Gateway:
         self, request: web.Request, submission: Submission, gearmand_form: bool
     ) -> web.StreamResponse:
         settings = self.server.settings
+        self._require(request, "submit", submission.function)  # before reading the body
         workload: Payload = b""
         if request.method != "GET":
             workload = await read_workload(
@@ -155,6 +157,9 @@ class Gateway:
             raise HttpError(status, code.decode().lower(), text.decode("utf-8", "replace"))
         return result
 
+    def _require(self, request: web.Request, kind: str, function: bytes) -> None:
+        require(self.server, request, kind, function)
+
     def _max_buffered(self) -> int:
         return min(4 * self.server.settings.max_packet_size, _MAX_BUFFERED)
 
@@ -164,12 +169,15 @@ class Gateway:
         """``GET /v1/jobs/{handle}``: as GET_STATUS."""
         handle = request.match_info["handle"].encode("utf-8", "surrogateescape")
         job = self.scheduler.jobs.get(handle)
+        if job is not None:
+            self._require(request, "status", job.function.name)
         return web.json_response({"handle": _text(handle), **_status_fields(job)})
 
     async def status_by_unique(self, request: web.Request) -> web.Response:
         """``GET /v1/functions/{function}/uniques/{unique}``: as GET_STATUS_UNIQUE."""
         name = function_name(request.match_info["function"])
         unique = unique_value(request.match_info["unique"])
+        self._require(request, "status", name)
         f = self.scheduler.functions.get(name)
         job = f.uniques.get(unique) if f is not None and unique else None
         body = {
@@ -184,6 +192,7 @@ class Gateway:
     async def cancel(self, request: web.Request) -> web.Response:
         """``DELETE /v1/jobs/{handle}``: the admin ``cancel job``, for jobs not yet running."""
         handle = request.match_info["handle"].encode("utf-8", "surrogateescape")
+        self._require(request, "cancel", b"")
         job = self.scheduler.jobs.get(handle)
         if job is None:
             raise HttpError(404, "unknown_job", "no such job (it may have ended)")

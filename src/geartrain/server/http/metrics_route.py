@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..metrics import exposition
+from .access import require
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -17,6 +18,7 @@ def metrics_route(server: Server) -> Extension:
     """The listener extension serving ``server``'s metrics at ``/metrics``."""
 
     async def metrics(request: web.Request) -> web.Response:
+        require(server, request, "read")
         body, content_type = exposition(server)
         return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -97,6 +97,7 @@ def _result_answers(form: str) -> dict[str, Any]:
         answers["502"] = _error("The job failed (WORK_FAIL) or raised (WORK_EXCEPTION).")
     answers |= {
         "400": _error("A parameter is malformed."),
+        "403": _DENIED,
         "404": _error("No function named."),
         "408": _error("The body stalled."),
         "413": _error("The body is larger than the server's max-packet-size."),
@@ -105,6 +106,10 @@ def _result_answers(form: str) -> dict[str, Any]:
         "507": _error("The body could not be spooled to disk."),
     }
     return answers
+
+
+#: The answer to what a permissions file (``--permissions``) does not allow this client.
+_DENIED = _error("The permissions file does not allow this client (known by its address).")
 
 
 def _paths() -> dict[str, Any]:
@@ -168,6 +173,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json("The job's status.", "UniqueStatus"),
                     "400": _error("A parameter is malformed."),
+                    "403": _DENIED,
                     "404": _error("No such resource."),
                 },
             }
@@ -179,6 +185,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_HANDLE],
                 "responses": {
                     "200": _json("The job's status (known: false once it ended).", "Status"),
+                    "403": _DENIED,
                     "404": _error("No such resource."),
                 },
             },
@@ -188,6 +195,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_HANDLE],
                 "responses": {
                     "200": _json("The job was cancelled.", "Cancelled"),
+                    "403": _DENIED,
                     "404": _error("No such job."),
                     "409": _error("The job is running."),
                 },
@@ -232,7 +240,10 @@ def _dead_letter_paths() -> dict[str, Any]:
                         "schema": {"type": "string"},
                     }
                 ],
-                "responses": {"200": _json("The dead jobs and the queue's totals.", "DeadList")},
+                "responses": {
+                    "200": _json("The dead jobs and the queue's totals.", "DeadList"),
+                    "403": _DENIED,
+                },
             }
         },
         "/v1/dead/{key}": {
@@ -240,13 +251,21 @@ def _dead_letter_paths() -> dict[str, Any]:
                 "summary": "One dead job, with every attempt's outcome",
                 "operationId": "showDead",
                 "parameters": [_DEAD_KEY],
-                "responses": {"200": _json("The dead job.", "DeadJob"), "404": unknown},
+                "responses": {
+                    "200": _json("The dead job.", "DeadJob"),
+                    "403": _DENIED,
+                    "404": unknown,
+                },
             },
             "delete": {
                 "summary": "Purge a dead job",
                 "operationId": "purgeDead",
                 "parameters": [_DEAD_KEY],
-                "responses": {"200": _json("The dead job is gone.", "DeadPurged"), "404": unknown},
+                "responses": {
+                    "200": _json("The dead job is gone.", "DeadPurged"),
+                    "403": _DENIED,
+                    "404": unknown,
+                },
             },
         },
         "/v1/dead/{key}/requeue": {
@@ -256,6 +275,7 @@ def _dead_letter_paths() -> dict[str, Any]:
                 "parameters": [_DEAD_KEY],
                 "responses": {
                     "202": _json("Requeued; it leaves the dead queue once stored.", "DeadRequeued"),
+                    "403": _DENIED,
                     "404": unknown,
                     "503": _error("The persistent queue refused the job."),
                 },

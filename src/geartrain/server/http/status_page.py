@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..status import DepthHistory, find_job, job_json, snapshot
+from .access import require
 from .errors import HttpError
 
 if TYPE_CHECKING:
@@ -73,9 +74,11 @@ class _StatusPage:
         raise HttpError(404, "not_found", "no icon")
 
     async def status(self, request: web.Request) -> web.Response:
+        require(self.server, request, "read")
         return web.json_response(snapshot(self.server, self.history), headers=_NO_STORE)
 
     async def find_job(self, request: web.Request) -> web.Response:
+        require(self.server, request, "read")
         query = request.query
         handle = query.get("handle", "").encode("utf-8", "surrogateescape")
         function = query.get("function", "").encode("utf-8", "surrogateescape")

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from geartrain.protocol.constants import REQUEST_TYPES, RESPONSE_TYPES, ErrorCode, PacketType
 from geartrain.protocol.spool import Spooled
 
+from ..permissions import DENIAL_KINDS
 from ..persistence._batch import GroupCommitStore
 
 if TYPE_CHECKING:
@@ -247,6 +248,14 @@ class ServerCollector(Collector):
         for code, count in sent.items():
             errors.add_metric([_label(code)], count)
         yield errors
+        denied = CounterMetricFamily(
+            "geartrain_permission_denied",
+            "Requests the permissions file denied, by kind (submit, work, status, admin)",
+            labels=["kind"],
+        )
+        for kind, count in (dict.fromkeys(DENIAL_KINDS, 0) | counters.permission_denied).items():
+            denied.add_metric([kind], count)
+        yield denied
 
     def _memory(self) -> Iterator[Metric]:
         memory = self.server.memory
