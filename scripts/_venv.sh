@@ -70,10 +70,19 @@ ensure_venv() {
     fi
 
     local pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+    # The compiled build is a wheel, not editable: its extensions are built from the sources
+    # as they were at install time.
+    local editable=(-e)
+    if [[ "$build" == compiled ]]; then
+        editable=()
+    fi
     if [[ "$deps" == latest ]]; then
-        echo "== installing geartrain[$extras] with the newest dependencies into $VENV" >&2
-        "${pip[@]}" --upgrade --upgrade-strategy eager -e ".[$extras]" </dev/null || return 1
-        "$VENV/bin/python" -m pip freeze --exclude-editable >"$VENV/installed.txt"
+        echo "== installing geartrain[$extras] ($build build) with the newest dependencies into $VENV" >&2
+        # Same version number, maybe new sources: pip would keep the installed geartrain.
+        "$VENV/bin/python" -m pip uninstall -q -y geartrain </dev/null >/dev/null 2>&1
+        GEARTRAIN_BUILD="$build" "${pip[@]}" --upgrade --upgrade-strategy eager \
+            "${editable[@]}" ".[$extras]" </dev/null || return 1
+        "$VENV/bin/python" -m pip freeze --exclude-editable | grep -v '^geartrain' >"$VENV/installed.txt"
         echo "== newest versions installed (differences from requirements/locked.txt):" >&2
         diff <(grep -E '^[A-Za-z0-9]' requirements/locked.txt | sed 's/ *;.*//' | tr 'A-Z_' 'a-z-' | sort) \
             <(tr 'A-Z_' 'a-z-' <"$VENV/installed.txt" | sort) | grep '^>' >&2 || echo "   none" >&2
@@ -85,9 +94,7 @@ ensure_venv() {
     local stamp="$VENV/.geartrain-install-stamp"
     local want
     want="$extras $build $(cksum pyproject.toml "${constraints[1]}")"
-    local editable=(-e)
     if [[ "$build" == compiled ]]; then
-        editable=()
         want="$want $(find src hatch_build.py -type f -not -path '*/__pycache__/*' -print0 |
             LC_ALL=C sort -z | xargs -0 cksum | cksum)"
     fi
