@@ -11,11 +11,14 @@
 # (a CMD given to `docker run` replaces the one below, so repeat the --queue you want).
 
 FROM python:3.11-slim-bookworm AS build
+# A C compiler for mypyc, which compiles the hot modules (hatch_build.py); the build stage only.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml README.md LICENSE hatch_build.py ./
 COPY src ./src
 COPY packaging/man ./packaging/man
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+RUN GEARTRAIN_BUILD=compiled pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
 # A fixed uid/gid, so that a volume or bind mount can be given to it by number.

@@ -15,6 +15,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from geartrain import _build
+
+# Before any other geartrain module is imported: GEARTRAIN_PURE=1 runs the pure-Python modules
+# even where compiled ones are installed (see geartrain/_build.py).
+if _build.pure_requested():
+    _build.install_source_finder()
+
 __version__ = "0.1.0"
 
 __all__ = ["Server", "Settings", "StartupError", "__version__", "run"]

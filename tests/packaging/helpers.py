@@ -51,7 +51,14 @@ def have(program: str) -> bool:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without variables that would steer geartrain's options."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEARTRAIN", "GEARMAN"))}
+    """The environment without variables that would steer geartrain's options.
+
+    GEARTRAIN_PURE stays: it chooses the build under test, not an option.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GEARTRAIN", "GEARMAN")) or k == "GEARTRAIN_PURE"
+    }
     env.update(extra)
     return env

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import click
 
-from geartrain import __version__
+from .version import version_option
 
 
 @click.group(context_settings={"help_option_names": ["--help"]})
-@click.version_option(
-    __version__, "-V", "--version", prog_name="geartrain", allow_from_autoenv=False
-)
+@version_option()
 def cli() -> None:
     """Gearman job server, client, worker and admin tools."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from geartrain import __version__
+from geartrain import __version__, _build
 from geartrain.server.config import (
     LEVELS,
     NOTICE,
@@ -27,6 +27,7 @@ from geartrain.server.tls import server_context, tls_wanted
 
 from . import tls_options
 from .gearmand_options import IGNORED, expand_option_files, gearmand_queue
+from .version import version_option
 
 logger = logging.getLogger("geartrain.server")
 
@@ -105,9 +106,7 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
 
 
 @click.command(cls=_GearmandCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(
-    __version__, "-V", "--version", prog_name="geartrain", allow_from_autoenv=False
-)
+@version_option()
 @click.option(
     "-c",
     "--config",
@@ -298,6 +297,7 @@ def serve(config_file: str | None, **options: Any) -> None:
     except (ValueError, OSError) as exc:
         raise click.UsageError(str(exc)) from exc
     notify = _daemonize() if settings.daemon else None
+    logger.log(NOTICE, "geartrain %s, %s build", __version__, _build.build())
     for notice in notices:
         logger.log(NOTICE, "%s", notice)
     try:

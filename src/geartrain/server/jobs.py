@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import replies
 from .counters import DurationHistogram
@@ -24,6 +24,14 @@ if TYPE_CHECKING:
     from .scheduler import Scheduler
     from .tls import Identity
     from .writes import WriteGroup
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:
+    # mypyc reads the decorator at compile time; at run time it changes nothing, so
+    # mypy_extensions (a build requirement) need not be installed.
+    def mypyc_attr(*attrs: Any, **kwattrs: Any) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
 
 
 NO_CLIENTS: tuple[()] = ()
@@ -178,6 +186,9 @@ class Function:
         return q[0] + q[1] + q[2] + self.running + self.scheduled + self.storing
 
 
+# Compiled by mypyc, yet subclassed by interpreted classes: the connection (an asyncio
+# protocol), the HTTP gateway's peer and the tests' fakes.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Peer:
     """Per-connection Gearman state, and all that packet handlers may use of a connection.
 

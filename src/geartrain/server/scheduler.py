@@ -805,7 +805,8 @@ class Scheduler:
                 record.priority,
                 True,
             )
-            job.when = job.due = record.when
+            job.when = record.when
+            job.due = float(record.when)  # mypyc keeps a float attribute unboxed: no int in it
             job.reducer = record.reducer
             job.retries = record.retries
             job.store_id = record.id
