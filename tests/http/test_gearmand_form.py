@@ -54,6 +54,9 @@ async def test_background_header_returns_job_created(
     async with client.post(f"{base_url(server)}/later", data=b"b", headers=headers) as response:
         assert response.status == 200
         assert response.headers["X-Gearman-Command"] == "JOB_CREATED"
+        # An empty body, typed as a result is (the OpenAPI document says so).
+        assert response.headers["Content-Type"] == "application/octet-stream"
+        assert await response.read() == b""
         handle = response.headers["X-Gearman-Job-Handle"]
     job = server.scheduler.jobs[handle.encode()]
     assert job.background and job.priority == 0 and job.unique == b"-"

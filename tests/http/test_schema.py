@@ -101,6 +101,7 @@ def test_the_served_document_is_the_one_tested(running: ServerThread) -> None:
 def test_every_generated_request_conforms(
     case: schemathesis.Case[Any], running: ServerThread
 ) -> None:
+    hypothesis.assume(not _positive_with_unprintable_names(case))
     # 502, 503 and 504 are a gateway's answers (the job failed, the queue is full, the job
     # took too long), documented per operation; only 500, a bug, is never right.
     case.call_and_validate(
@@ -108,6 +109,33 @@ def test_every_generated_request_conforms(
         timeout=20,
         excluded_checks=[schemathesis.checks.not_a_server_error],
         additional_checks=[no_internal_error],
+    )
+
+
+#: The parameters the document holds to printable ASCII (pattern ``^[ -~]*$``).
+_NAMES = ("function", "unique", "X-Gearman-Unique")
+
+
+def _positive_with_unprintable_names(case: schemathesis.Case[Any]) -> bool:
+    """A case meant to be valid whose function name or unique is not printable ASCII.
+
+    The document's pattern is ECMA-262, where ``$`` is the end of the text; the generator
+    reads it as a Python regex, where ``$`` also matches before a final newline, and its
+    positive cases may carry values of its own. Such cases are not valid by the document,
+    and the server rightly refuses them, so they are discarded rather than counted as
+    valid requests rejected. Negative cases keep them: there a refusal is what is checked.
+    """
+    if case.meta is None or case.meta.generation.mode != "positive":
+        return False
+    given: dict[str, Any] = {
+        **(case.path_parameters or {}),
+        **(case.query or {}),
+        **dict((case.headers or {}).items()),
+    }
+    return any(
+        isinstance(value, str) and not (value.isascii() and value.isprintable())
+        for key, value in given.items()
+        if key in _NAMES
     )
 
 

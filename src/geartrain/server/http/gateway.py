@@ -140,7 +140,10 @@ class Gateway:
             await _settled(job.write)
         headers = result_headers(job.handle, "JOB_CREATED")
         if gearmand_form:
-            return web.Response(status=200, headers=headers)
+            # gearmand answers with an empty body; say what kind it is, as a result would.
+            return web.Response(
+                status=200, headers=headers, body=b"", content_type="application/octet-stream"
+            )
         return web.json_response({"handle": _text(job.handle)}, status=202, headers=headers)
 
     def _submit(self, peer: HttpPeer | None, submission: Submission, workload: Payload) -> Job:
