@@ -175,3 +175,11 @@ def test_gearmands_tls_options_and_variables_are_our_settings(
     assert settings.ssl_ca_file == str(pki.ca_file)  # the option wins over the variable
     result = CliRunner().invoke(serve, ["--ssl", "--queue", "none", "--check-args"])
     assert result.exit_code == 0, result.output
+
+
+def test_max_memory_takes_a_size_with_a_suffix_and_refuses_nonsense(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _settings_of(monkeypatch, ["--max-memory", "64M"]).max_memory == 64 * 1024 * 1024
+    result = CliRunner().invoke(serve, ["--max-memory", "12X", "--check-args"])
+    assert result.exit_code == 2 and "--max-memory" in result.output

@@ -48,21 +48,16 @@ class _GearmandCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
-class _Size(click.ParamType[int]):
-    """A number of bytes, optionally with a K, M, G or T suffix."""
-
-    name = "size"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-_SIZE = _Size()
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A number of bytes, optionally with a K, M, G or T suffix (an option's callback:
+    click's ParamType is generic only in its newer releases, which the oldest allowed
+    version is not)."""
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
 
 
 def _gearmand_params() -> list[click.Parameter]:
@@ -210,7 +205,8 @@ _GEARMAND_ONLY = [p.name for p in _GEARMAND_PARAMS if p.name and p.name != "chec
 )
 @click.option(
     "--max-memory",
-    type=_SIZE,
+    metavar="SIZE",
+    callback=_size,
     help="Memory budget over what the server holds for peers (job payloads in memory, "
     "unsent output, bodies being received), in bytes or with K, M, G: above 90 % of it "
     "reading pauses on clients that add to it, below 70 % it resumes. Default a quarter "
