@@ -9,41 +9,20 @@ kernel ends when the holder's connection or process ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from geartrain.server.persistence import _batch
 from geartrain.server.persistence.base import QueueError, QueueInUse
 
-from .conftest import Harness, build_harness
+from .conftest import Harness
 from .test_contract import job
 
-#: Every backend that claims its queue (the in-process one has no other user).
+#: Every backend that claims its queue (the in-process one has no other user), and those
+#: whose connection the database can end (SQLite's claim is the process's own;
+#: tests/server/test_crash.py ends that process).
 CLAIMING = ["sqlite", "postgres", "mysql", "redis"]
-
-
-@pytest.fixture(params=CLAIMING)
-async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    h = build_harness(request.param, tmp_path)
-    try:
-        yield h
-    finally:
-        await asyncio.wait_for(h.teardown(), 30)
-
-
-@pytest.fixture(params=[kind for kind in CLAIMING if kind != "sqlite"])
-async def connected_harness(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Harness]:
-    """The backends whose connection the database can end (SQLite's claim is the
-    process's own; tests/server/test_crash.py ends that process)."""
-    h = build_harness(request.param, tmp_path)
-    try:
-        yield h
-    finally:
-        await asyncio.wait_for(h.teardown(), 30)
+CONNECTED = [kind for kind in CLAIMING if kind != "sqlite"]
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +30,7 @@ def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_batch, "CLAIM_GRACE", 0.3)
 
 
+@pytest.mark.parametrize("harness", CLAIMING, indirect=True)
 async def test_a_second_store_is_refused_until_the_first_closes(harness: Harness) -> None:
     first = await harness.opened()
     await first.add(job(1))
@@ -65,6 +45,7 @@ async def test_a_second_store_is_refused_until_the_first_closes(harness: Harness
     await second.close()
 
 
+@pytest.mark.parametrize("connected_harness", CONNECTED, indirect=True)
 async def test_a_claim_ends_with_its_connection_and_the_old_holder_stays_out(
     connected_harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,7 +15,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .jobs import Function, Job, JobState, Peer
+from .admin_jobs import job_state
+from .jobs import Function, Job, Peer
 
 if TYPE_CHECKING:
     from .app import Server
@@ -172,7 +173,7 @@ def job_json(job: Job) -> JSON:
         "handle": text(job.handle),
         "function": text(job.function.name),
         "unique": text(job.unique),
-        "state": _STATE_NAMES[job.state],
+        "state": job_state(job),
         "priority": _PRIORITY_NAMES[job.priority],
         "background": job.background,
         "when": job.when or None,
@@ -181,12 +182,3 @@ def job_json(job: Job) -> JSON:
         "worker": None if worker is None else {"fd": worker.fd, "address": worker.ip},
         "waiting_clients": len(job.clients),
     }
-
-
-_STATE_NAMES = {
-    JobState.STORING: "storing",
-    JobState.SCHEDULED: "scheduled",
-    JobState.QUEUED: "queued",
-    JobState.RUNNING: "running",
-    JobState.ENDED: "ended",
-}

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..dead import decode_attempts, requeue_dead
 from ..persistence.base import DeadJob
+from ..status import text as _text
 from .access import require
 from .errors import HttpError
 
@@ -35,10 +36,6 @@ def dead_letters(server: Server) -> Extension:
         app.router.add_delete("/v1/dead/{key}", routes.purge)
 
     return extend
-
-
-def _text(value: bytes) -> str:
-    return value.decode("utf-8", "backslashreplace")
 
 
 def _summary(dead: DeadJob) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from geartrain.protocol.codec import Payload
 from geartrain.protocol.constants import MAX_UNIQUE_SIZE, ErrorCode, Priority
 
 from ..jobs import Job, JobState
+from ..status import text as _text
 from ..writes import WriteGroup
 from .access import require
 from .body import read_workload
@@ -291,7 +292,3 @@ def _status_fields(job: Job | None) -> dict[str, object]:
         "numerator": job.numerator,
         "denominator": job.denominator,
     }
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
